@@ -1,0 +1,92 @@
+#include "alignment.h"
+
+#include "model_io.h"
+
+#include <cstring>
+#include <stdexcept>
+
+namespace pfd {
+
+namespace {
+
+// Every detection rectangle mapped back to the original image after `upsample` pyramid_up steps.
+std::vector<detection> rects_down(std::vector<detection> dets, unsigned upsample) {
+    dlib::pyramid_down<2> pyr;
+    for (auto& d : dets) d.box = pyr.rect_down(d.box, upsample);
+    return dets;
+}
+
+}  // namespace
+
+hog_face_detector::hog_face_detector() : detector_(dlib::get_frontal_face_detector()) {}
+
+std::vector<detection> hog_face_detector::detect(const rgb_image_view& img, unsigned upsample) {
+    std::vector<dlib::rect_detection> found;
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (upsample == 0) {
+        detector_(img, found, 0.0);
+    } else {
+        dlib::pyramid_down<2> pyr;
+        dlib::array2d<dlib::rgb_pixel> up;
+        dlib::pyramid_up(img, up, pyr);
+        for (unsigned level = 1; level < upsample; ++level) dlib::pyramid_up(up);
+        detector_(up, found, 0.0);
+    }
+    std::vector<detection> dets;
+    for (const auto& f : found) dets.push_back({f.rect, f.detection_confidence});
+    return upsample == 0 ? dets : rects_down(dets, upsample);
+}
+
+// dlib's CNN face detector network (the net of dlib's cnn_face_detection_model_v1).
+struct cnn_face_detector::net_holder {
+    template <long num_filters, typename SUBNET> using con5d = dlib::con<num_filters, 5, 5, 2, 2, SUBNET>;
+    template <long num_filters, typename SUBNET> using con5 = dlib::con<num_filters, 5, 5, 1, 1, SUBNET>;
+    template <typename SUBNET> using downsampler =
+        dlib::relu<dlib::affine<con5d<32, dlib::relu<dlib::affine<con5d<32, dlib::relu<dlib::affine<con5d<16, SUBNET>>>>>>>>>;
+    template <typename SUBNET> using rcon5 = dlib::relu<dlib::affine<con5<45, SUBNET>>>;
+    using net_type = dlib::loss_mmod<dlib::con<1, 9, 9, 1, 1, rcon5<rcon5<rcon5<downsampler<
+        dlib::input_rgb_image_pyramid<dlib::pyramid_down<6>>>>>>>>;
+    net_type net;
+};
+
+cnn_face_detector::cnn_face_detector(const std::string& model_path) : net_(new net_holder) {
+    load_model(model_path, "dlib CNN face detector (mmod_human_face_detector format)", net_->net);
+}
+
+cnn_face_detector::~cnn_face_detector() = default;
+
+std::vector<detection> cnn_face_detector::detect(const rgb_image_view& img, unsigned upsample) {
+    dlib::matrix<dlib::rgb_pixel> image;
+    dlib::assign_image(image, img);
+    dlib::pyramid_down<2> pyr;
+    for (unsigned level = 0; level < upsample; ++level) dlib::pyramid_up(image, pyr);
+    std::lock_guard<std::mutex> lock(mutex_);
+    std::vector<detection> dets;
+    for (const auto& d : net_->net(image)) dets.push_back({d.rect, d.detection_confidence});
+    return rects_down(dets, upsample);
+}
+
+landmark_predictor::landmark_predictor(const std::string& model_path) {
+    load_model(model_path, "dlib shape predictor (e.g. shape_predictor_5_face_landmarks.dat)", predictor_);
+    if (predictor_.num_parts() == 0) throw model_format_error("'" + model_path + "' is a shape predictor with no parts");
+}
+
+std::vector<dlib::point> landmark_predictor::predict(const rgb_image_view& img, const dlib::rectangle& box) const {
+    const auto shape = predictor_(img, box);
+    std::vector<dlib::point> parts(shape.num_parts());
+    for (unsigned long i = 0; i < shape.num_parts(); ++i) parts[i] = shape.part(i);
+    return parts;
+}
+
+void extract_face_chip(const rgb_image_view& img, const std::vector<dlib::point>& parts,
+                       unsigned long size, double padding, unsigned char* out) {
+    if (parts.size() != 5 && parts.size() != 68)
+        throw std::invalid_argument("face chips need 5 or 68 landmarks, got " + std::to_string(parts.size()));
+    if (size == 0 || !(padding >= 0)) throw std::invalid_argument("chip size must be > 0 and padding >= 0");
+    const dlib::full_object_detection face(dlib::rectangle(), parts);
+    dlib::matrix<dlib::rgb_pixel> chip;
+    dlib::extract_image_chip(img, dlib::get_face_chip_details(face, size, padding), chip);
+    std::memcpy(out, &chip(0, 0), size * size * 3);
+}
+
+}  // namespace pfd

@@ -1,0 +1,63 @@
+// Face detection (dlib's HOG and CNN/MMOD detectors), 5-point landmarks and face chips,
+// computed exactly as dlib's Python binding computes them.
+#pragma once
+
+#include "image_view.h"
+
+#include <dlib/image_processing.h>
+#include <dlib/image_processing/frontal_face_detector.h>
+#include <dlib/dnn.h>
+
+#include <memory>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace pfd {
+
+struct detection {
+    dlib::rectangle box;
+    double score;
+};
+
+// dlib's get_frontal_face_detector(); detect() = dlib.get_frontal_face_detector()(img, upsample).
+class hog_face_detector {
+public:
+    hog_face_detector();
+    std::vector<detection> detect(const rgb_image_view& img, unsigned upsample);
+
+private:
+    std::mutex mutex_;
+    dlib::frontal_face_detector detector_;
+};
+
+// mmod_human_face_detector.dat; detect() = dlib.cnn_face_detection_model_v1(path)(img, upsample).
+class cnn_face_detector {
+public:
+    explicit cnn_face_detector(const std::string& model_path);
+    ~cnn_face_detector();
+    std::vector<detection> detect(const rgb_image_view& img, unsigned upsample);
+
+private:
+    struct net_holder;
+    std::mutex mutex_;
+    std::unique_ptr<net_holder> net_;
+};
+
+// A dlib shape_predictor file (5- or 68-point); predict() returns the parts in image coordinates.
+class landmark_predictor {
+public:
+    explicit landmark_predictor(const std::string& model_path);
+    std::vector<dlib::point> predict(const rgb_image_view& img, const dlib::rectangle& box) const;
+    unsigned long num_parts() const { return predictor_.num_parts(); }
+
+private:
+    dlib::shape_predictor predictor_;
+};
+
+// dlib.get_face_chip(img, full_object_detection(box, parts), size, padding): the aligned,
+// rotated and scaled face, size x size RGB, written to out[size*size*3].
+void extract_face_chip(const rgb_image_view& img, const std::vector<dlib::point>& parts,
+                       unsigned long size, double padding, unsigned char* out);
+
+}  // namespace pfd

@@ -1,0 +1,106 @@
+// Bindings: detection, landmarks and face chips.
+#include "bindings.h"
+
+#include "alignment.h"
+
+namespace pfd {
+
+namespace {
+
+// (N, 4) int64 [left, top, right, bottom] boxes and (N,) float64 scores.
+py::tuple detections_to_arrays(const std::vector<detection>& dets) {
+    py::array_t<long long> boxes({static_cast<py::ssize_t>(dets.size()), static_cast<py::ssize_t>(4)});
+    py::array_t<double> scores(static_cast<py::ssize_t>(dets.size()));
+    auto b = boxes.mutable_unchecked<2>();
+    auto s = scores.mutable_unchecked<1>();
+    for (size_t i = 0; i < dets.size(); ++i) {
+        b(i, 0) = dets[i].box.left();
+        b(i, 1) = dets[i].box.top();
+        b(i, 2) = dets[i].box.right();
+        b(i, 3) = dets[i].box.bottom();
+        s(i) = dets[i].score;
+    }
+    return py::make_tuple(boxes, scores);
+}
+
+std::vector<dlib::point> points_of(const py::array_t<long long, py::array::c_style | py::array::forcecast>& pts) {
+    if (pts.ndim() != 2 || pts.shape(1) != 2) throw py::value_error("expected landmarks as a (K, 2) array of x, y");
+    std::vector<dlib::point> parts;
+    for (py::ssize_t i = 0; i < pts.shape(0); ++i) parts.emplace_back(pts.at(i, 0), pts.at(i, 1));
+    return parts;
+}
+
+}  // namespace
+
+void bind_alignment(py::module_& m) {
+    py::class_<hog_face_detector>(m, "HogFaceDetector", "dlib's frontal face detector (HOG + linear SVM).")
+        .def(py::init<>())
+        .def("detect",
+             [](hog_face_detector& self, const u8_array& image, unsigned upsample) {
+                 const auto view = rgb_view_of(image);
+                 std::vector<detection> dets;
+                 {
+                     py::gil_scoped_release release;
+                     dets = self.detect(view, upsample);
+                 }
+                 return detections_to_arrays(dets);
+             },
+             py::arg("image").noconvert(), py::arg("upsample"),
+             "(boxes (N,4) int64 [left, top, right, bottom], scores (N,)) as dlib's detector(image, upsample).");
+
+    py::class_<cnn_face_detector>(m, "CnnFaceDetector", "dlib's CNN (MMOD) face detector.")
+        .def(py::init<const std::string&>(), py::arg("model_path"))
+        .def("detect",
+             [](cnn_face_detector& self, const u8_array& image, unsigned upsample) {
+                 const auto view = rgb_view_of(image);
+                 std::vector<detection> dets;
+                 {
+                     py::gil_scoped_release release;
+                     dets = self.detect(view, upsample);
+                 }
+                 return detections_to_arrays(dets);
+             },
+             py::arg("image").noconvert(), py::arg("upsample"),
+             "(boxes (N,4) int64, confidences (N,)) as dlib.cnn_face_detection_model_v1(image, upsample).");
+
+    py::class_<landmark_predictor>(m, "LandmarkPredictor", "A dlib shape predictor (5- or 68-point landmarks).")
+        .def(py::init<const std::string&>(), py::arg("model_path"))
+        .def_property_readonly("num_parts", &landmark_predictor::num_parts)
+        .def("predict",
+             [](const landmark_predictor& self, const u8_array& image, long left, long top, long right, long bottom) {
+                 const auto view = rgb_view_of(image);
+                 std::vector<dlib::point> parts;
+                 {
+                     py::gil_scoped_release release;
+                     parts = self.predict(view, dlib::rectangle(left, top, right, bottom));
+                 }
+                 py::array_t<long long> out({static_cast<py::ssize_t>(parts.size()), static_cast<py::ssize_t>(2)});
+                 auto o = out.mutable_unchecked<2>();
+                 for (size_t i = 0; i < parts.size(); ++i) {
+                     o(i, 0) = parts[i].x();
+                     o(i, 1) = parts[i].y();
+                 }
+                 return out;
+             },
+             py::arg("image").noconvert(), py::arg("left"), py::arg("top"), py::arg("right"), py::arg("bottom"),
+             "(K,2) int64 landmark x, y for the face in the box.");
+
+    m.def("extract_face_chip",
+          [](const u8_array& image, const py::array_t<long long, py::array::c_style | py::array::forcecast>& landmarks,
+             unsigned long size, double padding) {
+              const auto view = rgb_view_of(image);
+              const auto parts = points_of(landmarks);
+              py::array_t<unsigned char> chip({static_cast<py::ssize_t>(size), static_cast<py::ssize_t>(size),
+                                               static_cast<py::ssize_t>(3)});
+              unsigned char* dst = chip.mutable_data();
+              {
+                  py::gil_scoped_release release;
+                  extract_face_chip(view, parts, size, padding, dst);
+              }
+              return chip;
+          },
+          py::arg("image").noconvert(), py::arg("landmarks"), py::arg("size") = 150, py::arg("padding") = 0.25,
+          "The aligned face chip, pixel for pixel what dlib.get_face_chip returns.");
+}
+
+}  // namespace pfd

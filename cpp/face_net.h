@@ -1,0 +1,52 @@
+// The face-recognition ResNet of dlib_face_recognition_resnet_model_v1.dat, written once.
+//
+// `face_net<BN>` is the whole network with the batch-norm layer as a parameter:
+//   face_net<dlib::bn_con>  — the training net (batch norm, trainable),
+//   face_net<dlib::affine>  — the testing net that the shipped .dat file holds.
+// Both have the same 132 layers, so layer<i>(train_net) and layer<i>(test_net) line up.
+#pragma once
+
+#include <dlib/dnn.h>
+
+namespace pfd {
+
+using namespace dlib;
+
+template <template <int, template <typename> class, int, typename> class block, int N,
+          template <typename> class BN, typename SUBNET>
+using residual = add_prev1<block<N, BN, 1, tag1<SUBNET>>>;
+
+template <template <int, template <typename> class, int, typename> class block, int N,
+          template <typename> class BN, typename SUBNET>
+using residual_down = add_prev2<avg_pool<2, 2, 2, 2, skip1<tag2<block<N, BN, 2, tag1<SUBNET>>>>>>;
+
+template <int N, template <typename> class BN, int stride, typename SUBNET>
+using block = BN<con<N, 3, 3, 1, 1, relu<BN<con<N, 3, 3, stride, stride, SUBNET>>>>>;
+
+template <template <typename> class BN>
+struct face_levels {
+    template <int N, typename SUBNET> using res = relu<residual<block, N, BN, SUBNET>>;
+    template <int N, typename SUBNET> using res_down = relu<residual_down<block, N, BN, SUBNET>>;
+
+    template <typename SUBNET> using level0 = res_down<256, SUBNET>;
+    template <typename SUBNET> using level1 = res<256, res<256, res_down<256, SUBNET>>>;
+    template <typename SUBNET> using level2 = res<128, res<128, res_down<128, SUBNET>>>;
+    template <typename SUBNET> using level3 = res<64, res<64, res<64, res_down<64, SUBNET>>>>;
+    template <typename SUBNET> using level4 = res<32, res<32, res<32, SUBNET>>>;
+
+    using net = loss_metric<fc_no_bias<128, avg_pool_everything<
+        level0<level1<level2<level3<level4<
+        max_pool<3, 3, 2, 2, relu<BN<con<32, 7, 7, 2, 2,
+        input_rgb_image_sized<150>>>>>>>>>>>>>;
+};
+
+template <template <typename> class BN>
+using face_net = typename face_levels<BN>::net;
+
+using face_train_net = face_net<bn_con>;   // batch norm: what dnn_trainer trains
+using face_test_net = face_net<affine>;    // batch norm folded: what the shipped .dat holds
+
+constexpr long chip_size = 150;
+constexpr long descriptor_size = 128;
+
+}  // namespace pfd

@@ -1,0 +1,117 @@
+#include "inference.h"
+
+#include "blas.h"
+#include "model_io.h"
+
+#include <algorithm>
+#include <cstring>
+#include <thread>
+
+namespace pfd {
+
+namespace {
+constexpr long batch_size = 16;                // dlib's own Python binding uses 16
+constexpr long min_chips_per_worker = 4;       // below this, one worker with a threaded BLAS wins
+}  // namespace
+
+std::vector<chip_type> chips_from_bytes(const unsigned char* data, long count) {
+    std::vector<chip_type> chips(count);
+    const long bytes = chip_size * chip_size * 3;
+    for (long i = 0; i < count; ++i) {
+        chips[i].set_size(chip_size, chip_size);
+        std::memcpy(&chips[i](0, 0), data + i * bytes, bytes);
+    }
+    return chips;
+}
+
+std::vector<chip_type> jittered_chips(const std::vector<chip_type>& chips, int num_jitters, std::uint64_t seed) {
+    dlib::rand rnd;
+    rnd.set_seed(seed == 0 ? std::string() : std::to_string(seed));
+    std::vector<chip_type> out;
+    out.reserve(chips.size() * num_jitters);
+    for (const auto& chip : chips)
+        for (int j = 0; j < num_jitters; ++j) out.push_back(dlib::jitter_image(chip, rnd));
+    return out;
+}
+
+face_embedder::face_embedder(const std::string& model_path, int threads) {
+    replicas_.resize(1);
+    load_model(model_path, "dlib face recognition model (affine testing net, dlib_face_recognition_resnet_model_v1 format)",
+               replicas_.front());
+    set_threads(threads);
+}
+
+face_embedder::face_embedder(const face_test_net& net, int threads) {
+    replicas_.push_back(net);
+    set_threads(threads);
+}
+
+void face_embedder::set_threads(int threads) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    threads_ = std::max(1, threads);
+#ifdef DLIB_USE_CUDA
+    const int workers = 1;  // one GPU stream is fed by one net
+#else
+    const int workers = threads_;
+#endif
+    while (static_cast<int>(replicas_.size()) < workers) replicas_.push_back(replicas_.front());
+    replicas_.resize(workers);
+}
+
+void face_embedder::forward(const std::vector<chip_type>& chips, float* out) {
+    const long n = static_cast<long>(chips.size());
+    if (n == 0) return;
+    const long workers = std::max<long>(1, std::min<long>(replicas_.size(), n / min_chips_per_worker));
+    set_blas_threads(std::max<int>(1, threads_ / static_cast<int>(workers)));
+
+    const auto run = [&](long worker, long begin, long end) {
+        auto& net = replicas_[worker];
+        std::vector<dlib::matrix<float, 0, 1>> descriptors(batch_size);
+        for (long b = begin; b < end; b += batch_size) {
+            const long e = std::min(end, b + batch_size);
+            net(chips.begin() + b, chips.begin() + e, descriptors.begin());
+            for (long i = b; i < e; ++i)
+                std::memcpy(out + i * descriptor_size, &descriptors[i - b](0), descriptor_size * sizeof(float));
+        }
+    };
+    if (workers == 1) {
+        run(0, 0, n);
+        return;
+    }
+    std::vector<std::thread> pool;
+    std::exception_ptr error;
+    std::mutex error_mutex;
+    for (long w = 0; w < workers; ++w) {
+        const long begin = n * w / workers, end = n * (w + 1) / workers;
+        pool.emplace_back([&, w, begin, end] {
+            try {
+                run(w, begin, end);
+            } catch (...) {
+                std::lock_guard<std::mutex> lock(error_mutex);
+                error = std::current_exception();
+            }
+        });
+    }
+    for (auto& t : pool) t.join();
+    if (error) std::rethrow_exception(error);
+}
+
+void face_embedder::embed(const std::vector<chip_type>& chips, int num_jitters, std::uint64_t seed, float* out) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (num_jitters <= 1) {
+        forward(chips, out);
+        return;
+    }
+    const auto crops = jittered_chips(chips, num_jitters, seed);
+    std::vector<float> all(crops.size() * descriptor_size);
+    forward(crops, all.data());
+    for (size_t i = 0; i < chips.size(); ++i) {
+        dlib::matrix<float, 0, 1> sum = dlib::mat(all.data() + i * num_jitters * descriptor_size, descriptor_size);
+        for (int j = 1; j < num_jitters; ++j)
+            sum += dlib::mat(all.data() + (i * num_jitters + j) * descriptor_size, descriptor_size);
+        sum /= static_cast<float>(num_jitters);
+        std::memcpy(out + i * descriptor_size, &sum(0), descriptor_size * sizeof(float));
+    }
+}
+
+}  // namespace pfd

@@ -1,0 +1,45 @@
+// Batched, multi-threaded descriptors from the testing (affine) face net.
+#pragma once
+
+#include "face_net.h"
+
+#include <cstdint>
+#include <mutex>
+#include <string>
+#include <vector>
+
+namespace pfd {
+
+using chip_type = dlib::matrix<dlib::rgb_pixel>;
+
+// Copies `count` contiguous 150x150x3 uint8 RGB chips into dlib matrices.
+std::vector<chip_type> chips_from_bytes(const unsigned char* data, long count);
+
+// dlib's jitter_image() applied `num_jitters` times to every chip, drawn from one generator seeded
+// with `seed` (seed 0 = dlib::rand's default state, i.e. what a freshly loaded dlib model uses).
+std::vector<chip_type> jittered_chips(const std::vector<chip_type>& chips, int num_jitters, std::uint64_t seed);
+
+class face_embedder {
+public:
+    // Loads an affine testing-net .dat file; throws model_format_error on a bad file.
+    face_embedder(const std::string& model_path, int threads);
+    explicit face_embedder(const face_test_net& net, int threads);
+
+    // Descriptors of `chips` into out[count*128]. num_jitters <= 1: the chips as they are;
+    // otherwise the mean descriptor of num_jitters jittered copies (dlib's definition).
+    // Thread-safe; call without the Python GIL.
+    void embed(const std::vector<chip_type>& chips, int num_jitters, std::uint64_t seed, float* out);
+
+    void set_threads(int threads);
+    int threads() const { return threads_; }
+    const face_test_net& net() const { return replicas_.front(); }
+
+private:
+    void forward(const std::vector<chip_type>& chips, float* out);
+
+    std::mutex mutex_;
+    int threads_ = 1;
+    std::vector<face_test_net> replicas_;  // one network per worker thread (dlib nets are not reentrant)
+};
+
+}  // namespace pfd

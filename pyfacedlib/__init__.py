@@ -1,0 +1,29 @@
+"""pyfacedlib: fine-tunable dlib face recognition, driven from Python.
+
+    import pyfacedlib as pfd
+    emb = pfd.FaceEmbedder()
+    faces = emb.embed_image("photo.jpg")          # detect -> landmarks -> chip -> 128-D descriptor
+    d = emb.embed_chips(chips)                     # (N,150,150,3) uint8 aligned chips -> (N,128)
+"""
+from __future__ import annotations
+
+from . import align, models
+from ._native import core as _core
+from .embedder import Face, FaceEmbedder, distance
+from .errors import ImageError, ModelFormatError, ModelNotFoundError
+from .images import as_rgb, load_image
+
+__version__ = "0.1.0"
+
+
+def build_info() -> dict:
+    """What this installation was built with: dlib_version, blas, cuda (bool), simd, compiler flags."""
+    info = dict(_core.build_info())
+    info["pyfacedlib_version"] = __version__
+    return info
+
+
+__all__ = [
+    "Face", "FaceEmbedder", "ImageError", "ModelFormatError", "ModelNotFoundError", "align", "as_rgb",
+    "build_info", "distance", "load_image", "models",
+]

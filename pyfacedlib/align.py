@@ -1,0 +1,102 @@
+"""Face detection, 5-point landmarks and aligned face chips, exactly as dlib computes them.
+
+    boxes = detect(image)                     # (N, 4) int64: left, top, right, bottom
+    points = landmarks(image, boxes[0])       # (5, 2) int64: x, y
+    chip = extract_chip(image, points)        # (150, 150, 3) uint8, == dlib.get_face_chip
+"""
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Sequence
+
+import numpy as np
+
+from . import models
+from ._native import core
+from .images import ImageLike, as_rgb
+
+DETECTORS = ("hog", "cnn")
+
+
+@lru_cache(maxsize=1)
+def _hog_detector():
+    return core.HogFaceDetector()
+
+
+@lru_cache(maxsize=4)
+def _cnn_detector(model_path: str):
+    return core.CnnFaceDetector(model_path)
+
+
+@lru_cache(maxsize=4)
+def _landmark_predictor(model_path: str):
+    return core.LandmarkPredictor(model_path)
+
+
+def _check_upsample(upsample: int) -> int:
+    if isinstance(upsample, bool) or not isinstance(upsample, (int, np.integer)) or not 0 <= upsample <= 8:
+        raise ValueError(f"upsample must be an integer in 0..8, got {upsample!r}")
+    return int(upsample)
+
+
+def detect(image: ImageLike, detector: str = "hog", upsample: int = 1, return_scores: bool = False,
+           model: str | None = None):
+    """Face boxes in `image`, as dlib's detectors give them.
+
+    detector: "hog" (dlib.get_frontal_face_detector) or "cnn" (mmod_human_face_detector, or the
+    `model` file given). upsample: how many times the image is doubled first (finds smaller faces).
+    Returns an (N, 4) int64 array [left, top, right, bottom]; with return_scores, also (N,) scores.
+    """
+    rgb = as_rgb(image)
+    upsample = _check_upsample(upsample)
+    if detector == "hog":
+        boxes, scores = _hog_detector().detect(rgb, upsample)
+    elif detector == "cnn":
+        boxes, scores = _cnn_detector(model or models.path(models.CNN_DETECTOR)).detect(rgb, upsample)
+    else:
+        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    return (boxes, scores) if return_scores else boxes
+
+
+def _box(box: Sequence[int] | np.ndarray) -> tuple[int, int, int, int]:
+    values = np.asarray(box)
+    if values.shape != (4,) or not np.issubdtype(values.dtype, np.number):
+        raise ValueError(f"expected a box [left, top, right, bottom], got {box!r}")
+    left, top, right, bottom = (int(round(float(v))) for v in values)
+    if right < left or bottom < top:
+        raise ValueError(f"box {box!r} has right < left or bottom < top")
+    return left, top, right, bottom
+
+
+def landmarks(image: ImageLike, box: Sequence[int] | np.ndarray, model: str | None = None) -> np.ndarray:
+    """Face landmarks in `box` of `image`: (5, 2) int64 x, y with dlib's 5-point predictor
+    (or (K, 2) for the shape predictor file given as `model`)."""
+    rgb = as_rgb(image)
+    predictor = _landmark_predictor(model or models.path(models.LANDMARKS_5))
+    return predictor.predict(rgb, *_box(box))
+
+
+def extract_chip(image: ImageLike, landmarks: np.ndarray, size: int = 150, padding: float = 0.25) -> np.ndarray:
+    """The aligned face chip (size, size, 3) uint8, pixel for pixel dlib.get_face_chip's result.
+
+    landmarks: (5, 2) or (68, 2) points from `landmarks()`. padding: the border around the face,
+    as a fraction of its size (dlib's default 0.25, which the recognition model expects).
+    """
+    rgb = as_rgb(image)
+    points = np.asarray(landmarks)
+    if points.ndim != 2 or points.shape[1] != 2 or points.shape[0] not in (5, 68):
+        raise ValueError(f"expected (5, 2) or (68, 2) landmarks, got shape {points.shape}")
+    if not (isinstance(size, (int, np.integer)) and 0 < size <= 4096):
+        raise ValueError(f"size must be an integer in 1..4096, got {size!r}")
+    if not padding >= 0:
+        raise ValueError(f"padding must be >= 0, got {padding!r}")
+    return core.extract_face_chip(rgb, np.round(points).astype(np.int64), int(size), float(padding))
+
+
+def nearest_to_center(boxes: np.ndarray, image_shape: tuple[int, ...]) -> int:
+    """Index of the box whose centre is nearest the image centre (for one-face-per-image datasets)."""
+    if len(boxes) == 0:
+        raise ValueError("no boxes")
+    centers = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2.0, (boxes[:, 1] + boxes[:, 3]) / 2.0], axis=1)
+    middle = np.array([image_shape[1] / 2.0, image_shape[0] / 2.0])
+    return int(np.argmin(((centers - middle) ** 2).sum(axis=1)))

@@ -1,0 +1,116 @@
+"""128-D face descriptors from dlib's face-recognition ResNet, through pyfacedlib's C++ core."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from . import align, models
+from ._native import core
+from .images import ImageLike, as_rgb
+
+CHIP_SIZE = 150
+DESCRIPTOR_SIZE = 128
+
+
+def default_threads() -> int:
+    """CPUs this process may run on."""
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # pragma: no cover - non-Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def as_chips(chips: np.ndarray) -> np.ndarray:
+    """Validates face chips: (N, 150, 150, 3) or one (150, 150, 3) uint8 RGB -> contiguous (N, 150, 150, 3)."""
+    if not isinstance(chips, np.ndarray):
+        raise TypeError(f"expected face chips as a numpy uint8 array, got {type(chips).__name__}")
+    if chips.dtype != np.uint8:
+        raise TypeError(f"expected uint8 face chips, got dtype {chips.dtype}")
+    if chips.shape == (CHIP_SIZE, CHIP_SIZE, 3):
+        chips = chips[None]
+    if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
+        raise ValueError(
+            f"expected face chips shaped (N, 150, 150, 3) or (150, 150, 3) (aligned as dlib.get_face_chip "
+            f"does), got {chips.shape}")
+    return np.ascontiguousarray(chips)
+
+
+@dataclass(frozen=True)
+class Face:
+    """One face found in an image."""
+
+    box: np.ndarray          # (4,) int64 left, top, right, bottom
+    landmarks: np.ndarray    # (5, 2) int64 x, y
+    chip: np.ndarray         # (150, 150, 3) uint8 aligned face
+    descriptor: np.ndarray   # (128,) float32
+    score: float = field(default=0.0)  # detector confidence
+
+
+class FaceEmbedder:
+    """dlib's face-recognition network (128-D descriptors), batched and multi-threaded.
+
+    model: path of an affine testing-net .dat (dlib_face_recognition_resnet_model_v1 format, e.g. one
+    exported by pyfacedlib); None = the shipped model. threads: worker threads (default: all CPUs
+    this process may use). Raises ModelFormatError for a file that is not such a model.
+    """
+
+    def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None) -> None:
+        self.model_path = str(model) if model is not None else models.path(models.FACE_RECOGNITION)
+        self._core = core.FaceEmbedderCore(self.model_path, self._check_threads(threads))
+
+    @staticmethod
+    def _check_threads(threads: int | None) -> int:
+        if threads is None:
+            return default_threads()
+        if isinstance(threads, bool) or not isinstance(threads, (int, np.integer)) or threads < 1:
+            raise ValueError(f"threads must be a positive integer or None, got {threads!r}")
+        return int(threads)
+
+    @property
+    def threads(self) -> int:
+        """Worker threads used per batch."""
+        return self._core.threads
+
+    @threads.setter
+    def threads(self, value: int) -> None:
+        self._core.threads = self._check_threads(value)
+
+    def embed_chips(self, chips: np.ndarray, num_jitters: int = 0, seed: int = 0) -> np.ndarray:
+        """Descriptors of aligned face chips: (N, 128) float32.
+
+        chips: uint8 RGB (N, 150, 150, 3) or one (150, 150, 3), aligned as dlib.get_face_chip does
+        (see pyfacedlib.align.extract_chip). num_jitters: 0 or 1 = no jitter; > 1 = the mean
+        descriptor of that many randomly jittered copies (dlib's jitter_image), reproducible with
+        `seed` (seed 0 draws the jitters a freshly loaded dlib model draws on its first call).
+        """
+        batch = as_chips(chips)
+        if not isinstance(num_jitters, (int, np.integer)) or num_jitters < 0:
+            raise ValueError(f"num_jitters must be an integer >= 0, got {num_jitters!r}")
+        if not isinstance(seed, (int, np.integer)) or seed < 0:
+            raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
+        if len(batch) == 0:
+            return np.zeros((0, DESCRIPTOR_SIZE), np.float32)
+        return self._core.embed_chips(batch, int(num_jitters), int(seed))
+
+    def embed_image(self, image: ImageLike, detector: str = "hog", upsample: int = 1, num_jitters: int = 0,
+                    seed: int = 0) -> list[Face]:
+        """Every face in `image` (path or uint8 array): detect -> 5-point landmarks -> chip -> descriptor.
+
+        Returns a list of Face (empty when no face is found), in the detector's order.
+        """
+        rgb = as_rgb(image)
+        boxes, scores = align.detect(rgb, detector=detector, upsample=upsample, return_scores=True)
+        if len(boxes) == 0:
+            return []
+        points = [align.landmarks(rgb, box) for box in boxes]
+        chips = np.stack([align.extract_chip(rgb, p) for p in points])
+        descriptors = self.embed_chips(chips, num_jitters=num_jitters, seed=seed)
+        return [Face(box=boxes[i], landmarks=points[i], chip=chips[i], descriptor=descriptors[i],
+                     score=float(scores[i])) for i in range(len(boxes))]
+
+
+def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distance between descriptors (dlib's metric; same person below 0.6)."""
+    return np.linalg.norm(np.asarray(a, np.float64) - np.asarray(b, np.float64), axis=-1)
