@@ -19,6 +19,7 @@ from pathlib import Path
 
 from setuptools import Extension, setup
 from setuptools.command.build_ext import build_ext
+from setuptools.command.build_py import build_py
 
 DLIB_VERSION = "20.0.1"
 ROOT = Path(__file__).resolve().parent
@@ -85,6 +86,16 @@ def cudnn_root() -> str | None:
     return str(Path(list(nvidia.cudnn.__path__)[0]))
 
 
+class BuildPyWithManifest(build_py):
+    """Ships models/manifest.json inside the package as pyfacedlib/model_manifest.json."""
+
+    def run(self) -> None:
+        super().run()
+        target = Path(self.build_lib) / "pyfacedlib" / "model_manifest.json"
+        target.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copyfile(ROOT / "models" / "manifest.json", target)
+
+
 class CMakeExtension(Extension):
     def __init__(self, name: str) -> None:
         super().__init__(name, sources=[])
@@ -128,4 +139,4 @@ class CMakeBuild(build_ext):
         os.replace(tmp, out_dir / built.name)
 
 
-setup(ext_modules=[CMakeExtension("pyfacedlib._core")], cmdclass={"build_ext": CMakeBuild})
+setup(ext_modules=[CMakeExtension("pyfacedlib._core")], cmdclass={"build_ext": CMakeBuild, "build_py": BuildPyWithManifest})

@@ -1,0 +1,112 @@
+"""The `pyfacedlib` command line (also `python -m pyfacedlib`)."""
+from __future__ import annotations
+
+import argparse
+import io
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+from . import _atomic
+
+
+def _cmd_info(args: argparse.Namespace) -> int:
+    from . import build_info, models
+
+    info = build_info()
+    width = max(map(len, info))
+    for key, value in info.items():
+        print(f"{key:<{width}}  {value}")
+    print("models:")
+    for name in models.names():
+        try:
+            where = models.path(name)
+        except (FileNotFoundError, ValueError) as exc:
+            where = f"MISSING: {exc}"
+        print(f"  {name:<40} {where}")
+    return 0
+
+
+def _cmd_embed(args: argparse.Namespace) -> int:
+    from .embedder import FaceEmbedder
+    from .errors import ImageError
+
+    embedder = FaceEmbedder(model=args.model, threads=args.threads)
+    records, failed, faceless = [], 0, 0
+    for image in args.images:
+        try:
+            faces = embedder.embed_image(image, detector=args.detector, upsample=args.upsample,
+                                         num_jitters=args.num_jitters, seed=args.seed)
+        except (ImageError, TypeError) as exc:
+            print(f"{image}: ERROR {exc}", file=sys.stderr)
+            failed += 1
+            continue
+        if not faces:
+            faceless += 1
+            print(f"{image}: no face found")
+        for index, face in enumerate(faces):
+            records.append({
+                "image": str(image), "face": index, "box": face.box.tolist(), "score": face.score,
+                "landmarks": face.landmarks.tolist(), "descriptor": [float(v) for v in face.descriptor],
+            })
+            if not args.quiet:
+                left, top, right, bottom = face.box.tolist()
+                print(f"{image}: face {index} box=({left},{top},{right},{bottom}) "
+                      f"|d|={np.linalg.norm(face.descriptor):.4f}")
+                print(np.array2string(face.descriptor, precision=5, separator=" ", max_line_width=100,
+                                      threshold=10_000))
+    if args.out:
+        out = Path(args.out)
+        if out.suffix == ".npy":
+            buffer = io.BytesIO()
+            np.save(buffer, np.array([r["descriptor"] for r in records], np.float32).reshape(-1, 128))
+            _atomic.write_bytes(out, buffer.getvalue())
+        elif out.suffix == ".json":
+            _atomic.write_text(out, json.dumps(records, indent=1))
+        else:
+            print(f"--out must end in .npy or .json, got {out}", file=sys.stderr)
+            return 2
+        print(f"wrote {len(records)} descriptors to {out}")
+    print(f"{len(args.images)} images, {len(records)} faces, {faceless} without a face, {failed} unreadable",
+          file=sys.stderr)
+    return 1 if failed else 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser of the `pyfacedlib` command."""
+    parser = argparse.ArgumentParser(prog="pyfacedlib", description="Fine-tunable dlib face recognition.")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    info = sub.add_parser("info", help="build information and model files")
+    info.set_defaults(run=_cmd_info)
+
+    embed = sub.add_parser("embed", help="detect, align and embed the faces in images")
+    embed.add_argument("images", nargs="+", help="image files")
+    embed.add_argument("--out", help="write descriptors to FILE.npy (N,128) or FILE.json (with boxes, landmarks)")
+    embed.add_argument("--model", help="affine .dat model (default: the shipped dlib model)")
+    embed.add_argument("--detector", choices=["hog", "cnn"], default="hog")
+    embed.add_argument("--upsample", type=int, default=1)
+    embed.add_argument("--num-jitters", type=int, default=0)
+    embed.add_argument("--seed", type=int, default=0)
+    embed.add_argument("--threads", type=int, default=None)
+    embed.add_argument("--quiet", action="store_true", help="do not print descriptors")
+    embed.set_defaults(run=_cmd_embed)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Entry point of the `pyfacedlib` command."""
+    from .errors import ModelFormatError, ModelNotFoundError
+
+    args = build_parser().parse_args(argv)
+    try:
+        return args.run(args)
+    except (ModelFormatError, ModelNotFoundError) as exc:
+        print(f"pyfacedlib: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())
