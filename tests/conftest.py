@@ -1,0 +1,62 @@
+"""Shared fixtures: real data from ../shared/datasets (or $PYFACEDLIB_DATA), dlib's own binding."""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def data_root() -> Path:
+    """Where the datasets live: $PYFACEDLIB_DATA, else ../shared/datasets beside the checkout."""
+    return Path(os.environ.get("PYFACEDLIB_DATA", REPO.parent / "shared" / "datasets"))
+
+
+def _require(path: Path, what: str) -> Path:
+    if not path.exists():
+        pytest.skip(f"{what} not found at {path} (set PYFACEDLIB_DATA to the datasets folder)")
+    return path
+
+
+@pytest.fixture(scope="session")
+def johns_dir() -> Path:
+    return _require(data_root() / "dlib-johns", "dlib-johns chips")
+
+
+@pytest.fixture(scope="session")
+def lfw_dir() -> Path:
+    return _require(data_root() / "lfw" / "lfw-deepfunneled", "LFW deep-funneled images")
+
+
+@pytest.fixture(scope="session")
+def johns(johns_dir: Path) -> tuple[np.ndarray, np.ndarray]:
+    """All 55 dlib-johns chips (55,150,150,3) uint8 and their identity labels."""
+    import pyfacedlib as pfd
+
+    files = sorted(p for p in johns_dir.glob("*/*") if p.suffix.lower() in (".jpg", ".png"))
+    chips = np.stack([pfd.load_image(p) for p in files])
+    labels = np.array([p.parent.name for p in files])
+    return chips, labels
+
+
+@pytest.fixture(scope="session")
+def dlib_bin():
+    """dlib's official Python binding (the dlib-bin wheel), the parity reference."""
+    return pytest.importorskip("dlib", reason="dlib-bin (a test dependency) is not installed")
+
+
+@pytest.fixture(scope="session")
+def embedder():
+    import pyfacedlib as pfd
+
+    return pfd.FaceEmbedder()
+
+
+@pytest.fixture(scope="session")
+def lfw_sample(lfw_dir: Path) -> list[Path]:
+    """24 LFW images: the first image of every 200th identity folder (a fixed, spread-out sample)."""
+    people = sorted(p for p in lfw_dir.iterdir() if p.is_dir())
+    return [sorted(person.glob("*.jpg"))[0] for person in people[::200][:24]]
