@@ -53,4 +53,5 @@ PYBIND11_MODULE(_core, m) {
     pfd::bind_build_info(m);
     pfd::bind_inference(m);
     pfd::bind_alignment(m);
+    pfd::bind_conversion(m);
 }

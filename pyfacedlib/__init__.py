@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from . import align, models
 from ._native import core as _core
+from .convert import ConversionReport, convert_affine_to_bn, convert_bn_to_affine
 from .embedder import Face, FaceEmbedder, distance
 from .errors import ImageError, ModelFormatError, ModelNotFoundError
 from .images import as_rgb, load_image
@@ -24,6 +25,6 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "Face", "FaceEmbedder", "ImageError", "ModelFormatError", "ModelNotFoundError", "align", "as_rgb",
+    "ConversionReport", "convert_affine_to_bn", "convert_bn_to_affine", "Face", "FaceEmbedder", "ImageError", "ModelFormatError", "ModelNotFoundError", "align", "as_rgb",
     "build_info", "distance", "load_image", "models",
 ]

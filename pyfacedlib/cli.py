@@ -74,6 +74,23 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     return 1 if failed else 0
 
 
+def _cmd_convert(args: argparse.Namespace) -> int:
+    from .convert import convert_affine_to_bn, convert_bn_to_affine
+
+    if args.to == "bn":
+        report = convert_affine_to_bn(args.src, args.dst, calibration=args.calibrate, holdout=args.holdout,
+                                      threads=args.threads, progress=True)
+    else:
+        if args.calibrate or args.holdout:
+            print("--calibrate/--holdout only apply to --to bn", file=sys.stderr)
+            return 2
+        report = convert_bn_to_affine(args.src, args.dst)
+    print(report.summary())
+    if args.report:
+        _atomic.write_text(args.report, json.dumps(report.to_dict(), indent=1))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `pyfacedlib` command."""
     parser = argparse.ArgumentParser(prog="pyfacedlib", description="Fine-tunable dlib face recognition.")
@@ -93,6 +110,16 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--threads", type=int, default=None)
     embed.add_argument("--quiet", action="store_true", help="do not print descriptors")
     embed.set_defaults(run=_cmd_embed)
+
+    convert = sub.add_parser("convert", help="affine testing net <-> bn_con training net")
+    convert.add_argument("--to", choices=["bn", "affine"], required=True)
+    convert.add_argument("src")
+    convert.add_argument("dst")
+    convert.add_argument("--calibrate", metavar="DIR", help="images (identity folders) to calibrate batch norm on")
+    convert.add_argument("--holdout", metavar="DIR", help="other images to measure the batch-mode drift on")
+    convert.add_argument("--threads", type=int, default=None)
+    convert.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
+    convert.set_defaults(run=_cmd_convert)
     return parser
 
 

@@ -1,0 +1,204 @@
+"""Converting dlib's face net between its testing form (affine) and its training form (bn_con).
+
+The shipped dlib_face_recognition_resnet_model_v1.dat holds the *testing* network: every batch-norm
+layer folded into a fixed per-channel affine map y = g*x + b. convert_affine_to_bn rebuilds the
+*training* network from it:
+
+* exact (calibration=None): running mean 0, running variance 1-eps, gamma=g, beta=b. In inference
+  the bn net computes the same function. In training mode, where batch norm normalises each
+  channel by its batch statistics, it computes a different one.
+* calibrated: each BN layer's input mean m and variance v are measured on real faces (streamed
+  through the affine net), then running mean=m, running variance=v, gamma=g*sqrt(v+eps),
+  beta=b+g*m. Inference is still exact, and training mode now computes ~the same function on
+  faces like the calibration set, so fine-tuning starts from the pretrained network.
+"""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Sequence, Union
+
+import numpy as np
+
+from . import _atomic
+from ._native import core
+from .embedder import FaceEmbedder, as_chips, default_threads
+from .errors import ModelFormatError
+from .faces import AlignedFaces, align_images, image_files
+
+Calibration = Union[np.ndarray, str, os.PathLike, AlignedFaces, None]
+
+DRIFT_BATCH = 25
+
+
+@dataclass
+class ConversionReport:
+    """What a conversion did and measured."""
+
+    src: str
+    dst: str
+    direction: str                     # "affine->bn" or "bn->affine"
+    mode: str                          # "exact", "calibrated" or "-" (bn->affine)
+    calibration_faces: int = 0
+    calibration_skipped: int = 0
+    holdout_faces: int = 0
+    layers: list[dict] = field(default_factory=list)  # per BN layer: index, channels, input mean/var summary
+    drift_mean: float | None = None    # L2 distance, training-mode bn net vs affine net, held-out faces
+    drift_max: float | None = None
+    exact_drift_mean: float | None = None  # the same for the exact conversion, for comparison
+    exact_drift_max: float | None = None
+
+    def to_dict(self) -> dict:
+        """The report as plain JSON-able data."""
+        return asdict(self)
+
+    def summary(self) -> str:
+        """A few human-readable lines."""
+        lines = [f"{self.direction} ({self.mode}): {self.src} -> {self.dst}"]
+        if self.calibration_faces:
+            lines.append(f"calibrated on {self.calibration_faces} faces ({self.calibration_skipped} images skipped), "
+                         f"{len(self.layers)} batch-norm layers")
+        if self.drift_mean is not None:
+            lines.append(f"batch-mode drift on {self.holdout_faces} held-out faces (batches of {DRIFT_BATCH}): "
+                         f"mean {self.drift_mean:.4f}, max {self.drift_max:.4f}")
+        if self.exact_drift_mean is not None:
+            lines.append(f"  exact conversion on the same faces: mean {self.exact_drift_mean:.4f}, "
+                         f"max {self.exact_drift_max:.4f}")
+        return "\n".join(lines)
+
+
+def _faces(calibration: Calibration, progress: bool) -> AlignedFaces:
+    if isinstance(calibration, AlignedFaces):
+        return calibration
+    if isinstance(calibration, np.ndarray):
+        chips = as_chips(calibration)
+        return AlignedFaces(chips, [""] * len(chips), [str(i) for i in range(len(chips))])
+    if isinstance(calibration, (str, os.PathLike)):
+        return align_images(image_files(calibration), progress=progress)
+    raise TypeError("calibration must be None, face chips (N,150,150,3) uint8, a folder of images, or AlignedFaces; "
+                    f"got {type(calibration).__name__}")
+
+
+def identity_batches(labels: Sequence[str], identities: int = 5, per_identity: int = 5,
+                     seed: int = 0) -> list[np.ndarray]:
+    """Index batches of `identities` x `per_identity` faces (dlib's metric-learning mini-batches).
+
+    Each identity with at least `per_identity` faces contributes disjoint groups; when fewer such
+    identities exist, batches are consecutive runs instead (one identity may fill a batch).
+    """
+    rng = np.random.default_rng(seed)
+    by_label: dict[str, list[int]] = {}
+    for index, label in enumerate(labels):
+        by_label.setdefault(label, []).append(index)
+    groups = []
+    for members in by_label.values():
+        members = list(rng.permutation(members))
+        groups += [members[i:i + per_identity] for i in range(0, len(members) - per_identity + 1, per_identity)]
+    groups = [groups[i] for i in rng.permutation(len(groups))]
+    batches = [np.concatenate(groups[i:i + identities]) for i in range(0, len(groups) - identities + 1, identities)]
+    if batches:
+        return batches
+    order = np.arange(len(labels))
+    size = identities * per_identity
+    return [order[i:i + size] for i in range(0, len(order) - size + 1, size)]
+
+
+def batch_mode_drift(bn_path: str | os.PathLike, affine_descriptors: np.ndarray, chips: np.ndarray,
+                     batches: list[np.ndarray]) -> np.ndarray:
+    """Per-face L2 distance between a bn net's training-mode descriptors (given batches) and `affine_descriptors`."""
+    order = np.concatenate(batches)
+    batch_size = len(batches[0])
+    if any(len(b) != batch_size for b in batches):
+        raise ValueError("all drift batches must have the same size")
+    trained = core.bn_net_descriptors(str(bn_path), np.ascontiguousarray(chips[order]), batch_size)
+    return np.linalg.norm(trained.astype(np.float64) - affine_descriptors[order], axis=1)
+
+
+def _check_src(src: str | os.PathLike, expected: str) -> str:
+    src = os.fspath(src)
+    kind = core.net_kind(src)  # ModelFormatError for anything that is not a face net
+    if kind != expected:
+        raise ModelFormatError(
+            f"'{src}' holds the {'bn_con training' if kind == 'bn' else 'affine testing'} net, but the "
+            f"{'bn_con training' if expected == 'bn' else 'affine testing'} net was expected")
+    return src
+
+
+def convert_affine_to_bn(src: str | os.PathLike, dst: str | os.PathLike, calibration: Calibration = None,
+                         holdout: Calibration = None, threads: int | None = None,
+                         progress: bool = False) -> ConversionReport:
+    """Writes the bn_con training net recovered from the affine testing net `src` to `dst` (atomically, clean()ed).
+
+    calibration: None (exact conversion), or faces to measure batch-norm statistics on: face chips
+    (N,150,150,3) uint8, a folder of images (faces found and aligned; skips counted), or AlignedFaces.
+    holdout: faces for the batch-mode drift measurement (never used for calibration). When it is
+    None and calibration has at least 50 faces, a fifth of them (>= 25) is held out instead.
+    Raises ModelFormatError when `src` is not an affine face-net file.
+    """
+    src = _check_src(src, "affine")
+    dst = os.fspath(dst)
+    threads = threads or default_threads()
+    report = ConversionReport(src=src, dst=dst, direction="affine->bn",
+                              mode="exact" if calibration is None else "calibrated")
+    calib = _faces(calibration, progress) if calibration is not None else None
+    held = _faces(holdout, progress) if holdout is not None else None
+    if calib is not None:
+        report.calibration_skipped = len(calib.skipped)
+        if held is None and len(calib.chips) >= 50:
+            n_hold = max(DRIFT_BATCH, len(calib.chips) // 5)
+            order = np.random.default_rng(0).permutation(len(calib.chips))
+            hold_idx, calib_idx = np.sort(order[:n_hold]), np.sort(order[n_hold:])
+            held = AlignedFaces(calib.chips[hold_idx], [calib.paths[i] for i in hold_idx],
+                                [calib.labels[i] for i in hold_idx])
+            calib = AlignedFaces(calib.chips[calib_idx], [calib.paths[i] for i in calib_idx],
+                                 [calib.labels[i] for i in calib_idx], calib.skipped)
+        if len(calib.chips) < 2:
+            raise ValueError(f"calibration needs at least 2 faces, found {len(calib.chips)}")
+        calibrator = core.BnCalibrator(src, threads)
+        steps = range(0, len(calib.chips), 64)
+        if progress:
+            from tqdm import tqdm
+
+            steps = tqdm(steps, desc="calibrating", unit="batch")
+        for start in steps:
+            calibrator.add(np.ascontiguousarray(calib.chips[start:start + 64]))
+        statistics = calibrator.statistics()
+        report.calibration_faces = calibrator.faces
+        report.layers = [
+            {"bn_layer": i, "channels": int(len(mean)), "values_per_channel": int(count),
+             "input_mean_abs_avg": float(np.abs(mean).mean()), "input_var_avg": float(var.mean()),
+             "input_var_min": float(var.min())}
+            for i, (mean, var, count) in enumerate(statistics)]
+        data = core.affine_to_bn(src, statistics)
+    else:
+        data = core.affine_to_bn(src)
+    _atomic.write_bytes(dst, data)
+
+    if held is not None and len(held.chips) >= DRIFT_BATCH:
+        batches = identity_batches(held.labels)
+        reference = FaceEmbedder(src, threads=threads).embed_chips(held.chips).astype(np.float64)
+        drift = batch_mode_drift(dst, reference, held.chips, batches)
+        report.holdout_faces = int(len(drift))
+        report.drift_mean, report.drift_max = float(drift.mean()), float(drift.max())
+        if calib is not None:
+            with tempfile.TemporaryDirectory() as tmp:
+                exact = Path(tmp) / "exact_bn.dat"
+                exact.write_bytes(core.affine_to_bn(src))
+                exact_drift = batch_mode_drift(exact, reference, held.chips, batches)
+            report.exact_drift_mean, report.exact_drift_max = float(exact_drift.mean()), float(exact_drift.max())
+    return report
+
+
+def convert_bn_to_affine(src: str | os.PathLike, dst: str | os.PathLike) -> ConversionReport:
+    """Writes the affine testing net of the bn_con training net `src` to `dst` (atomically).
+
+    The result loads in dlib.face_recognition_model_v1 (dlib >= 19.24.3 / 20.x), in the
+    face_recognition package, and in pyfacedlib.FaceEmbedder. Raises ModelFormatError when `src`
+    is not a bn_con face-net file.
+    """
+    src = _check_src(src, "bn")
+    dst = os.fspath(dst)
+    _atomic.write_bytes(dst, core.bn_to_affine(src))
+    return ConversionReport(src=src, dst=dst, direction="bn->affine", mode="-")
