@@ -54,4 +54,5 @@ PYBIND11_MODULE(_core, m) {
     pfd::bind_inference(m);
     pfd::bind_alignment(m);
     pfd::bind_conversion(m);
+    pfd::bind_clustering(m);
 }

@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from . import align, models
+from . import align, datasets, evaluate, models
 from ._native import core as _core
 from .convert import ConversionReport, convert_affine_to_bn, convert_bn_to_affine
 from .embedder import Face, FaceEmbedder, distance
@@ -26,5 +26,5 @@ def build_info() -> dict:
 
 __all__ = [
     "ConversionReport", "convert_affine_to_bn", "convert_bn_to_affine", "Face", "FaceEmbedder", "ImageError", "ModelFormatError", "ModelNotFoundError", "align", "as_rgb",
-    "build_info", "distance", "load_image", "models",
+    "build_info", "datasets", "distance", "evaluate", "load_image", "models",
 ]

@@ -91,6 +91,24 @@ def _cmd_convert(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_bench_lfw(args: argparse.Namespace) -> int:
+    from .bench import bench_lfw
+    from .datasets import AlignmentSettings
+
+    settings = AlignmentSettings(detector=args.detector, upsample=args.upsample,
+                                 fallback="none" if args.strict else "center")
+    try:
+        report = bench_lfw(args.lfw_dir, args.pairs, models=[None if m == "shipped" else m for m in (args.model or ["shipped"])], num_jitters=args.num_jitters,
+                           flip=args.flip, out=args.out, strict=args.strict, cache_dir=args.cache_dir,
+                           settings=settings, workers=args.workers, threads=args.threads)
+    except FileNotFoundError as exc:
+        print(f"pyfacedlib bench-lfw: {exc}", file=sys.stderr)
+        return 2
+    print((Path(args.out) / "report.md").read_text())
+    print(f"wrote {args.out}/report.json, report.md, roc.png")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `pyfacedlib` command."""
     parser = argparse.ArgumentParser(prog="pyfacedlib", description="Fine-tunable dlib face recognition.")
@@ -120,6 +138,23 @@ def build_parser() -> argparse.ArgumentParser:
     convert.add_argument("--threads", type=int, default=None)
     convert.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
     convert.set_defaults(run=_cmd_convert)
+
+    bench = sub.add_parser("bench-lfw", help="LFW 10-fold verification benchmark, several models side by side")
+    bench.add_argument("--lfw-dir", help="folder with lfw-deepfunneled/ (or lfw/) and pairs.txt "
+                                         "(default: $PYFACEDLIB_DATA/lfw or ../shared/datasets/lfw)")
+    bench.add_argument("--pairs", help="pairs file (default: LFW_DIR/pairs.txt; pairsDevTest.txt works too)")
+    bench.add_argument("--model", action="append", help="affine .dat to evaluate (repeat for several; "
+                                                        "default: the shipped model). Use 'shipped' for it.")
+    bench.add_argument("--num-jitters", type=int, default=0)
+    bench.add_argument("--flip", action="store_true", help="average each descriptor with its mirror image's")
+    bench.add_argument("--strict", action="store_true", help="drop pairs whose face is not detected")
+    bench.add_argument("--detector", choices=["hog", "cnn"], default="hog")
+    bench.add_argument("--upsample", type=int, default=1)
+    bench.add_argument("--out", default="lfw-bench")
+    bench.add_argument("--cache-dir", help="aligned-chip cache (default: ~/.cache/pyfacedlib/chips)")
+    bench.add_argument("--workers", type=int, default=None, help="alignment processes (default: CPUs)")
+    bench.add_argument("--threads", type=int, default=None, help="embedding threads (default: CPUs)")
+    bench.set_defaults(run=_cmd_bench_lfw)
     return parser
 
 

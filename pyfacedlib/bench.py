@@ -1,0 +1,208 @@
+"""The LFW verification benchmark: several models side by side, one alignment, honest reporting."""
+from __future__ import annotations
+
+import json
+import os
+import time
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+
+from . import _atomic
+from .datasets import AlignmentSettings, ChipCache, lfw_image, read_lfw_pairs
+from .embedder import FaceEmbedder
+from .evaluate import verification
+
+LFW_HELP = ("LFW not found at {where}. Get the deep-funneled images and the protocol files from the "
+            "official LFW site (lfw-deepfunneled.tgz, pairs.txt), unpack them into one folder "
+            "(DIR/lfw-deepfunneled/Name/Name_0001.jpg, DIR/pairs.txt), and pass --lfw-dir DIR "
+            "(or set PYFACEDLIB_DATA to a folder holding lfw/).")
+
+
+def default_lfw_dir() -> Path:
+    """$PYFACEDLIB_DATA/lfw, else ../shared/datasets/lfw (relative to the working directory)."""
+    if os.environ.get("PYFACEDLIB_DATA"):
+        return Path(os.environ["PYFACEDLIB_DATA"]) / "lfw"
+    return Path("..") / "shared" / "datasets" / "lfw"
+
+
+def default_cache_dir() -> Path:
+    """$PYFACEDLIB_CACHE, else $XDG_CACHE_HOME/pyfacedlib/chips (~/.cache/pyfacedlib/chips)."""
+    if os.environ.get("PYFACEDLIB_CACHE"):
+        return Path(os.environ["PYFACEDLIB_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pyfacedlib" / "chips"
+
+
+def resolve_lfw(lfw_dir: str | os.PathLike | None, pairs: str | os.PathLike | None) -> tuple[Path, Path, str]:
+    """(images folder, pairs file, variant name); FileNotFoundError with instructions when absent."""
+    root = Path(lfw_dir) if lfw_dir else default_lfw_dir()
+    images = next((root / name for name in ("lfw-deepfunneled", "lfw_funneled", "lfw") if (root / name).is_dir()),
+                  root)
+    pairs_file = Path(pairs) if pairs else root / "pairs.txt"
+    if not pairs_file.exists() or not images.is_dir() or not any(p.is_dir() for p in images.iterdir()):
+        raise FileNotFoundError(LFW_HELP.format(where=root.resolve()))
+    name = images.name.lower()
+    variant = ("LFW deep-funneled" if "deepfunnel" in name else "LFW funneled" if "funnel" in name
+               else "LFW (raw or unknown variant)")
+    return images, pairs_file, variant
+
+
+def _embed(embedder: FaceEmbedder, chips: np.ndarray, num_jitters: int, flip: bool, progress: bool) -> np.ndarray:
+    from tqdm import tqdm
+
+    out = np.zeros((len(chips), 128), np.float32)
+    step = 256
+    for start in tqdm(range(0, len(chips), step), desc="embedding", unit="batch", disable=not progress):
+        batch = chips[start:start + step]
+        d = embedder.embed_chips(batch, num_jitters=num_jitters, seed=0)
+        if flip:
+            d = (d + embedder.embed_chips(np.ascontiguousarray(batch[:, :, ::-1]), num_jitters=num_jitters, seed=0)) / 2
+        out[start:start + len(batch)] = d
+    return out
+
+
+def _model_names(models: Sequence[str | None]) -> list[str]:
+    names = []
+    for model in models:
+        base = "shipped" if model is None else Path(model).stem
+        name, n = base, 2
+        while name in names:
+            name, n = f"{base}-{n}", n + 1
+        names.append(name)
+    return names
+
+
+def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike | None = None,
+              models: Sequence[str | None] = (None,), num_jitters: int = 0, flip: bool = False,
+              out: str | os.PathLike = "lfw-bench", strict: bool = False, cache_dir: str | os.PathLike | None = None,
+              settings: AlignmentSettings | None = None, workers: int | None = None, threads: int | None = None,
+              progress: bool = True) -> dict:
+    """Runs the LFW verification protocol for each model and writes report.json, report.md, roc.png to `out`.
+
+    models: affine .dat paths (None = the shipped model). Detection failures: by default the face is
+    aligned in a centred box and the image counted; strict=True drops every pair with such an image.
+    Unreadable images always drop their pairs. Returns the report dict.
+    """
+    started = time.perf_counter()
+    images_dir, pairs_file, variant = resolve_lfw(lfw_dir, pairs)
+    pair_list = read_lfw_pairs(pairs_file)
+    settings = settings or AlignmentSettings(fallback="center")
+    sources = [lfw_image(images_dir, p.name1, p.index1) for p in pair_list]
+    sources += [lfw_image(images_dir, p.name2, p.index2) for p in pair_list]
+    unique = list(dict.fromkeys(sources))
+    index = {s: i for i, s in enumerate(unique)}
+
+    t = time.perf_counter()
+    chipset = ChipCache(cache_dir or default_cache_dir(), settings).chips(unique, workers=workers, progress=progress)
+    align_seconds = time.perf_counter() - t
+    status = {s: r.status for s, r in zip(unique, chipset.records)}
+    bad = {"skipped"} | ({"fallback"} if strict else set())
+    n = len(pair_list)
+    keep = np.array([status[sources[i]] not in bad and status[sources[n + i]] not in bad for i in range(n)])
+    same = np.array([p.same for p in pair_list])[keep]
+    folds = np.array([p.fold for p in pair_list])
+    if len(np.unique(folds)) == 1:  # a dev file: one fold; use 10 interleaved folds
+        folds = np.arange(n) % 10
+    folds = folds[keep]
+    first = np.array([index[s] for s in sources[:n]])[keep]
+    second = np.array([index[s] for s in sources[n:]])[keep]
+    used = np.unique(np.concatenate([first, second]))
+
+    detection = {
+        "images": len(unique),
+        "detected": sum(r.status == "detected" for r in chipset.records),
+        "fallback_center_box": len(chipset.fallbacks),
+        "unreadable_skipped": len(chipset.skipped),
+        "fallback_images": chipset.fallbacks,
+        "skipped_images": chipset.skipped,
+        "policy": ("strict: pairs with an undetected face are dropped" if strict else
+                   "no face detected -> 5-point landmarks in a centred box (counted); unreadable -> pair dropped"),
+    }
+    report = {
+        "lfw_variant": variant,
+        "images_dir": str(images_dir),
+        "pairs_file": str(pairs_file),
+        "pairs_total": n,
+        "pairs_used": int(keep.sum()),
+        "pairs_dropped": int(n - keep.sum()),
+        "alignment": {**settings.__dict__, "landmarks": "shape_predictor_5_face_landmarks",
+                      "chip": "dlib get_face_chip_details + extract_image_chip"},
+        "detection": detection,
+        "num_jitters": num_jitters,
+        "flip": flip,
+        "alignment_seconds": round(align_seconds, 1),
+        "models": {},
+    }
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    curves = {}
+    for name, model in zip(_model_names(list(models)), models):
+        t = time.perf_counter()
+        embedder = FaceEmbedder(model, threads=threads)
+        descriptors = np.zeros((len(unique), 128), np.float32)
+        descriptors[used] = _embed(embedder, chipset.chips[used], num_jitters, flip, progress)
+        distances = np.linalg.norm(descriptors[first].astype(np.float64) - descriptors[second], axis=1)
+        result = verification(distances, same, fold_ids=folds)
+        curves[name] = (result.roc_far, result.roc_tar)
+        report["models"][name] = {
+            "model": embedder.model_path,
+            **result.to_dict(),
+            "detection_failures": detection["fallback_center_box"] + detection["unreadable_skipped"],
+            "seconds": round(time.perf_counter() - t, 1),
+        }
+    report["total_seconds"] = round(time.perf_counter() - started, 1)
+    _atomic.write_text(out / "report.json", json.dumps(report, indent=1))
+    _atomic.write_text(out / "report.md", render_markdown(report))
+    plot_roc(curves, out / "roc.png", title=f"{variant}: {report['pairs_used']} pairs")
+    return report
+
+
+def render_markdown(report: dict) -> str:
+    """The report as a Markdown page a person reads."""
+    det = report["detection"]
+    lines = [
+        f"# {report['lfw_variant']} verification",
+        "",
+        f"Pairs: {report['pairs_file']} — {report['pairs_used']} of {report['pairs_total']} used "
+        f"({report['pairs_dropped']} dropped). Jitters: {report['num_jitters']}, flip: {report['flip']}.",
+        f"Alignment: {report['alignment']['detector']} detector, upsample {report['alignment']['upsample']}, "
+        f"5-point landmarks, {report['alignment']['size']} px chips, padding {report['alignment']['padding']}.",
+        f"Detection: {det['images']} images, {det['detected']} detected, {det['fallback_center_box']} without a "
+        f"detection ({det['policy']}), {det['unreadable_skipped']} unreadable.",
+        f"Time: alignment {report['alignment_seconds']} s (cached chips are reused), total {report['total_seconds']} s.",
+        "",
+        "| model | accuracy (10-fold) | acc @ 0.6 | VAL@FAR=1e-3 | VAL@FAR=1e-2 | AUC | EER | seconds |",
+        "|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in report["models"].items():
+        lines.append(
+            f"| {name} | {100 * m['accuracy_mean']:.2f}% ± {100 * m['accuracy_std']:.2f} | "
+            f"{100 * m['accuracy_at_0_6']:.2f}% | {100 * m['val_at_far_1e_3']:.2f}% | "
+            f"{100 * m['val_at_far_1e_2']:.2f}% | {m['auc']:.4f} | {100 * m['eer']:.2f}% | {m['seconds']} |")
+    lines += ["", "Thresholds are chosen on the other nine folds for each held-out fold.", ""]
+    return "\n".join(lines)
+
+
+def plot_roc(curves: dict[str, tuple[list[float], list[float]]], path: Path, title: str) -> None:
+    """All models' ROC curves on one plot, log false-accept-rate axis (written atomically)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 4.5))
+    for name, (far, tar) in curves.items():
+        far = np.asarray(far)
+        mask = far > 0
+        ax.plot(far[mask], np.asarray(tar)[mask], label=name)
+    ax.set_xscale("log")
+    ax.set_xlabel("false accept rate")
+    ax.set_ylabel("true accept rate")
+    ax.set_title(title)
+    ax.grid(True, which="both", alpha=0.3)
+    ax.legend(loc="lower right")
+    fig.tight_layout()
+    with _atomic.atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png", dpi=120)
+    plt.close(fig)

@@ -1,0 +1,153 @@
+"""Verification (the LFW 10-fold protocol), identification and clustering metrics.
+
+ROC, AUC and the ROC-derived numbers come from scikit-learn; the threshold protocol is the
+standard one: for each fold, the threshold that maximises accuracy on the other folds is applied
+to the held-out fold.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+from typing import Sequence, Union
+
+import numpy as np
+
+DLIB_THRESHOLD = 0.6
+
+PairInput = Union[np.ndarray, tuple, list]
+
+
+@dataclass
+class VerificationReport:
+    """Results of the 10-fold verification protocol (distances: smaller = more alike)."""
+
+    accuracy_mean: float
+    accuracy_std: float
+    accuracy_at_0_6: float            # all pairs, dlib's fixed threshold 0.6
+    val_at_far_1e_3: float            # true-accept rate at false-accept rate <= 1e-3
+    val_at_far_1e_2: float
+    auc: float
+    eer: float
+    eer_threshold: float
+    fold_accuracies: list[float] = field(default_factory=list)
+    fold_thresholds: list[float] = field(default_factory=list)
+    pairs: int = 0
+    roc_far: list[float] = field(default_factory=list, repr=False)  # for plots
+    roc_tar: list[float] = field(default_factory=list, repr=False)
+
+    def to_dict(self, with_roc: bool = False) -> dict:
+        """Plain data; the ROC curve only when asked."""
+        data = asdict(self)
+        if not with_roc:
+            data.pop("roc_far"), data.pop("roc_tar")
+        return data
+
+
+def pair_distances(pairs: PairInput) -> np.ndarray:
+    """Distances from (emb1, emb2) arrays, an (N, 2, D) array, or already-computed (N,) distances."""
+    if isinstance(pairs, (tuple, list)) and len(pairs) == 2:
+        a, b = (np.asarray(x, np.float64) for x in pairs)
+        if a.shape != b.shape or a.ndim != 2:
+            raise ValueError(f"embedding pairs must be two (N, D) arrays of one shape, got {a.shape} and {b.shape}")
+        return np.linalg.norm(a - b, axis=1)
+    array = np.asarray(pairs, np.float64)
+    if array.ndim == 3 and array.shape[1] == 2:
+        return np.linalg.norm(array[:, 0] - array[:, 1], axis=1)
+    if array.ndim == 1:
+        return array
+    raise ValueError(f"expected distances (N,), embedding pairs (N,2,D) or (emb1, emb2); got shape {array.shape}")
+
+
+def best_threshold(distances: np.ndarray, issame: np.ndarray) -> float:
+    """The threshold maximising accuracy of `distance < threshold` (midpoint of the best gap)."""
+    order = np.argsort(distances, kind="mergesort")
+    d, same = distances[order], issame[order]
+    # accuracy when the first k sorted pairs are called 'same' (k = 0..N)
+    correct = np.concatenate([[0], np.cumsum(np.where(same, 1, -1))]) + (~same).sum()
+    valid = np.concatenate([[True], d[1:] > d[:-1], [True]])  # thresholds only between distinct values
+    k = int(np.argmax(np.where(valid, correct, -1)))
+    lower = d[k - 1] if k > 0 else d[0] - 1.0
+    upper = d[k] if k < len(d) else d[-1] + 1.0
+    return float((lower + upper) / 2)
+
+
+def verification(distances_or_embedding_pairs: PairInput, issame: Sequence[bool], folds: int = 10,
+                 fold_ids: Sequence[int] | None = None) -> VerificationReport:
+    """The standard verification protocol.
+
+    distances_or_embedding_pairs: (N,) distances, (N,2,D) embedding pairs, or (emb1, emb2).
+    issame: (N,) bool. folds: number of contiguous folds (LFW's pairs.txt order), unless fold_ids
+    gives each pair's fold.
+    """
+    from sklearn.metrics import roc_auc_score, roc_curve
+
+    distances = pair_distances(distances_or_embedding_pairs)
+    same = np.asarray(issame, bool)
+    if len(same) != len(distances):
+        raise ValueError(f"{len(distances)} distances but {len(same)} labels")
+    if not np.all(np.isfinite(distances)):
+        raise ValueError("distances contain NaN or infinity")
+    if same.all() or (~same).all():
+        raise ValueError("verification needs both same and different pairs")
+    ids = np.asarray(fold_ids) if fold_ids is not None else np.arange(len(same)) * folds // len(same)
+    accuracies, thresholds = [], []
+    for fold in np.unique(ids):
+        test = ids == fold
+        threshold = best_threshold(distances[~test], same[~test])
+        thresholds.append(threshold)
+        accuracies.append(float(np.mean((distances[test] < threshold) == same[test])))
+    far, tar, roc_thresholds = roc_curve(same, -distances)
+    frr = 1 - tar
+    e = int(np.argmin(np.abs(far - frr)))
+    return VerificationReport(
+        accuracy_mean=float(np.mean(accuracies)),
+        accuracy_std=float(np.std(accuracies)),
+        accuracy_at_0_6=float(np.mean((distances < DLIB_THRESHOLD) == same)),
+        val_at_far_1e_3=float(tar[far <= 1e-3].max(initial=0.0)),
+        val_at_far_1e_2=float(tar[far <= 1e-2].max(initial=0.0)),
+        auc=float(roc_auc_score(same, -distances)),
+        eer=float((far[e] + frr[e]) / 2),
+        eer_threshold=float(-roc_thresholds[e]),
+        fold_accuracies=accuracies,
+        fold_thresholds=thresholds,
+        pairs=int(len(same)),
+        roc_far=far.tolist(),
+        roc_tar=tar.tolist(),
+    )
+
+
+def identification(gallery: np.ndarray, gallery_labels: Sequence, probes: np.ndarray,
+                   probe_labels: Sequence, ranks: Sequence[int] = (1, 5)) -> dict[str, float]:
+    """Closed-set identification: fraction of probes whose identity is among the `rank` nearest
+    gallery identities (nearest descriptor per identity). Returns {'rank1': .., 'rank5': ..}."""
+    gallery, probes = np.asarray(gallery, np.float64), np.asarray(probes, np.float64)
+    gallery_labels, probe_labels = np.asarray(gallery_labels), np.asarray(probe_labels)
+    identities = np.unique(gallery_labels)
+    distances = np.linalg.norm(probes[:, None, :] - gallery[None, :, :], axis=2)
+    per_identity = np.stack([distances[:, gallery_labels == name].min(axis=1) for name in identities], axis=1)
+    order = identities[np.argsort(per_identity, axis=1, kind="mergesort")]
+    return {f"rank{r}": float(np.mean([label in row[:r] for label, row in zip(probe_labels, order)])) for r in ranks}
+
+
+def chinese_whispers(descriptors: np.ndarray, threshold: float = DLIB_THRESHOLD) -> np.ndarray:
+    """Cluster labels from dlib's Chinese whispers graph clustering (edges between descriptors
+    closer than `threshold`), as dlib's face clustering example does."""
+    from ._native import core
+
+    descriptors = np.ascontiguousarray(descriptors, np.float64)
+    if descriptors.ndim != 2:
+        raise ValueError(f"expected (N, D) descriptors, got shape {descriptors.shape}")
+    return np.asarray(core.chinese_whispers(descriptors, float(threshold)), np.int64)
+
+
+def pairwise_precision_recall(true_labels: Sequence, cluster_labels: Sequence) -> dict[str, float]:
+    """Pairwise precision/recall of a clustering: over all pairs put in one cluster, the fraction
+    of the same identity (precision); over all same-identity pairs, the fraction put together (recall)."""
+    true_labels, cluster_labels = np.asarray(true_labels), np.asarray(cluster_labels)
+    iu = np.triu_indices(len(true_labels), 1)
+    same = (true_labels[:, None] == true_labels[None])[iu]
+    together = (cluster_labels[:, None] == cluster_labels[None])[iu]
+    tp = float(np.sum(same & together))
+    precision = tp / together.sum() if together.any() else 1.0
+    recall = tp / same.sum() if same.any() else 1.0
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"precision": precision, "recall": recall, "f1": f1}
