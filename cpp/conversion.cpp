@@ -2,6 +2,7 @@
 
 #include "blas.h"
 #include "model_io.h"
+#include "net_io.h"
 
 #include <algorithm>
 #include <cmath>
@@ -147,13 +148,6 @@ void load_weights(net_type& net, const net_weights& w, bn_filler&& on_bn) {
         throw std::logic_error("face nets do not line up layer for layer");
 }
 
-template <typename net_type>
-void set_up(net_type& net) {
-    chip_type blank(chip_size, chip_size);
-    blank = dlib::rgb_pixel(0, 0, 0);
-    net(blank);  // one sample: bn layers run in inference mode, nothing is updated
-}
-
 // A bn_con2 record with the given gamma/beta/running statistics, deserialized into `layer`.
 void fill_bn(bn_<CONV_MODE>& layer, const std::vector<float>& gamma, const std::vector<float>& beta,
              const std::vector<float>& running_mean, const std::vector<float>& running_var) {
@@ -189,50 +183,7 @@ void fill_bn(bn_<CONV_MODE>& layer, const std::vector<float>& gamma, const std::
     deserialize(layer, in);
 }
 
-template <typename net_type>
-net_type deserialize_as(const std::string& bytes) {
-    net_type net;
-    std::istringstream in(bytes);
-    deserialize(net, in);
-    in.peek();
-    if (!in.eof()) throw serialization_error("trailing bytes after the network");
-    return net;
-}
-
 }  // namespace
-
-net_kind detect_net_kind(const std::string& bytes, const std::string& label) {
-    std::string affine_error, bn_error;
-    try {
-        deserialize_as<face_train_net>(bytes);
-        return net_kind::bn;
-    } catch (const std::exception& e) {
-        bn_error = e.what();
-    }
-    try {
-        deserialize_as<face_test_net>(bytes);
-        return net_kind::affine;
-    } catch (const std::exception& e) {
-        affine_error = e.what();
-    }
-    throw model_format_error("'" + label + "' is not a dlib face recognition network (neither the affine testing net "
-                             "nor the bn_con training net): " + affine_error);
-}
-
-face_test_net load_affine_net(const std::string& bytes, const std::string& label) {
-    if (detect_net_kind(bytes, label) != net_kind::affine)
-        throw model_format_error("'" + label + "' holds the bn_con training net, but the affine testing net "
-                                 "(dlib_face_recognition_resnet_model_v1 format) was expected; "
-                                 "convert it with convert_bn_to_affine first");
-    return deserialize_as<face_test_net>(bytes);
-}
-
-face_train_net load_bn_net(const std::string& bytes, const std::string& label) {
-    if (detect_net_kind(bytes, label) != net_kind::bn)
-        throw model_format_error("'" + label + "' holds the affine testing net, but the bn_con training net was "
-                                 "expected; create one with convert_affine_to_bn");
-    return deserialize_as<face_train_net>(bytes);
-}
 
 // ---------------------------------------------------------------------------------------------
 
@@ -350,19 +301,6 @@ face_train_net affine_to_bn(const face_test_net& affine, const std::vector<chann
         }
     });
     return net;
-}
-
-std::string serialize_net(face_train_net& net) {
-    net.clean();
-    std::ostringstream out;
-    serialize(net, out);
-    return out.str();
-}
-
-std::string serialize_net(const face_test_net& net) {
-    std::ostringstream out;
-    serialize(net, out);
-    return out.str();
 }
 
 std::vector<float> train_mode_descriptors(const face_train_net& source, const std::vector<chip_type>& chips,

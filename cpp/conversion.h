@@ -3,6 +3,7 @@
 
 #include "face_net.h"
 #include "inference.h"
+#include "net_io.h"
 
 #include <string>
 #include <vector>
@@ -14,15 +15,6 @@ struct channel_stats {
     std::vector<double> mean, var;
     double count = 0;  // values per channel seen
 };
-
-enum class net_kind { affine, bn };
-
-// Which face net a serialized file holds; throws model_format_error when it is neither
-// (naming `label` and `expected`).
-net_kind detect_net_kind(const std::string& bytes, const std::string& label);
-
-face_test_net load_affine_net(const std::string& bytes, const std::string& label);
-face_train_net load_bn_net(const std::string& bytes, const std::string& label);
 
 // Streams chips through the affine net and accumulates every BN input's per-channel mean and
 // variance (Chan/Welford merge in double precision; activations are never stored).
@@ -43,10 +35,6 @@ private:
 // layer, in the order bn_input_statistics reports) the running statistics, gamma and beta are set
 // so that training mode (batch statistics) also computes ~the same function on such data.
 face_train_net affine_to_bn(const face_test_net& affine, const std::vector<channel_stats>* stats);
-
-// Serialized nets (the bn net clean()ed first).
-std::string serialize_net(face_train_net& net);
-std::string serialize_net(const face_test_net& net);
 
 // Descriptors of the bn net run in training mode: consecutive batches of `batch_size` chips, every
 // BN layer normalising with its batch's statistics (what dnn_trainer sees). `net` is copied, so its

@@ -2,6 +2,7 @@
 
 #include "blas.h"
 #include "model_io.h"
+#include "net_io.h"
 
 #include <algorithm>
 #include <cstring>
@@ -35,9 +36,7 @@ std::vector<chip_type> jittered_chips(const std::vector<chip_type>& chips, int n
 }
 
 face_embedder::face_embedder(const std::string& model_path, int threads) {
-    replicas_.resize(1);
-    load_model(model_path, "dlib face recognition model (affine testing net, dlib_face_recognition_resnet_model_v1 format)",
-               replicas_.front());
+    replicas_.push_back(load_test_net(read_model_bytes(model_path, "dlib face recognition network (.dat)"), model_path));
     set_threads(threads);
 }
 

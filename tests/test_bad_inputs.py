@@ -37,13 +37,13 @@ def test_random_bytes_and_truncations_of_the_real_model(tmp_path, face_model_byt
         with pytest.raises(ModelFormatError) as info:
             pfd.FaceEmbedder(model=bad)
         assert str(bad) in str(info.value)
-        assert "face recognition model" in str(info.value)
+        assert "face recognition network" in str(info.value)
 
 
 def test_other_dlib_files_are_rejected_by_kind():
-    with pytest.raises(ModelFormatError, match="face recognition model"):
+    with pytest.raises(ModelFormatError, match="face recognition network"):
         pfd.FaceEmbedder(model=pfd.models.path("shape_predictor_5_face_landmarks"))
-    with pytest.raises(ModelFormatError, match="face recognition model"):
+    with pytest.raises(ModelFormatError, match="face recognition network"):
         pfd.FaceEmbedder(model=pfd.models.path("mmod_human_face_detector"))
     image = np.zeros((60, 60, 3), np.uint8)
     with pytest.raises(ModelFormatError, match="shape predictor"):
