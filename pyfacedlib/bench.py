@@ -87,7 +87,7 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
     started = time.perf_counter()
     images_dir, pairs_file, variant = resolve_lfw(lfw_dir, pairs)
     pair_list = read_lfw_pairs(pairs_file)
-    settings = settings or AlignmentSettings(fallback="center")
+    settings = settings or AlignmentSettings()
     sources = [lfw_image(images_dir, p.name1, p.index1) for p in pair_list]
     sources += [lfw_image(images_dir, p.name2, p.index2) for p in pair_list]
     unique = list(dict.fromkeys(sources))
@@ -97,7 +97,7 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
     chipset = ChipCache(cache_dir or default_cache_dir(), settings).chips(unique, workers=workers, progress=progress)
     align_seconds = time.perf_counter() - t
     status = {s: r.status for s, r in zip(unique, chipset.records)}
-    bad = {"skipped"} | ({"fallback"} if strict else set())
+    bad = {"skipped"} | ({"fallback", "detected_cnn"} if strict else set())
     n = len(pair_list)
     keep = np.array([status[sources[i]] not in bad and status[sources[n + i]] not in bad for i in range(n)])
     same = np.array([p.same for p in pair_list])[keep]
@@ -112,12 +112,16 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
     detection = {
         "images": len(unique),
         "detected": sum(r.status == "detected" for r in chipset.records),
+        "missed_by_detector": sum(r.status in ("detected_cnn", "fallback", "skipped") for r in chipset.records),
+        "found_by_cnn_fallback": len(chipset.cnn_rescued),
         "fallback_center_box": len(chipset.fallbacks),
         "unreadable_skipped": len(chipset.skipped),
-        "fallback_images": chipset.fallbacks,
+        "cnn_fallback_images": chipset.cnn_rescued,
+        "center_box_images": chipset.fallbacks,
         "skipped_images": chipset.skipped,
-        "policy": ("strict: pairs with an undetected face are dropped" if strict else
-                   "no face detected -> 5-point landmarks in a centred box (counted); unreadable -> pair dropped"),
+        "policy": ("strict: pairs with an image the primary detector missed are dropped" if strict else
+                   f"primary detector misses -> fallback '{settings.fallback}' (each counted); "
+                   "unreadable -> pair dropped"),
     }
     report = {
         "lfw_variant": variant,
@@ -148,7 +152,7 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
         report["models"][name] = {
             "model": embedder.model_path,
             **result.to_dict(),
-            "detection_failures": detection["fallback_center_box"] + detection["unreadable_skipped"],
+            "detection_failures": detection["missed_by_detector"],
             "seconds": round(time.perf_counter() - t, 1),
         }
     report["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -168,8 +172,10 @@ def render_markdown(report: dict) -> str:
         f"({report['pairs_dropped']} dropped). Jitters: {report['num_jitters']}, flip: {report['flip']}.",
         f"Alignment: {report['alignment']['detector']} detector, upsample {report['alignment']['upsample']}, "
         f"5-point landmarks, {report['alignment']['size']} px chips, padding {report['alignment']['padding']}.",
-        f"Detection: {det['images']} images, {det['detected']} detected, {det['fallback_center_box']} without a "
-        f"detection ({det['policy']}), {det['unreadable_skipped']} unreadable.",
+        f"Detection: {det['images']} images, {det['detected']} found by the {report['alignment']['detector']} "
+        f"detector, {det['missed_by_detector']} missed: {det['found_by_cnn_fallback']} found by the CNN detector, "
+        f"{det['fallback_center_box']} aligned in a centred box, {det['unreadable_skipped']} unreadable "
+        f"({det['policy']}).",
         f"Time: alignment {report['alignment_seconds']} s (cached chips are reused), total {report['total_seconds']} s.",
         "",
         "| model | accuracy (10-fold) | acc @ 0.6 | VAL@FAR=1e-3 | VAL@FAR=1e-2 | AUC | EER | seconds |",

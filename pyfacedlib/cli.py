@@ -95,8 +95,7 @@ def _cmd_bench_lfw(args: argparse.Namespace) -> int:
     from .bench import bench_lfw
     from .datasets import AlignmentSettings
 
-    settings = AlignmentSettings(detector=args.detector, upsample=args.upsample,
-                                 fallback="none" if args.strict else "center")
+    settings = AlignmentSettings(detector=args.detector, upsample=args.upsample, fallback=args.fallback)
     try:
         report = bench_lfw(args.lfw_dir, args.pairs, models=[None if m == "shipped" else m for m in (args.model or ["shipped"])], num_jitters=args.num_jitters,
                            flip=args.flip, out=args.out, strict=args.strict, cache_dir=args.cache_dir,
@@ -147,7 +146,10 @@ def build_parser() -> argparse.ArgumentParser:
                                                         "default: the shipped model). Use 'shipped' for it.")
     bench.add_argument("--num-jitters", type=int, default=0)
     bench.add_argument("--flip", action="store_true", help="average each descriptor with its mirror image's")
-    bench.add_argument("--strict", action="store_true", help="drop pairs whose face is not detected")
+    bench.add_argument("--strict", action="store_true",
+                       help="drop pairs with an image the detector missed (instead of the fallback)")
+    bench.add_argument("--fallback", choices=["cnn+center", "cnn", "center", "none"], default="cnn+center",
+                       help="when the detector finds no face: dlib's CNN detector, then a centred box (default)")
     bench.add_argument("--detector", choices=["hog", "cnn"], default="hog")
     bench.add_argument("--upsample", type=int, default=1)
     bench.add_argument("--out", default="lfw-bench")

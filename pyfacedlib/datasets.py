@@ -170,6 +170,9 @@ def degrade(chips: np.ndarray, kind: str) -> np.ndarray:
 # Aligned-chip cache
 
 
+FALLBACKS = ("cnn+center", "cnn", "center", "none")
+
+
 @dataclass(frozen=True)
 class AlignmentSettings:
     """How chips are made; a cache is reused only when these match."""
@@ -178,8 +181,16 @@ class AlignmentSettings:
     upsample: int = 1
     size: int = 150
     padding: float = 0.25
-    fallback: str = "center"   # 'center': landmarks in a centred box when no face is found; 'none': skip
+    # When `detector` finds no face: 'cnn+center' (try dlib's CNN detector, then landmarks in a
+    # centred box), 'cnn', 'center', or 'none' (skip the image).
+    fallback: str = "cnn+center"
     version: int = 1           # bump when the alignment code changes
+
+    def __post_init__(self) -> None:
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {FALLBACKS}, got {self.fallback!r}")
+        if self.detector not in ("hog", "cnn"):
+            raise ValueError(f"detector must be 'hog' or 'cnn', got {self.detector!r}")
 
     def key(self) -> str:
         """Short hash naming the cache folder of these settings."""
@@ -197,7 +208,7 @@ class ChipRecord:
 
     source: str
     sha256: str
-    status: str                      # 'detected', 'fallback', 'skipped'
+    status: str                      # 'detected', 'detected_cnn' (fallback detector), 'fallback' (centred box), 'skipped'
     reason: str = ""
     box: list[int] = field(default_factory=list)
     landmarks: list[list[int]] = field(default_factory=list)
@@ -224,9 +235,13 @@ def _align_one(args: tuple[str, str, AlignmentSettings, str]) -> ChipRecord:
     except ImageError as exc:
         return ChipRecord(source, sha, "skipped", str(exc))
     boxes = align.detect(image, detector=settings.detector, upsample=settings.upsample)
+    status = "detected"
+    if not len(boxes) and settings.fallback.startswith("cnn") and settings.detector != "cnn":
+        boxes = align.detect(image, detector="cnn", upsample=settings.upsample)
+        status = "detected_cnn"
     if len(boxes):
-        box, status = boxes[align.nearest_to_center(boxes, image.shape)], "detected"
-    elif settings.fallback == "center":
+        box = boxes[align.nearest_to_center(boxes, image.shape)]
+    elif settings.fallback.endswith("center"):
         h, w = image.shape[:2]
         box = np.array([round(CENTER_BOX[0] * w), round(CENTER_BOX[1] * h),
                         round(CENTER_BOX[2] * w), round(CENTER_BOX[3] * h)])
@@ -251,8 +266,13 @@ class ChipSet:
 
     @property
     def fallbacks(self) -> list[str]:
-        """Images whose face was not detected (aligned in the centred box instead)."""
+        """Images where no detector found a face (aligned in the centred box instead)."""
         return [r.source for r in self.records if r.status == "fallback"]
+
+    @property
+    def cnn_rescued(self) -> list[str]:
+        """Images the primary detector missed and dlib's CNN detector found."""
+        return [r.source for r in self.records if r.status == "detected_cnn"]
 
     @property
     def skipped(self) -> dict[str, str]:

@@ -37,7 +37,7 @@ def test_bench_on_one_fold(tmp_path, lfw_dir, one_fold):
     strict = bench_lfw(lfw_dir.parent, one_fold, out=tmp_path / "strict", strict=True,
                        cache_dir=tmp_path / "cache", progress=False)
     assert strict["pairs_used"] + strict["pairs_dropped"] == 600
-    assert (strict["pairs_dropped"] > 0) == (report["detection"]["fallback_center_box"] > 0)
+    assert (strict["pairs_dropped"] > 0) == (report["detection"]["missed_by_detector"] > 0)
 
 
 def test_missing_lfw_says_how_to_get_it(tmp_path, capsys):

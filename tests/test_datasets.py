@@ -85,7 +85,7 @@ def test_chip_cache(tmp_path, lfw_sample):
     broken.write_bytes(b"not a jpeg")
     sources += [str(gray), str(rgba), str(blank), str(broken)]
 
-    cache = datasets.ChipCache(tmp_path / "cache")
+    cache = datasets.ChipCache(tmp_path / "cache", datasets.AlignmentSettings(fallback="center"))
     chipset = cache.chips(sources, workers=2, progress=False)
     statuses = [r.status for r in chipset.records]
     assert statuses == ["detected"] * 6 + ["fallback", "skipped"]
@@ -100,15 +100,26 @@ def test_chip_cache(tmp_path, lfw_sample):
 
     manifest = cache.manifest_path
     stamp = manifest.stat().st_mtime_ns
-    again = datasets.ChipCache(tmp_path / "cache").chips(sources, workers=1, progress=False)
+    again = datasets.ChipCache(tmp_path / "cache", cache.settings).chips(sources, workers=1, progress=False)
     assert manifest.stat().st_mtime_ns == stamp  # nothing re-aligned
     assert np.array_equal(again.chips, chipset.chips)
 
     shutil.copy(lfw_sample[6], sources[1])  # source changed -> rebuilt
-    changed = datasets.ChipCache(tmp_path / "cache").chips(sources, workers=1, progress=False)
+    changed = datasets.ChipCache(tmp_path / "cache", cache.settings).chips(sources, workers=1, progress=False)
     assert manifest.stat().st_mtime_ns != stamp
     assert not np.array_equal(changed.chips[1], chipset.chips[1])
 
     strict = datasets.ChipCache(tmp_path / "cache", datasets.AlignmentSettings(fallback="none"))
     assert strict.folder != cache.folder
     assert strict.chips(sources, workers=1, progress=False).skipped[str(blank)] == "no face detected"
+    with pytest.raises(ValueError):
+        datasets.AlignmentSettings(fallback="guess")
+
+
+def test_cnn_fallback_finds_what_hog_misses(tmp_path, lfw_dir):
+    missed_by_hog = str(lfw_dir / "James_Jones" / "James_Jones_0001.jpg")
+    assert len(pfd.align.detect(missed_by_hog)) == 0
+    chipset = datasets.ChipCache(tmp_path / "cache").chips([missed_by_hog], workers=1, progress=False)
+    assert chipset.records[0].status == "detected_cnn" and chipset.cnn_rescued == [missed_by_hog]
+    center = datasets.ChipCache(tmp_path / "cache", datasets.AlignmentSettings(fallback="center"))
+    assert center.chips([missed_by_hog], workers=1, progress=False).fallbacks == [missed_by_hog]
