@@ -55,4 +55,5 @@ PYBIND11_MODULE(_core, m) {
     pfd::bind_alignment(m);
     pfd::bind_conversion(m);
     pfd::bind_clustering(m);
+    pfd::bind_training(m);
 }

@@ -17,6 +17,7 @@ void bind_inference(py::module_& m);
 void bind_alignment(py::module_& m);
 void bind_conversion(py::module_& m);
 void bind_clustering(py::module_& m);
+void bind_training(py::module_& m);
 
 // A read-only view of a (H, W, 3) uint8 C-contiguous array; ValueError on any other shape.
 rgb_image_view rgb_view_of(const u8_array& image);

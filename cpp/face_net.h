@@ -34,14 +34,39 @@ struct face_levels {
     template <typename SUBNET> using level3 = res<64, res<64, res<64, res_down<64, SUBNET>>>>;
     template <typename SUBNET> using level4 = res<32, res<32, res<32, SUBNET>>>;
 
-    using net = loss_metric<fc_no_bias<128, avg_pool_everything<
-        level0<level1<level2<level3<level4<
-        max_pool<3, 3, 2, 2, relu<BN<con<32, 7, 7, 2, 2,
-        input_rgb_image_sized<150>>>>>>>>>>>>>;
+    // The net from the input up, one level at a time (dlib numbers its levels top-down).
+    using stem = max_pool<3, 3, 2, 2, relu<BN<con<32, 7, 7, 2, 2, input_rgb_image_sized<150>>>>>;
+    using up_to_level4 = level4<stem>;
+    using up_to_level3 = level3<up_to_level4>;
+    using up_to_level2 = level2<up_to_level3>;
+    using up_to_level1 = level1<up_to_level2>;
+    using up_to_level0 = level0<up_to_level1>;
+    using net = loss_metric<fc_no_bias<128, avg_pool_everything<up_to_level0>>>;
+
+    // Fine-tuning levels counted from the input: 0 = stem (7x7 conv), 1..5 = dlib's level4..level0
+    // (32, 64, 128, 256, 256 channels), 6 = the head (fc_no_bias<128>).
+    static constexpr int num_levels = 7;
+
+    // Index (as in layer<i>(net)) of the top layer of level k; every layer with a larger index is below it.
+    static constexpr size_t top_layer_of_level(int k) {
+        constexpr size_t n = net::num_layers;
+        switch (k) {
+            case 0: return n - stem::num_layers;
+            case 1: return n - up_to_level4::num_layers;
+            case 2: return n - up_to_level3::num_layers;
+            case 3: return n - up_to_level2::num_layers;
+            case 4: return n - up_to_level1::num_layers;
+            case 5: return n - up_to_level0::num_layers;
+            default: return 1;  // layer<1> is fc_no_bias<128>
+        }
+    }
 };
 
 template <template <typename> class BN>
 using face_net = typename face_levels<BN>::net;
+
+// Level structure (identical for both instantiations).
+using face_net_levels = face_levels<bn_con>;
 
 using face_train_net = face_net<bn_con>;   // batch norm: what dnn_trainer trains
 using face_test_net = face_net<affine>;    // batch norm folded: what the shipped .dat holds

@@ -1,0 +1,101 @@
+// Bindings: fine-tuning runs (the loop, validation and files are orchestrated in Python).
+#include "bindings.h"
+
+#include "model_io.h"
+#include "net_io.h"
+#include "training.h"
+
+#include <pybind11/stl.h>
+
+#include <cstring>
+
+namespace pfd {
+
+void bind_training(py::module_& m) {
+    py::class_<face_trainer>(m, "FaceTrainer", "One fine-tuning run of the face net (dlib dnn_trainer + loss_metric).")
+        .def(py::init([](const std::string& base_path, bool train_bn_net, const u8_array& chips,
+                         const std::vector<unsigned long>& labels, const std::string& strategy, int first_level,
+                         double learning_rate, int identities_per_batch, int images_per_identity, bool augment,
+                         int head_feature_copies, std::uint64_t seed, int threads) {
+                 if (chips.ndim() != 4 || chips.shape(1) != chip_size || chips.shape(2) != chip_size || chips.shape(3) != 3)
+                     throw py::value_error("expected training chips as a (N, 150, 150, 3) uint8 array");
+                 train_options options;
+                 options.strategy = strategy;
+                 options.first_trained_level = first_level;
+                 options.learning_rate = learning_rate;
+                 options.identities_per_batch = identities_per_batch;
+                 options.images_per_identity = images_per_identity;
+                 options.augment = augment;
+                 options.head_feature_copies = head_feature_copies;
+                 options.seed = seed;
+                 options.threads = threads;
+                 train_data data;
+                 data.chips = chips_from_bytes(chips.data(), chips.shape(0));
+                 data.labels = labels;
+                 const auto bytes = read_model_bytes(base_path, "dlib face recognition network (.dat)");
+                 py::gil_scoped_release release;
+                 return make_trainer(bytes, base_path, train_bn_net, std::move(data), options);
+             }),
+             py::arg("base_path"), py::arg("train_bn_net"), py::arg("chips").noconvert(), py::arg("labels"),
+             py::arg("strategy"), py::arg("first_level"), py::arg("learning_rate"), py::arg("identities_per_batch"),
+             py::arg("images_per_identity"), py::arg("augment"), py::arg("head_feature_copies"), py::arg("seed"),
+             py::arg("threads"))
+        .def("train", [](face_trainer& self, long steps) {
+                 py::gil_scoped_release release;
+                 return self.train(steps);
+             }, py::arg("steps"), "Runs `steps` mini-batches; returns their mean loss.")
+        .def_property_readonly("step", &face_trainer::step)
+        .def_property("learning_rate", &face_trainer::learning_rate, &face_trainer::set_learning_rate)
+        .def("embedder", [](face_trainer& self, int threads) {
+                 py::gil_scoped_release release;
+                 return new face_embedder(self.testing_net(), threads);
+             }, py::arg("threads"), "A FaceEmbedderCore on the current model (affine testing net).")
+        .def("affine_bytes", [](face_trainer& self) {
+                 std::string bytes;
+                 {
+                     py::gil_scoped_release release;
+                     bytes = serialize_net(self.testing_net());
+                 }
+                 return py::bytes(bytes);
+             }, "The current model as an affine .dat (what dlib.face_recognition_model_v1 loads).")
+        .def("bn_bytes", [](face_trainer& self) {
+                 std::string bytes;
+                 {
+                     py::gil_scoped_release release;
+                     bytes = self.training_net_bytes();
+                 }
+                 return py::bytes(bytes);
+             }, "The current bn_con training net (.dat bytes); empty when the run trains the affine net.")
+        .def("checkpoint", [](face_trainer& self) {
+                 std::string bytes;
+                 {
+                     py::gil_scoped_release release;
+                     bytes = self.checkpoint();
+                 }
+                 return py::bytes(bytes);
+             })
+        .def("restore", [](face_trainer& self, const py::bytes& data) {
+                 std::string bytes = data;
+                 py::gil_scoped_release release;
+                 try {
+                     self.restore(bytes);
+                 } catch (const std::exception& e) {
+                     throw model_format_error(std::string("checkpoint does not match this run: ") + e.what());
+                 }
+             })
+        .def("parameters", [](face_trainer& self) {
+                 py::dict out;
+                 for (auto& [idx, values] : self.parameters()) {
+                     py::array_t<float> a(static_cast<py::ssize_t>(values.size()));
+                     std::memcpy(a.mutable_data(), values.data(), values.size() * sizeof(float));
+                     out[py::int_(idx)] = a;
+                 }
+                 return out;
+             }, "{layer index: parameters} of every computational layer (for checks).");
+
+    py::dict levels;
+    for (int k = 0; k < face_net_levels::num_levels; ++k) levels[py::int_(k)] = face_net_levels::top_layer_of_level(k);
+    m.attr("LEVEL_TOP_LAYER") = levels;
+}
+
+}  // namespace pfd

@@ -1,0 +1,331 @@
+#include "training.h"
+
+#include "blas.h"
+#include "model_io.h"
+#include "net_io.h"
+
+#include <dlib/image_transforms.h>
+
+#include <algorithm>
+#include <cstring>
+#include <map>
+#include <mutex>
+#include <sstream>
+#include <stdexcept>
+#include <thread>
+#include <type_traits>
+
+namespace pfd {
+
+namespace {
+
+// Mini-batches of N identities x M images: both positive and negative pairs in every batch.
+class batch_sampler {
+public:
+    batch_sampler(const std::vector<unsigned long>& labels, const train_options& options)
+        : ids_(options.identities_per_batch), per_id_(options.images_per_identity) {
+        for (size_t i = 0; i < labels.size(); ++i) by_label_[labels[i]].push_back(i);
+        for (auto& [label, members] : by_label_) identities_.push_back(label);
+        if (identities_.size() < 2) throw std::invalid_argument("training needs at least 2 identities");
+        if (ids_ < 2 || per_id_ < 2) throw std::invalid_argument("batches need >= 2 identities x >= 2 images");
+        rnd_.set_seed("pyfacedlib-sampler-" + std::to_string(options.seed));
+    }
+
+    // Indices of one mini-batch and their labels.
+    void next(std::vector<size_t>& indices, std::vector<unsigned long>& labels) {
+        indices.clear();
+        labels.clear();
+        std::vector<unsigned long> chosen = identities_;
+        const size_t ids = std::min<size_t>(ids_, chosen.size());
+        for (size_t i = 0; i < ids; ++i) std::swap(chosen[i], chosen[i + rnd_.get_random_32bit_number() % (chosen.size() - i)]);
+        for (size_t i = 0; i < ids; ++i) {
+            auto members = by_label_[chosen[i]];
+            for (int j = 0; j < per_id_; ++j) {
+                size_t pick;
+                if (j < static_cast<int>(members.size())) {  // without replacement while possible
+                    const size_t k = j + rnd_.get_random_32bit_number() % (members.size() - j);
+                    std::swap(members[j], members[k]);
+                    pick = members[j];
+                } else {
+                    pick = members[rnd_.get_random_32bit_number() % members.size()];
+                }
+                indices.push_back(pick);
+                labels.push_back(chosen[i]);
+            }
+        }
+    }
+
+    dlib::rand& rnd() { return rnd_; }
+
+private:
+    int ids_, per_id_;
+    std::map<unsigned long, std::vector<size_t>> by_label_;
+    std::vector<unsigned long> identities_;
+    dlib::rand rnd_;
+};
+
+// jitter_image's random crop/scale/rotation/flip plus a random colour offset, as in dlib's
+// metric-learning example.
+chip_type augmented(const chip_type& chip, dlib::rand& rnd) {
+    chip_type out = dlib::jitter_image(chip, rnd);
+    dlib::apply_random_color_offset(out, rnd);
+    return out;
+}
+
+template <typename net_type>
+void set_multipliers(net_type& net, size_t first_frozen_index) {
+    visit_computational_layers(net, [&](size_t idx, auto& l) {
+        const double m = idx >= first_frozen_index ? 0.0 : 1.0;
+        set_learning_rate_multiplier(l, m);
+        set_bias_learning_rate_multiplier(l, m);
+    });
+}
+
+template <typename net_type>
+std::vector<std::pair<size_t, std::vector<float>>> parameters_of(net_type& net) {
+    std::vector<std::pair<size_t, std::vector<float>>> out;
+    visit_computational_layers(net, [&](size_t idx, auto& l) {
+        auto copy = [](const tensor& t) { return std::vector<float>(t.host(), t.host() + t.size()); };
+        if constexpr (std::is_same_v<std::decay_t<decltype(l)>, affine_>) {
+            const affine_& a = l;
+            auto g = copy(a.get_gamma()), b = copy(a.get_beta());
+            g.insert(g.end(), b.begin(), b.end());
+            out.emplace_back(idx, std::move(g));
+        } else {
+            out.emplace_back(idx, copy(l.get_layer_params()));
+        }
+    });
+    return out;
+}
+
+// --------------------------------------------------------------------------------------------
+// The whole net through dnn_trainer (lower levels frozen by learning-rate multipliers).
+
+template <typename net_type>
+class full_trainer : public face_trainer {
+public:
+    full_trainer(net_type net, train_data data, const train_options& options)
+        : net_(std::move(net)), data_(std::move(data)), options_(options), sampler_(data_.labels, options),
+          trainer_(net_, dlib::sgd(options.weight_decay, options.momentum)) {
+        trainer_.be_quiet();
+        trainer_.set_learning_rate(options.learning_rate);
+        trainer_.set_iterations_without_progress_threshold(1000000000);  // the schedule lives in Python
+        trainer_.set_test_iterations_without_progress_threshold(1000000000);
+        // levels below first_trained_level are frozen: every layer at or below the top of level k-1
+        const int k = options.first_trained_level;
+        set_multipliers(net_, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1));
+    }
+
+    double train(long steps) override {
+        set_blas_threads(options_.threads);
+        trainer_.clear_average_loss();
+        std::vector<size_t> indices;
+        std::vector<unsigned long> labels;
+        std::vector<chip_type> batch;
+        for (long s = 0; s < steps; ++s) {
+            sampler_.next(indices, labels);
+            batch.clear();
+            for (size_t i : indices)
+                batch.push_back(options_.augment ? augmented(data_.chips[i], sampler_.rnd()) : data_.chips[i]);
+            // dnn_trainer computes in its own thread; the next batch is prepared meanwhile.
+            trainer_.train_one_step(batch, labels);
+            ++step_;
+        }
+        return trainer_.get_average_loss();
+    }
+
+    long step() const override { return step_; }
+    double learning_rate() const override { return trainer_.get_learning_rate(); }
+    void set_learning_rate(double lr) override { trainer_.set_learning_rate(lr); }
+
+    face_test_net testing_net() override {
+        trainer_.get_net();  // waits for the training thread
+        return face_test_net(net_);
+    }
+
+    std::string training_net_bytes() override {
+        if constexpr (std::is_same_v<net_type, face_train_net>) {
+            trainer_.get_net();
+            face_train_net copy = net_;
+            return serialize_net(copy);
+        }
+        return std::string();
+    }
+
+    std::string checkpoint() override {
+        trainer_.get_net();
+        std::ostringstream out;
+        serialize(trainer_, out);
+        serialize(sampler_.rnd(), out);
+        dlib::serialize(step_, out);
+        return out.str();
+    }
+
+    void restore(const std::string& bytes) override {
+        std::istringstream in(bytes);
+        deserialize(trainer_, in);
+        deserialize(sampler_.rnd(), in);
+        dlib::deserialize(step_, in);
+        trainer_.be_quiet();
+    }
+
+    std::vector<std::pair<size_t, std::vector<float>>> parameters() override {
+        trainer_.get_net();
+        return parameters_of(net_);
+    }
+
+private:
+    net_type net_;
+    train_data data_;
+    train_options options_;
+    batch_sampler sampler_;
+    dlib::dnn_trainer<net_type> trainer_;
+    long step_ = 0;
+};
+
+// --------------------------------------------------------------------------------------------
+// Head fast path: the frozen trunk runs once per (augmented) image, its 256-D pooled features are
+// cached, and only the final fc_no_bias<128> learns, on features.
+
+using feature_type = matrix<float, 0, 1>;
+using head_net = loss_metric<fc_no_bias<128, input<feature_type>>>;
+
+class head_trainer : public face_trainer {
+public:
+    head_trainer(face_test_net base, train_data data, const train_options& options)
+        : base_(std::move(base)), options_(options), labels_(data.labels), sampler_(data.labels, options),
+          trainer_(head_, dlib::sgd(options.weight_decay, options.momentum)) {
+        compute_features(data.chips);
+        feature_type probe(256);
+        probe = 0;
+        head_(probe);  // set up, then start from the base net's fc weights
+        copy_fc(layer<1>(base_).layer_details(), layer<1>(head_).layer_details());
+        trainer_.be_quiet();
+        trainer_.set_learning_rate(options.learning_rate);
+        trainer_.set_iterations_without_progress_threshold(1000000000);
+        trainer_.set_test_iterations_without_progress_threshold(1000000000);
+    }
+
+    double train(long steps) override {
+        trainer_.clear_average_loss();
+        std::vector<size_t> indices;
+        std::vector<unsigned long> labels;
+        std::vector<feature_type> batch;
+        const size_t copies = features_.size() / labels_.size();
+        for (long s = 0; s < steps; ++s) {
+            sampler_.next(indices, labels);
+            batch.clear();
+            for (size_t i : indices) batch.push_back(features_[i * copies + sampler_.rnd().get_random_32bit_number() % copies]);
+            trainer_.train_one_step(batch, labels);
+            ++step_;
+        }
+        return trainer_.get_average_loss();
+    }
+
+    long step() const override { return step_; }
+    double learning_rate() const override { return trainer_.get_learning_rate(); }
+    void set_learning_rate(double lr) override { trainer_.set_learning_rate(lr); }
+
+    face_test_net testing_net() override {
+        trainer_.get_net();
+        face_test_net out = base_;
+        copy_fc(layer<1>(head_).layer_details(), layer<1>(out).layer_details());
+        return out;
+    }
+
+    std::string training_net_bytes() override { return std::string(); }
+
+    std::string checkpoint() override {
+        trainer_.get_net();
+        std::ostringstream out;
+        serialize(trainer_, out);
+        serialize(sampler_.rnd(), out);
+        dlib::serialize(step_, out);
+        return out.str();
+    }
+
+    void restore(const std::string& bytes) override {
+        std::istringstream in(bytes);
+        deserialize(trainer_, in);
+        deserialize(sampler_.rnd(), in);
+        dlib::deserialize(step_, in);
+        trainer_.be_quiet();
+    }
+
+    std::vector<std::pair<size_t, std::vector<float>>> parameters() override {
+        auto net = testing_net();
+        return parameters_of(net);
+    }
+
+private:
+    template <typename from_type, typename to_type>
+    static void copy_fc(const from_type& from, to_type& to) {
+        const tensor& src = from.get_layer_params();
+        tensor& dst = to.get_layer_params();
+        if (src.size() != dst.size()) throw std::logic_error("fc layer sizes differ");
+        std::memcpy(dst.host(), src.host(), src.size() * sizeof(float));
+    }
+
+    void compute_features(const std::vector<chip_type>& chips) {
+        const size_t copies = options_.augment ? std::max(1, options_.head_feature_copies) : 1;
+        dlib::rand rnd("pyfacedlib-features-" + std::to_string(options_.seed));
+        std::vector<chip_type> views;
+        views.reserve(chips.size() * copies);
+        for (const auto& chip : chips)
+            for (size_t c = 0; c < copies; ++c) views.push_back(c == 0 ? chip : augmented(chip, rnd));
+        // the trunk = everything below the fc layer: layer<2> is avg_pool_everything's output
+        const int workers = std::max(1, options_.threads);
+        set_blas_threads(1);
+        std::vector<face_test_net> nets(workers, base_);
+        features_.assign(views.size(), feature_type());
+        std::vector<std::thread> pool;
+        std::exception_ptr error;
+        std::mutex error_mutex;
+        for (int w = 0; w < workers; ++w) {
+            pool.emplace_back([&, w] {
+                try {
+                    resizable_tensor x;
+                    const size_t begin = views.size() * w / workers, end = views.size() * (w + 1) / workers;
+                    for (size_t b = begin; b < end; b += 16) {
+                        const size_t e = std::min(end, b + 16);
+                        nets[w].to_tensor(views.begin() + b, views.begin() + e, x);
+                        const tensor& pooled = layer<2>(nets[w]).forward(x);
+                        const long dims = pooled.k() * pooled.nr() * pooled.nc();
+                        for (size_t i = b; i < e; ++i)
+                            features_[i] = dlib::mat(pooled.host() + (i - b) * dims, dims);
+                    }
+                } catch (...) {
+                    std::lock_guard<std::mutex> lock(error_mutex);
+                    error = std::current_exception();
+                }
+            });
+        }
+        for (auto& t : pool) t.join();
+        if (error) std::rethrow_exception(error);
+    }
+
+    face_test_net base_;
+    train_options options_;
+    std::vector<unsigned long> labels_;
+    std::vector<feature_type> features_;  // copies per image, image-major
+    batch_sampler sampler_;
+    head_net head_;
+    dlib::dnn_trainer<head_net> trainer_;
+    long step_ = 0;
+};
+
+}  // namespace
+
+std::unique_ptr<face_trainer> make_trainer(const std::string& base_bytes, const std::string& base_label,
+                                           bool train_bn_net, train_data data, const train_options& options) {
+    if (data.chips.size() != data.labels.size()) throw std::invalid_argument("one label per chip is needed");
+    if (options.first_trained_level < 0 || options.first_trained_level > 6)
+        throw std::invalid_argument("from_level must be in 0..6");
+    if (options.first_trained_level == 6)  // head only: the trunk, batch norm included, is frozen
+        return std::make_unique<head_trainer>(load_test_net(base_bytes, base_label), std::move(data), options);
+    if (train_bn_net)
+        return std::make_unique<full_trainer<face_train_net>>(load_bn_net(base_bytes, base_label), std::move(data), options);
+    return std::make_unique<full_trainer<face_test_net>>(load_affine_net(base_bytes, base_label), std::move(data), options);
+}
+
+}  // namespace pfd

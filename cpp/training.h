@@ -1,0 +1,59 @@
+// Fine-tuning the face net with dlib's dnn_trainer and loss_metric.
+#pragma once
+
+#include "face_net.h"
+#include "inference.h"
+
+#include <cstdint>
+#include <memory>
+#include <string>
+#include <vector>
+
+namespace pfd {
+
+struct train_options {
+    std::string strategy = "head";  // "head", "all", "from_level:K"
+    int first_trained_level = 6;    // parsed from strategy: levels >= this learn (6 = head only)
+    double learning_rate = 0.01;
+    double weight_decay = 0.0001;
+    double momentum = 0.9;
+    int identities_per_batch = 5;
+    int images_per_identity = 5;
+    bool augment = true;
+    int head_feature_copies = 8;    // head fast path: augmented copies whose features are cached
+    std::uint64_t seed = 0;
+    int threads = 1;
+};
+
+// A training set: chips and integer identity labels (every identity with >= 2 images).
+struct train_data {
+    std::vector<chip_type> chips;
+    std::vector<unsigned long> labels;
+};
+
+// One fine-tuning run. Implementations: the full net (bn_con or affine = frozen batch norm) through
+// dnn_trainer, and the head fast path (cached trunk features, only fc_no_bias<128> learns).
+class face_trainer {
+public:
+    virtual ~face_trainer() = default;
+    // Runs `steps` mini-batches; returns their mean loss.
+    virtual double train(long steps) = 0;
+    virtual long step() const = 0;
+    virtual double learning_rate() const = 0;
+    virtual void set_learning_rate(double lr) = 0;
+    // The current model as the affine testing net (what inference and export use).
+    virtual face_test_net testing_net() = 0;
+    // The current bn_con training net, serialized (empty when the run trains the affine net).
+    virtual std::string training_net_bytes() = 0;
+    // Trainer state (net, solver, counters, sampler) to resume from.
+    virtual std::string checkpoint() = 0;
+    virtual void restore(const std::string& bytes) = 0;
+    // Per computational layer index: a copy of its parameters (gamma+beta for BN slots).
+    virtual std::vector<std::pair<size_t, std::vector<float>>> parameters() = 0;
+};
+
+// base: the starting net, as a serialized affine .dat (bn="frozen" or strategy head) or bn_con .dat.
+std::unique_ptr<face_trainer> make_trainer(const std::string& base_bytes, const std::string& base_label,
+                                           bool train_bn_net, train_data data, const train_options& options);
+
+}  // namespace pfd
