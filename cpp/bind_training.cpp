@@ -2,6 +2,7 @@
 #include "bindings.h"
 
 #include "model_io.h"
+#include "conversion.h"
 #include "net_io.h"
 #include "training.h"
 
@@ -66,6 +67,23 @@ void bind_training(py::module_& m) {
                  }
                  return py::bytes(bytes);
              }, "The current bn_con training net (.dat bytes); empty when the run trains the affine net.")
+        .def("validation_loss", [](face_trainer& self, const u8_array& chips, const std::vector<unsigned long>& labels,
+                                    long batch_size) {
+                 if (chips.ndim() != 4 || chips.shape(0) != static_cast<py::ssize_t>(labels.size()) || batch_size < 2)
+                     throw py::value_error("expected (N,150,150,3) chips with N labels and batch_size >= 2");
+                 const auto all = chips_from_bytes(chips.data(), chips.shape(0));
+                 py::gil_scoped_release release;
+                 const face_test_net net = self.testing_net();
+                 double total = 0;
+                 long batches = 0;
+                 for (size_t b = 0; b + batch_size <= all.size(); b += batch_size, ++batches) {
+                     const std::vector<chip_type> chunk(all.begin() + b, all.begin() + b + batch_size);
+                     const std::vector<unsigned long> chunk_labels(labels.begin() + b, labels.begin() + b + batch_size);
+                     total += metric_loss(net, chunk, chunk_labels);
+                 }
+                 return batches ? total / batches : 0.0;
+             }, py::arg("chips").noconvert(), py::arg("labels"), py::arg("batch_size"),
+             "Mean loss_metric loss of the current model (inference mode) over consecutive mini-batches.")
         .def("checkpoint", [](face_trainer& self) {
                  std::string bytes;
                  {
@@ -91,7 +109,7 @@ void bind_training(py::module_& m) {
                      out[py::int_(idx)] = a;
                  }
                  return out;
-             }, "{layer index: parameters} of every computational layer (for checks).");
+             }, "{layer index: learnable parameters} of every computational layer (empty for affine layers).");
 
     py::dict levels;
     for (int k = 0; k < face_net_levels::num_levels; ++k) levels[py::int_(k)] = face_net_levels::top_layer_of_level(k);

@@ -85,15 +85,9 @@ template <typename net_type>
 std::vector<std::pair<size_t, std::vector<float>>> parameters_of(net_type& net) {
     std::vector<std::pair<size_t, std::vector<float>>> out;
     visit_computational_layers(net, [&](size_t idx, auto& l) {
-        auto copy = [](const tensor& t) { return std::vector<float>(t.host(), t.host() + t.size()); };
-        if constexpr (std::is_same_v<std::decay_t<decltype(l)>, affine_>) {
-            const affine_& a = l;
-            auto g = copy(a.get_gamma()), b = copy(a.get_beta());
-            g.insert(g.end(), b.begin(), b.end());
-            out.emplace_back(idx, std::move(g));
-        } else {
-            out.emplace_back(idx, copy(l.get_layer_params()));
-        }
+        // learnable parameters only: empty for affine_ (frozen batch norm), gamma+beta for bn_
+        const tensor& t = l.get_layer_params();
+        out.emplace_back(idx, std::vector<float>(t.host(), t.host() + t.size()));
     });
     return out;
 }
@@ -154,6 +148,7 @@ public:
 
     std::string checkpoint() override {
         trainer_.get_net();
+        net_.clean();  // drop cached activations/gradients; the next step reallocates them
         std::ostringstream out;
         serialize(trainer_, out);
         serialize(sampler_.rnd(), out);

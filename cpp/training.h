@@ -48,7 +48,7 @@ public:
     // Trainer state (net, solver, counters, sampler) to resume from.
     virtual std::string checkpoint() = 0;
     virtual void restore(const std::string& bytes) = 0;
-    // Per computational layer index: a copy of its parameters (gamma+beta for BN slots).
+    // Per computational layer index: a copy of its learnable parameters (none for affine_ layers).
     virtual std::vector<std::pair<size_t, std::vector<float>>> parameters() = 0;
 };
 

@@ -11,6 +11,8 @@ from . import align, datasets, evaluate, models
 from ._native import core as _core
 from .convert import ConversionReport, convert_affine_to_bn, convert_bn_to_affine
 from .embedder import Face, FaceEmbedder, distance
+from . import finetune as finetune_module
+from .finetune import FinetuneResult, finetune
 from .errors import ImageError, ModelFormatError, ModelNotFoundError
 from .images import as_rgb, load_image
 
@@ -26,5 +28,5 @@ def build_info() -> dict:
 
 __all__ = [
     "ConversionReport", "convert_affine_to_bn", "convert_bn_to_affine", "Face", "FaceEmbedder", "ImageError", "ModelFormatError", "ModelNotFoundError", "align", "as_rgb",
-    "build_info", "datasets", "distance", "evaluate", "load_image", "models",
+    "FinetuneResult", "build_info", "datasets", "finetune", "distance", "evaluate", "load_image", "models",
 ]

@@ -108,6 +108,28 @@ def _cmd_bench_lfw(args: argparse.Namespace) -> int:
     return 0
 
 
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    from .finetune import finetune
+
+    result = finetune(args.train_dir, args.out_dir, base_model=args.base_model, strategy=args.strategy, bn=args.bn,
+                      steps=args.steps, max_minutes=args.max_minutes, lr=args.lr,
+                      identities_per_batch=args.identities_per_batch, images_per_identity=args.images_per_identity,
+                      augment=not args.no_augment, val=args.val_dir, val_every=args.val_every,
+                      checkpoint_every=args.checkpoint_every, resume=not args.no_resume, seed=args.seed,
+                      threads=args.threads)
+    print(f"trained {result.steps} steps in {result.minutes:.1f} min on {result.train_faces} faces of "
+          f"{result.train_identities} identities (resumed from step {result.resumed_from_step})")
+    if result.best_validation:
+        v = result.best_validation
+        print(f"best validation (step {result.best_step}, {result.validation_identities} held-out identities): "
+              f"accuracy {100 * v['accuracy']:.2f}%, VAL@FAR=1e-3 {100 * v['val_at_far_1e_3']:.2f}%, loss {v['loss']:.4f}")
+    if result.skipped_identities or result.skipped_images:
+        print(f"skipped: {len(result.skipped_identities)} identities, {len(result.skipped_images)} images "
+              f"(listed in {result.history_path})")
+    print(f"model: {result.affine_model}\nbn net: {result.bn_model}\nhistory: {result.history_path}")
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `pyfacedlib` command."""
     parser = argparse.ArgumentParser(prog="pyfacedlib", description="Fine-tunable dlib face recognition.")
@@ -157,17 +179,37 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--workers", type=int, default=None, help="alignment processes (default: CPUs)")
     bench.add_argument("--threads", type=int, default=None, help="embedding threads (default: CPUs)")
     bench.set_defaults(run=_cmd_bench_lfw)
+
+    tune = sub.add_parser("finetune", help="fine-tune the face model on identity folders (TRAIN_DIR/Name/*.jpg)")
+    tune.add_argument("train_dir")
+    tune.add_argument("out_dir")
+    tune.add_argument("--base-model", help="affine .dat to start from (default: the shipped model)")
+    tune.add_argument("--strategy", default="head", help="head | all | from_level:K (K = 0..6, counted from the input)")
+    tune.add_argument("--bn", choices=["frozen", "calibrated"], default="frozen")
+    tune.add_argument("--steps", type=int, default=None)
+    tune.add_argument("--max-minutes", type=float, default=None)
+    tune.add_argument("--lr", type=float, default=None)
+    tune.add_argument("--identities-per-batch", type=int, default=5)
+    tune.add_argument("--images-per-identity", type=int, default=5)
+    tune.add_argument("--no-augment", action="store_true")
+    tune.add_argument("--val-dir", help="held-out identities (default: a fifth of TRAIN_DIR's identities)")
+    tune.add_argument("--val-every", type=int, default=None)
+    tune.add_argument("--checkpoint-every", type=int, default=None)
+    tune.add_argument("--no-resume", action="store_true", help="start over even if OUT_DIR has a checkpoint")
+    tune.add_argument("--seed", type=int, default=0)
+    tune.add_argument("--threads", type=int, default=None)
+    tune.set_defaults(run=_cmd_finetune)
     return parser
 
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pyfacedlib` command."""
-    from .errors import ModelFormatError, ModelNotFoundError
+    from .errors import ModelNotFoundError
 
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ModelFormatError, ModelNotFoundError) as exc:
+    except (ValueError, ModelNotFoundError, NotADirectoryError) as exc:  # ModelFormatError, ImageError included
         print(f"pyfacedlib: {exc}", file=sys.stderr)
         return 2
 

@@ -83,24 +83,29 @@ def _faces(calibration: Calibration, progress: bool) -> AlignedFaces:
 
 def identity_batches(labels: Sequence[str], identities: int = 5, per_identity: int = 5,
                      seed: int = 0) -> list[np.ndarray]:
-    """Index batches of `identities` x `per_identity` faces (dlib's metric-learning mini-batches).
+    """Index batches of `identities` distinct identities x `per_identity` faces each (dlib's
+    metric-learning mini-batches: positive and negative pairs in every batch).
 
-    Each identity with at least `per_identity` faces contributes disjoint groups; when fewer such
-    identities exist, batches are consecutive runs instead (one identity may fill a batch).
+    Each identity contributes disjoint groups of `per_identity` faces; every batch takes one group
+    from each of the `identities` identities with the most groups left. When fewer than
+    `identities` identities have a full group, batches are consecutive runs of the shuffled faces.
     """
     rng = np.random.default_rng(seed)
-    by_label: dict[str, list[int]] = {}
+    groups: dict[str, list[list[int]]] = {}
     for index, label in enumerate(labels):
-        by_label.setdefault(label, []).append(index)
-    groups = []
-    for members in by_label.values():
-        members = list(rng.permutation(members))
-        groups += [members[i:i + per_identity] for i in range(0, len(members) - per_identity + 1, per_identity)]
-    groups = [groups[i] for i in rng.permutation(len(groups))]
-    batches = [np.concatenate(groups[i:i + identities]) for i in range(0, len(groups) - identities + 1, identities)]
+        groups.setdefault(label, []).append(index)
+    for label, members in groups.items():
+        members = [int(m) for m in rng.permutation(members)]
+        groups[label] = [members[i:i + per_identity] for i in range(0, len(members) - per_identity + 1, per_identity)]
+    batches = []
+    while True:
+        ready = sorted((name for name in groups if groups[name]), key=lambda n: (-len(groups[n]), n))
+        if len(ready) < identities:
+            break
+        batches.append(np.array([i for name in ready[:identities] for i in groups[name].pop()]))
     if batches:
-        return batches
-    order = np.arange(len(labels))
+        return [batches[i] for i in rng.permutation(len(batches))]
+    order = rng.permutation(len(labels))
     size = identities * per_identity
     return [order[i:i + size] for i in range(0, len(order) - size + 1, size)]
 

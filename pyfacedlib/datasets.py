@@ -256,6 +256,13 @@ def _align_one(args: tuple[str, str, AlignmentSettings, str]) -> ChipRecord:
     return ChipRecord(source, sha, status, "", [int(v) for v in box], points.tolist(), int(len(boxes)))
 
 
+def _worker_context():
+    """fork where available: it works from scripts, notebooks and stdin alike (spawn re-imports
+    __main__), and the alignment workers use no BLAS or training threads; spawn elsewhere."""
+    methods = multiprocessing.get_all_start_methods()
+    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+
+
 @dataclass
 class ChipSet:
     """Chips for a list of source images, in order; `ok[i]` is False where image i was skipped."""
@@ -324,8 +331,7 @@ class ChipCache:
                         results.append(_align_one(job))
                         bar.update()
                 else:
-                    # spawn: no fork of a process that may hold BLAS/dlib threads
-                    with ProcessPoolExecutor(workers, mp_context=multiprocessing.get_context("spawn")) as pool:
+                    with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
                         results = []
                         for record in pool.map(_align_one, jobs, chunksize=16):
                             results.append(record)

@@ -1,0 +1,137 @@
+"""Fine-tuning: learning on real faces, exact freezing per strategy, resume, bad training sets, drop-in output."""
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyfacedlib as pfd
+from pyfacedlib import datasets
+from pyfacedlib._native import core
+
+LEVEL_TOP = core.LEVEL_TOP_LAYER  # level -> index of its top layer (layer<i>)
+
+
+@pytest.fixture(scope="module")
+def shifted_lfw(lfw_dir, tmp_path_factory):
+    """50 peopleDevTrain identities x 6 images, aligned, then degraded to 16 px (a domain the shipped model is weak on)."""
+    people = [(n, c) for n, c in datasets.read_lfw_people(lfw_dir.parent / "peopleDevTrain.txt")[0] if c >= 6][:50]
+    paths = [datasets.lfw_image(lfw_dir, n, i) for n, _ in people for i in range(1, 7)]
+    labels = np.array([n for n, _ in people for _ in range(6)])
+    chipset = datasets.ChipCache(tmp_path_factory.mktemp("cache")).chips(paths, progress=False)
+    return datasets.degrade(chipset.chips, "lowres:16"), labels
+
+
+def test_head_training_reduces_validation_loss(tmp_path, shifted_lfw):
+    chips, labels = shifted_lfw
+    names = sorted(set(labels))
+    train = np.isin(labels, names[:40])
+    result = pfd.finetune((chips[train], labels[train]), tmp_path, strategy="head", steps=400, val_every=100,
+                          val=(chips[~train], labels[~train]), progress=False)
+    history = json.loads(Path(result.history_path).read_text())["history"]
+    validations = [h for h in history if h["kind"] == "validation"]
+    assert validations[0]["step"] == 0 and result.best_step > 0
+    assert result.best_validation["loss"] < validations[0]["loss"]
+    assert result.validation_identities == 10 and result.train_identities == 40
+    assert Path(result.curve_path).read_bytes()[:4] == b"\x89PNG"
+    assert core.net_kind(result.affine_model) == "affine" and core.net_kind(result.bn_model) == "bn"
+
+
+def _changed_layers(before: dict, after: dict) -> set:
+    return {i for i in before if not np.array_equal(before[i], after[i])}
+
+
+@pytest.mark.parametrize("strategy, bn", [("head", "frozen"), ("from_level:5", "frozen"), ("all", "frozen"),
+                                          ("from_level:4", "calibrated")])
+def test_each_strategy_freezes_exactly_what_it_says(tmp_path, johns, strategy, bn):
+    chips, labels = johns
+    base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    kind, level = pfd.finetune_module.parse_strategy(strategy)
+    train_bn = bn == "calibrated" and kind != "head"
+    if train_bn:
+        pfd.convert_affine_to_bn(base, tmp_path / "bn.dat", calibration=chips)
+        base = str(tmp_path / "bn.dat")
+    # labels that contradict the faces: a non-zero loss, so every trainable layer gets a gradient
+    # (with the true johns labels the loss is 0 and only weight decay would move anything)
+    wrong = [i % 5 for i in range(len(labels))]
+    trainer = core.FaceTrainer(base, train_bn, chips, wrong, strategy, level, 0.05, 3, 3, False, 1, 0, 2)
+    before = trainer.parameters()
+    trainer.train(2)
+    changed = _changed_layers(before, trainer.parameters())
+    first_frozen = LEVEL_TOP[level - 1] if level > 0 else 10**9
+    trainable_layers = {i for i in before if i < first_frozen and before[i].size}
+    assert changed == trainable_layers, (strategy, sorted(changed)[:5], sorted(trainable_layers)[:5])
+
+
+def test_resume_continues_at_the_saved_step(tmp_path, johns):
+    chips, labels = johns
+    first = pfd.finetune((chips, labels), tmp_path, strategy="head", steps=100, checkpoint_every=50, val_every=50,
+                         progress=False)
+    assert first.steps == 100 and first.resumed_from_step == 0
+    again = pfd.finetune((chips, labels), tmp_path, strategy="head", steps=150, checkpoint_every=50, val_every=50,
+                         progress=False)
+    assert again.resumed_from_step == 100 and again.steps == 150
+    with pytest.raises(ValueError, match="different run"):
+        pfd.finetune((chips, labels), tmp_path, strategy="head", steps=200, lr=0.5, progress=False)
+
+
+@pytest.mark.slow
+def test_resume_after_kill_9(tmp_path, johns_dir):
+    code = (f"import pyfacedlib as pfd; pfd.finetune({str(johns_dir)!r}, {str(tmp_path)!r}, strategy='from_level:6',"
+            " bn='frozen', steps=10**6, checkpoint_every=2, val_every=10**6, progress=False)")
+    package_parent = str(Path(pfd.__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": package_parent}
+    child = subprocess.Popen([sys.executable, "-c", code.replace("from_level:6", "from_level:5")], env=env)
+    state = tmp_path / "checkpoint.json"
+    deadline = time.time() + 300
+    while time.time() < deadline and not state.exists():
+        time.sleep(0.5)
+    time.sleep(3)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    assert state.exists(), "no checkpoint was written"
+    saved = json.loads(state.read_text())
+    saved_step = max([h["step"] for h in saved["history"] if h["kind"] == "train"] or [0])
+    saved_step -= saved_step % 2  # checkpoints land on multiples of checkpoint_every
+    result = pfd.finetune(str(johns_dir), tmp_path, strategy="from_level:5", bn="frozen", steps=saved_step + 2,
+                          checkpoint_every=2, val_every=10**6, progress=False)
+    assert result.resumed_from_step >= 2 and result.steps == max(saved_step + 2, result.resumed_from_step)
+
+
+def test_bad_training_sets(tmp_path, johns_dir, lfw_dir):
+    import shutil
+
+    one = tmp_path / "one"
+    shutil.copytree(johns_dir / "John_Salley", one / "John_Salley")
+    with pytest.raises(ValueError, match="at least 2 identities"):
+        pfd.finetune(one, tmp_path / "o1", steps=1, progress=False)
+    with pytest.raises(ValueError, match="no images"):
+        (tmp_path / "empty" / "Nobody").mkdir(parents=True)
+        pfd.finetune(tmp_path / "empty", tmp_path / "o2", steps=1, progress=False)
+    mixed = tmp_path / "mixed"
+    for name in ("John_Salley", "John_Savage", "John_Schneider"):
+        shutil.copytree(johns_dir / name, mixed / name)
+    (mixed / "Lonely").mkdir()
+    shutil.copy(next((johns_dir / "John_Simm").iterdir()), mixed / "Lonely" / "only.jpg")
+    (mixed / "John_Savage" / "broken.jpg").write_text("not an image")
+    result = pfd.finetune(mixed, tmp_path / "o3", strategy="head", steps=10, progress=False,
+                          cache_dir=tmp_path / "cache")
+    assert "Lonely" in result.skipped_identities
+    assert any("broken.jpg" in p for p in result.skipped_images)
+    with pytest.raises(ValueError, match="strategy"):
+        pfd.finetune(mixed, tmp_path / "o4", strategy="middle", progress=False)
+    with pytest.raises(ValueError, match="bn must be"):
+        pfd.finetune(mixed, tmp_path / "o4", bn="warm", progress=False)
+
+
+def test_finetuned_model_is_a_dlib_drop_in(tmp_path, johns, dlib_bin):
+    chips, labels = johns
+    result = pfd.finetune((chips, labels), tmp_path, strategy="head", steps=50, progress=False)
+    theirs = np.array(dlib_bin.face_recognition_model_v1(result.affine_model).compute_face_descriptor(list(chips[:8])))
+    ours = pfd.FaceEmbedder(result.affine_model).embed_chips(chips[:8])
+    assert np.abs(ours - theirs).max() <= 1e-5
