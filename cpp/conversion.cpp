@@ -3,6 +3,7 @@
 #include "blas.h"
 #include "model_io.h"
 #include "net_io.h"
+#include "parallel.h"
 
 #include <algorithm>
 #include <cmath>
@@ -215,26 +216,13 @@ void bn_input_statistics::add(const std::vector<chip_type>& chips) {
     std::lock_guard<std::mutex> lock(impl_->mutex);
     const long n = static_cast<long>(chips.size()), workers = std::max<long>(1, std::min<long>(impl_->threads, n));
     set_blas_threads(std::max<int>(1, impl_->threads / static_cast<int>(workers)));
-    std::vector<std::thread> pool;
-    std::exception_ptr error;
-    std::mutex error_mutex;
-    for (long w = 0; w < workers; ++w) {
-        pool.emplace_back([&, w] {
-            try {
-                const long begin = n * w / workers, end = n * (w + 1) / workers;
-                std::vector<matrix<float, 0, 1>> out(16);
-                for (long b = begin; b < end; b += 16) {
-                    const long e = std::min(end, b + 16);
-                    impl_->replicas[w](chips.begin() + b, chips.begin() + e, out.begin());
-                }
-            } catch (...) {
-                std::lock_guard<std::mutex> l(error_mutex);
-                error = std::current_exception();
-            }
-        });
-    }
-    for (auto& t : pool) t.join();
-    if (error) std::rethrow_exception(error);
+    parallel_slices(n, workers, [&](long w, long begin, long end) {
+        std::vector<matrix<float, 0, 1>> out(16);
+        for (long b = begin; b < end; b += 16) {
+            const long e = std::min(end, b + 16);
+            impl_->replicas[w](chips.begin() + b, chips.begin() + e, out.begin());
+        }
+    });
     impl_->faces += n;
 }
 

@@ -2,11 +2,11 @@
 
 #include "blas.h"
 #include "model_io.h"
+#include "parallel.h"
 #include "net_io.h"
 
 #include <algorithm>
 #include <cstring>
-#include <thread>
 
 namespace pfd {
 
@@ -73,26 +73,7 @@ void face_embedder::forward(const std::vector<chip_type>& chips, float* out) {
                 std::memcpy(out + i * descriptor_size, &descriptors[i - b](0), descriptor_size * sizeof(float));
         }
     };
-    if (workers == 1) {
-        run(0, 0, n);
-        return;
-    }
-    std::vector<std::thread> pool;
-    std::exception_ptr error;
-    std::mutex error_mutex;
-    for (long w = 0; w < workers; ++w) {
-        const long begin = n * w / workers, end = n * (w + 1) / workers;
-        pool.emplace_back([&, w, begin, end] {
-            try {
-                run(w, begin, end);
-            } catch (...) {
-                std::lock_guard<std::mutex> lock(error_mutex);
-                error = std::current_exception();
-            }
-        });
-    }
-    for (auto& t : pool) t.join();
-    if (error) std::rethrow_exception(error);
+    parallel_slices(n, workers, run);
 }
 
 void face_embedder::embed(const std::vector<chip_type>& chips, int num_jitters, std::uint64_t seed, float* out) {

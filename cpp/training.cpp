@@ -3,6 +3,7 @@
 #include "blas.h"
 #include "model_io.h"
 #include "net_io.h"
+#include "parallel.h"
 
 #include <dlib/image_transforms.h>
 
@@ -70,6 +71,26 @@ chip_type augmented(const chip_type& chip, dlib::rand& rnd) {
     chip_type out = dlib::jitter_image(chip, rnd);
     dlib::apply_random_color_offset(out, rnd);
     return out;
+}
+
+// Trainer state (net, solver, counters), sampler state and step, in one blob.
+template <typename trainer_type>
+std::string save_state(trainer_type& trainer, dlib::rand& rnd, long step) {
+    trainer.get_net();  // waits for the training thread
+    std::ostringstream out;
+    serialize(trainer, out);
+    serialize(rnd, out);
+    dlib::serialize(step, out);
+    return out.str();
+}
+
+template <typename trainer_type>
+void load_state(const std::string& bytes, trainer_type& trainer, dlib::rand& rnd, long& step) {
+    std::istringstream in(bytes);
+    deserialize(trainer, in);
+    deserialize(rnd, in);
+    dlib::deserialize(step, in);
+    trainer.be_quiet();
 }
 
 template <typename net_type>
@@ -148,21 +169,10 @@ public:
 
     std::string checkpoint() override {
         trainer_.get_net();
-        net_.clean();  // drop cached activations/gradients; the next step reallocates them
-        std::ostringstream out;
-        serialize(trainer_, out);
-        serialize(sampler_.rnd(), out);
-        dlib::serialize(step_, out);
-        return out.str();
+        net_.clean();  // drop cached activations/gradients (10x smaller); the next step reallocates them
+        return save_state(trainer_, sampler_.rnd(), step_);
     }
-
-    void restore(const std::string& bytes) override {
-        std::istringstream in(bytes);
-        deserialize(trainer_, in);
-        deserialize(sampler_.rnd(), in);
-        dlib::deserialize(step_, in);
-        trainer_.be_quiet();
-    }
+    void restore(const std::string& bytes) override { load_state(bytes, trainer_, sampler_.rnd(), step_); }
 
     std::vector<std::pair<size_t, std::vector<float>>> parameters() override {
         trainer_.get_net();
@@ -230,22 +240,8 @@ public:
 
     std::string training_net_bytes() override { return std::string(); }
 
-    std::string checkpoint() override {
-        trainer_.get_net();
-        std::ostringstream out;
-        serialize(trainer_, out);
-        serialize(sampler_.rnd(), out);
-        dlib::serialize(step_, out);
-        return out.str();
-    }
-
-    void restore(const std::string& bytes) override {
-        std::istringstream in(bytes);
-        deserialize(trainer_, in);
-        deserialize(sampler_.rnd(), in);
-        dlib::deserialize(step_, in);
-        trainer_.be_quiet();
-    }
+    std::string checkpoint() override { return save_state(trainer_, sampler_.rnd(), step_); }
+    void restore(const std::string& bytes) override { load_state(bytes, trainer_, sampler_.rnd(), step_); }
 
     std::vector<std::pair<size_t, std::vector<float>>> parameters() override {
         auto net = testing_net();
@@ -273,30 +269,16 @@ private:
         set_blas_threads(1);
         std::vector<face_test_net> nets(workers, base_);
         features_.assign(views.size(), feature_type());
-        std::vector<std::thread> pool;
-        std::exception_ptr error;
-        std::mutex error_mutex;
-        for (int w = 0; w < workers; ++w) {
-            pool.emplace_back([&, w] {
-                try {
-                    resizable_tensor x;
-                    const size_t begin = views.size() * w / workers, end = views.size() * (w + 1) / workers;
-                    for (size_t b = begin; b < end; b += 16) {
-                        const size_t e = std::min(end, b + 16);
-                        nets[w].to_tensor(views.begin() + b, views.begin() + e, x);
-                        const tensor& pooled = layer<2>(nets[w]).forward(x);
-                        const long dims = pooled.k() * pooled.nr() * pooled.nc();
-                        for (size_t i = b; i < e; ++i)
-                            features_[i] = dlib::mat(pooled.host() + (i - b) * dims, dims);
-                    }
-                } catch (...) {
-                    std::lock_guard<std::mutex> lock(error_mutex);
-                    error = std::current_exception();
-                }
-            });
-        }
-        for (auto& t : pool) t.join();
-        if (error) std::rethrow_exception(error);
+        parallel_slices(static_cast<long>(views.size()), workers, [&](long w, long begin, long end) {
+            resizable_tensor x;
+            for (long b = begin; b < end; b += 16) {
+                const long e = std::min(end, b + 16);
+                nets[w].to_tensor(views.begin() + b, views.begin() + e, x);
+                const tensor& pooled = layer<2>(nets[w]).forward(x);
+                const long dims = pooled.k() * pooled.nr() * pooled.nc();
+                for (long i = b; i < e; ++i) features_[i] = dlib::mat(pooled.host() + (i - b) * dims, dims);
+            }
+        });
     }
 
     face_test_net base_;

@@ -6,6 +6,7 @@
 """
 from __future__ import annotations
 
+import threading
 from functools import lru_cache
 from typing import Sequence
 
@@ -18,14 +19,22 @@ from .images import ImageLike, as_rgb
 DETECTORS = ("hog", "cnn")
 
 
-@lru_cache(maxsize=1)
+_per_thread = threading.local()
+
+
 def _hog_detector():
-    return core.HogFaceDetector()
+    # one detector per thread: a dlib detector object serialises its callers, so threads that
+    # align images in parallel (the chip cache) each get their own
+    if not hasattr(_per_thread, "hog"):
+        _per_thread.hog = core.HogFaceDetector()
+    return _per_thread.hog
 
 
-@lru_cache(maxsize=4)
 def _cnn_detector(model_path: str):
-    return core.CnnFaceDetector(model_path)
+    cache = _per_thread.__dict__.setdefault("cnn", {})
+    if model_path not in cache:
+        cache[model_path] = core.CnnFaceDetector(model_path)
+    return cache[model_path]
 
 
 @lru_cache(maxsize=4)

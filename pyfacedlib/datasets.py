@@ -5,9 +5,8 @@ from __future__ import annotations
 import hashlib
 import io
 import json
-import multiprocessing
 import os
-from concurrent.futures import ProcessPoolExecutor
+import sys
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Iterable, Sequence
@@ -256,11 +255,40 @@ def _align_one(args: tuple[str, str, AlignmentSettings, str]) -> ChipRecord:
     return ChipRecord(source, sha, status, "", [int(v) for v in box], points.tolist(), int(len(boxes)))
 
 
-def _worker_context():
-    """fork where available: it works from scripts, notebooks and stdin alike (spawn re-imports
-    __main__), and the alignment workers use no BLAS or training threads; spawn elsewhere."""
-    methods = multiprocessing.get_all_start_methods()
-    return multiprocessing.get_context("fork" if "fork" in methods else "spawn")
+def _align_in_processes(jobs: list, workers: int, on_record) -> None:
+    """Runs the jobs in `workers` fresh interpreters (python -m pyfacedlib._align_worker): no fork
+    of a process that may hold BLAS/training threads, no re-import of the caller's __main__."""
+    import subprocess
+    import tempfile
+    import threading
+
+    package_parent = str(Path(__file__).resolve().parents[1])
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)}
+    lock = threading.Lock()
+    with tempfile.TemporaryDirectory() as tmp:
+        children = []
+        for w in range(workers):
+            part = [[s, sha, asdict(settings), folder] for s, sha, settings, folder in jobs[w::workers]]
+            if not part:
+                continue
+            job_file = Path(tmp) / f"jobs{w}.json"
+            job_file.write_text(json.dumps(part))
+            children.append(subprocess.Popen([sys.executable, "-m", "pyfacedlib._align_worker", str(job_file)],
+                                             stdout=subprocess.PIPE, text=True, env=env))
+
+        def drain(child) -> None:
+            for line in child.stdout:
+                with lock:
+                    on_record(ChipRecord(**json.loads(line)))
+
+        readers = [threading.Thread(target=drain, args=(c,)) for c in children]
+        for r in readers:
+            r.start()
+        for r in readers:
+            r.join()
+        failed = [c.wait() for c in children]
+        if any(failed):
+            raise RuntimeError(f"an alignment worker process failed (exit codes {failed})")
 
 
 @dataclass
@@ -325,17 +353,17 @@ class ChipCache:
             workers = workers or max(1, len(os.sched_getaffinity(0)))
             bar = tqdm(total=len(jobs), desc="aligning", unit="img", disable=not progress)
             try:
-                if workers == 1:
-                    results = []
-                    for job in jobs:
-                        results.append(_align_one(job))
-                        bar.update()
+                results = []
+
+                def collect(record: ChipRecord) -> None:
+                    results.append(record)
+                    bar.update()
+
+                if workers > 1 and len(jobs) > 1:
+                    _align_in_processes(jobs, min(workers, len(jobs)), collect)
                 else:
-                    with ProcessPoolExecutor(workers, mp_context=_worker_context()) as pool:
-                        results = []
-                        for record in pool.map(_align_one, jobs, chunksize=16):
-                            results.append(record)
-                            bar.update()
+                    for job in jobs:
+                        collect(_align_one(job))
             finally:
                 bar.close()
             for record in results:

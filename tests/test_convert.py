@@ -105,3 +105,31 @@ def test_corrupt_files_never_crash_and_never_leave_dst(tmp_path, shipped):
             rejected += 1
     assert rejected >= len(cases) - 10  # a flipped bit inside a float is still a valid (different) model
     assert sorted(p.name for p in tmp_path.iterdir()) == ["bad.dat", "out.dat"]
+
+
+@pytest.fixture(scope="module")
+def hard_batch(lfw_dir, tmp_path_factory):
+    """25 LFW faces, 5 peopleDevTrain identities x 5, at 24 px: a batch with a non-zero metric loss."""
+    from pyfacedlib import datasets
+
+    people = [n for n, c in datasets.read_lfw_people(lfw_dir.parent / "peopleDevTrain.txt")[0] if c >= 5][:5]
+    paths = [datasets.lfw_image(lfw_dir, n, i) for n in people for i in range(1, 6)]
+    chipset = datasets.ChipCache(tmp_path_factory.mktemp("cache")).chips(paths, progress=False)
+    return datasets.degrade(chipset.chips, "lowres:24"), [i // 5 for i in range(25)]
+
+
+def test_training_starts_from_the_pretrained_loss_when_calibrated(tmp_path, shipped, hard_batch, lfw_dir):
+    chips, labels = hard_batch
+    pretrained = core.metric_loss(shipped, chips, labels)  # affine net: no batch statistics
+    assert pretrained > 0
+    exact, calibrated = tmp_path / "exact.dat", tmp_path / "calibrated.dat"
+    pfd.convert_affine_to_bn(shipped, exact)
+    pfd.convert_affine_to_bn(shipped, calibrated, calibration=chips)
+    calibrated_loss = core.metric_loss(str(calibrated), chips, labels)  # bn net in training mode
+    exact_loss = core.metric_loss(str(exact), chips, labels)
+    assert abs(calibrated_loss - pretrained) < 0.25 * pretrained + 1e-3
+    assert abs(exact_loss - pretrained) > abs(calibrated_loss - pretrained)
+    # one real training step of the whole calibrated bn net: finite and near the pretrained loss
+    trainer = core.FaceTrainer(str(calibrated), True, chips, labels, "all", 0, 1e-4, 5, 5, False, 1, 0, 2)
+    step_loss = trainer.train(1)
+    assert np.isfinite(step_loss) and abs(step_loss - pretrained) < 0.5 * pretrained + 1e-3
