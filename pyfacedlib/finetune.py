@@ -219,7 +219,8 @@ def _plot(history: list[dict], path: Path) -> None:
     ax1.legend()
     ax2.set_xlabel("step")
     ax2.set_ylabel("%")
-    ax2.legend()
+    if val:
+        ax2.legend()
     fig.tight_layout()
     with _atomic.atomic_path(path) as tmp:
         fig.savefig(tmp, format="png", dpi=100)
