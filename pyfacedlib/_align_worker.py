@@ -1,4 +1,4 @@
-"""Alignment worker process for the chip cache: `python -m pyfacedlib._align_worker JOBS.json`.
+"""Alignment worker process for the chip cache (started by ChipCache with JOBS.json as argument).
 
 Reads [source, sha256, settings, folder] jobs, aligns each (pyfacedlib.datasets._align_one) and
 prints one JSON record per line as it finishes. Started as a fresh interpreter by ChipCache, so it
@@ -14,7 +14,7 @@ from dataclasses import asdict
 def main() -> None:
     from .datasets import AlignmentSettings, _align_one
 
-    with open(sys.argv[1]) as f:
+    with open(sys.argv[-1]) as f:
         jobs = json.load(f)
     for source, sha, settings, folder in jobs:
         record = _align_one((source, sha, AlignmentSettings(**settings), folder))

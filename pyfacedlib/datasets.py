@@ -256,14 +256,16 @@ def _align_one(args: tuple[str, str, AlignmentSettings, str]) -> ChipRecord:
 
 
 def _align_in_processes(jobs: list, workers: int, on_record) -> None:
-    """Runs the jobs in `workers` fresh interpreters (python -m pyfacedlib._align_worker): no fork
+    """Runs the jobs in `workers` fresh interpreters (pyfacedlib._align_worker): no fork
     of a process that may hold BLAS/training threads, no re-import of the caller's __main__."""
     import subprocess
     import tempfile
     import threading
 
+    # -I: no current directory (a checkout's pyfacedlib/ without its extension) on sys.path; the
+    # worker imports exactly this pyfacedlib, installed or built in place.
     package_parent = str(Path(__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": os.pathsep.join(p for p in (package_parent, os.environ.get("PYTHONPATH")) if p)}
+    launcher = f"import sys; sys.path.insert(0, {package_parent!r}); from pyfacedlib._align_worker import main; main()"
     lock = threading.Lock()
     with tempfile.TemporaryDirectory() as tmp:
         children = []
@@ -273,8 +275,8 @@ def _align_in_processes(jobs: list, workers: int, on_record) -> None:
                 continue
             job_file = Path(tmp) / f"jobs{w}.json"
             job_file.write_text(json.dumps(part))
-            children.append(subprocess.Popen([sys.executable, "-m", "pyfacedlib._align_worker", str(job_file)],
-                                             stdout=subprocess.PIPE, text=True, env=env))
+            children.append(subprocess.Popen([sys.executable, "-I", "-c", launcher, str(job_file)],
+                                             stdout=subprocess.PIPE, text=True))
 
         def drain(child) -> None:
             for line in child.stdout:

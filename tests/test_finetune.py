@@ -1,6 +1,5 @@
 """Fine-tuning: learning on real faces, exact freezing per strategy, resume, bad training sets, drop-in output."""
 import json
-import os
 import signal
 import subprocess
 import sys
@@ -84,9 +83,10 @@ def test_resume_continues_at_the_saved_step(tmp_path, johns):
 def test_resume_after_kill_9(tmp_path, johns_dir):
     code = (f"import pyfacedlib as pfd; pfd.finetune({str(johns_dir)!r}, {str(tmp_path)!r}, strategy='from_level:6',"
             " bn='frozen', steps=10**6, checkpoint_every=2, val_every=10**6, progress=False)")
+    # -I keeps the checkout's source folder off sys.path; the child imports this very pyfacedlib
     package_parent = str(Path(pfd.__file__).resolve().parents[1])
-    env = {**os.environ, "PYTHONPATH": package_parent}
-    child = subprocess.Popen([sys.executable, "-c", code.replace("from_level:6", "from_level:5")], env=env)
+    code = f"import sys; sys.path.insert(0, {package_parent!r}); " + code.replace("from_level:6", "from_level:5")
+    child = subprocess.Popen([sys.executable, "-I", "-c", code])
     state = tmp_path / "checkpoint.json"
     deadline = time.time() + 300
     while time.time() < deadline and not state.exists():

@@ -21,7 +21,7 @@ def test_corrupted_model_files_never_crash(tmp_path):
     package_parent = str(Path(pfd.__file__).resolve().parents[1])
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([package_parent, os.environ.get("PYTHONPATH", "")])}
     run = subprocess.run([sys.executable, str(script), model, str(tmp_path), "4096", "200"],
-                         capture_output=True, text=True, timeout=900, env=env)
+                         capture_output=True, text=True, timeout=900, env=env, cwd=tmp_path)
     assert run.returncode == 0, f"the loader crashed (exit {run.returncode}): {run.stderr[-2000:]}"
     counts = json.loads(run.stdout.strip().splitlines()[-1])
     assert counts["wrong_exception"] == []
