@@ -46,12 +46,8 @@ def main() -> None:
     calib_chips = calib_chips[np.random.default_rng(0).permutation(len(calib_chips))[:args.calibration_faces]]
     held_chips, held_labels = faces_of(images, root / "peopleDevTest.txt", 5, 10)
     pairs = datasets.read_lfw_pairs(root / "pairsDevTest.txt")
-    a = [datasets.lfw_image(images, p.name1, p.index1) for p in pairs]
-    b = [datasets.lfw_image(images, p.name2, p.index2) for p in pairs]
-    unique = list(dict.fromkeys(a + b))
+    unique, first, second = datasets.pair_images(pairs, images)
     test = datasets.ChipCache(default_cache_dir()).chips(unique)
-    index = {s: i for i, s in enumerate(unique)}
-    first, second = np.array([index[s] for s in a]), np.array([index[s] for s in b])
     same = np.array([p.same for p in pairs])
     folds = np.arange(len(same)) % 10
 

@@ -39,12 +39,9 @@ def devtrain_faces(images: Path, lfw_root: Path, min_images: int, max_images: in
 
 def devtest_pairs(images: Path, lfw_root: Path):
     pairs = datasets.read_lfw_pairs(lfw_root / "pairsDevTest.txt")
-    a = [datasets.lfw_image(images, p.name1, p.index1) for p in pairs]
-    b = [datasets.lfw_image(images, p.name2, p.index2) for p in pairs]
-    unique = list(dict.fromkeys(a + b))
+    unique, first, second = datasets.pair_images(pairs, images)
     chipset = datasets.ChipCache(default_cache_dir()).chips(unique)
-    index = {s: i for i, s in enumerate(unique)}
-    return chipset.chips, np.array([index[s] for s in a]), np.array([index[s] for s in b]), np.array([p.same for p in pairs])
+    return chipset.chips, first, second, np.array([p.same for p in pairs])
 
 
 def evaluate(model: str | None, chips, first, second, same) -> dict:

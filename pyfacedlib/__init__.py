@@ -28,5 +28,5 @@ def build_info() -> dict:
 
 __all__ = [
     "ConversionReport", "convert_affine_to_bn", "convert_bn_to_affine", "Face", "FaceEmbedder", "ImageError", "ModelFormatError", "ModelNotFoundError", "align", "as_rgb",
-    "FinetuneResult", "build_info", "datasets", "finetune", "distance", "evaluate", "load_image", "models",
+    "FinetuneResult", "build_info", "finetune_module", "datasets", "finetune", "distance", "evaluate", "load_image", "models",
 ]

@@ -10,7 +10,7 @@ from typing import Sequence
 import numpy as np
 
 from . import _atomic
-from .datasets import AlignmentSettings, ChipCache, lfw_image, read_lfw_pairs
+from .datasets import AlignmentSettings, ChipCache, pair_images, read_lfw_pairs
 from .embedder import FaceEmbedder
 from .evaluate import verification
 
@@ -88,25 +88,21 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
     images_dir, pairs_file, variant = resolve_lfw(lfw_dir, pairs)
     pair_list = read_lfw_pairs(pairs_file)
     settings = settings or AlignmentSettings()
-    sources = [lfw_image(images_dir, p.name1, p.index1) for p in pair_list]
-    sources += [lfw_image(images_dir, p.name2, p.index2) for p in pair_list]
-    unique = list(dict.fromkeys(sources))
-    index = {s: i for i, s in enumerate(unique)}
+    unique, first, second = pair_images(pair_list, images_dir)
 
     t = time.perf_counter()
     chipset = ChipCache(cache_dir or default_cache_dir(), settings).chips(unique, workers=workers, progress=progress)
     align_seconds = time.perf_counter() - t
-    status = {s: r.status for s, r in zip(unique, chipset.records)}
     bad = {"skipped"} | ({"fallback", "detected_cnn"} if strict else set())
+    usable = np.array([r.status not in bad for r in chipset.records])
     n = len(pair_list)
-    keep = np.array([status[sources[i]] not in bad and status[sources[n + i]] not in bad for i in range(n)])
+    keep = usable[first] & usable[second]
     same = np.array([p.same for p in pair_list])[keep]
     folds = np.array([p.fold for p in pair_list])
     if len(np.unique(folds)) == 1:  # a dev file: one fold; use 10 interleaved folds
         folds = np.arange(n) % 10
     folds = folds[keep]
-    first = np.array([index[s] for s in sources[:n]])[keep]
-    second = np.array([index[s] for s in sources[n:]])[keep]
+    first, second = first[keep], second[keep]
     used = np.unique(np.concatenate([first, second]))
 
     detection = {

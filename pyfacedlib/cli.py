@@ -97,7 +97,7 @@ def _cmd_bench_lfw(args: argparse.Namespace) -> int:
 
     settings = AlignmentSettings(detector=args.detector, upsample=args.upsample, fallback=args.fallback)
     try:
-        report = bench_lfw(args.lfw_dir, args.pairs, models=[None if m == "shipped" else m for m in (args.model or ["shipped"])], num_jitters=args.num_jitters,
+        bench_lfw(args.lfw_dir, args.pairs, models=[None if m == "shipped" else m for m in (args.model or ["shipped"])], num_jitters=args.num_jitters,
                            flip=args.flip, out=args.out, strict=args.strict, cache_dir=args.cache_dir,
                            settings=settings, workers=args.workers, threads=args.threads)
     except FileNotFoundError as exc:

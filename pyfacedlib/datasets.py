@@ -121,6 +121,16 @@ def read_lfw_pairs(path: str | os.PathLike) -> list[Pair]:
     return pairs
 
 
+def pair_images(pairs: Sequence[Pair], lfw_images: str | os.PathLike) -> tuple[list[str], np.ndarray, np.ndarray]:
+    """(unique image paths, index of each pair's first image, index of its second image): every
+    image once, so it is aligned and embedded once however many pairs use it."""
+    a = [lfw_image(lfw_images, p.name1, p.index1) for p in pairs]
+    b = [lfw_image(lfw_images, p.name2, p.index2) for p in pairs]
+    unique = list(dict.fromkeys(a + b))
+    index = {s: i for i, s in enumerate(unique)}
+    return unique, np.array([index[s] for s in a], dtype=np.int64), np.array([index[s] for s in b], dtype=np.int64)
+
+
 def read_lfw_people(path: str | os.PathLike) -> list[list[tuple[str, int]]]:
     """people.txt (10 folds) or peopleDevTrain/DevTest.txt (one set): per fold, (name, image count)."""
     lines = [line.split() for line in Path(path).read_text().splitlines() if line.strip()]

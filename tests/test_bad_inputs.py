@@ -1,6 +1,4 @@
 """Bad model files and bad images get clear Python exceptions, never a crash."""
-import os
-import shutil
 
 import numpy as np
 import pytest

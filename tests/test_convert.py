@@ -1,5 +1,4 @@
 """affine <-> bn conversion on real faces: exactness, dlib compatibility, calibration, bad files."""
-import os
 
 import numpy as np
 import pytest

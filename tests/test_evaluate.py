@@ -2,7 +2,6 @@
 import numpy as np
 import pytest
 
-import pyfacedlib as pfd
 from pyfacedlib.evaluate import (chinese_whispers, identification, pairwise_precision_recall,
                                  verification)
 
