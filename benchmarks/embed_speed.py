@@ -1,10 +1,12 @@
-"""Embedding throughput: pyfacedlib vs dlib's own Python binding (dlib-bin), side by side.
+"""Embedding throughput, side by side in one run: pyfacedlib's folded forward pass, pyfacedlib
+running dlib's own forward pass (the reference path), and dlib's Python binding (dlib-bin).
 
-    python benchmarks/embed_speed.py [--faces 128] [--repeats 3] [--threads N]
+    python benchmarks/embed_speed.py [--faces 256] [--repeats 3] [--threads N]
 
-Runs twice: once with the machine's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as they are, and once
-(in a child process) with them unset, so OpenBLAS picks its kernel for the real CPU. Prints faces/s,
-the ratio to dlib-bin, the network's GFLOP/s and a float32 GEMM reference measured in the same run.
+Prints faces/s, GFLOP/s (0.542 GFLOP per face, counted from the net's op list), the percentage of
+the float32 GEMM peak measured in the same run with the same BLAS and thread count, and ratios.
+Runs once with the machine's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as they are and once (in a child
+process) with them unset, so OpenBLAS picks its kernel for the real CPU.
 """
 from __future__ import annotations
 
@@ -18,8 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
-GFLOP_PER_FACE = 0.542  # 270.9 M multiply-adds per 150x150 chip
 BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+GEMM_SHAPE = (2048, 1024, 2304)  # m, n, k: a large conv-like GEMM, the machine's practical peak
 
 
 def load_chips(count: int) -> np.ndarray:
@@ -43,53 +45,56 @@ def best_seconds(fn, repeats: int) -> float:
     return min(times)
 
 
-def gemm_gflops(threads: int) -> float:
-    """float32 GEMM rate of numpy's OpenBLAS at a conv-like shape (a reference for the machine)."""
-    a = np.random.default_rng(0).standard_normal((2048, 2304), dtype=np.float32)
-    b = np.random.default_rng(1).standard_normal((2304, 1024), dtype=np.float32)
-    seconds = best_seconds(lambda: a @ b, 5)
-    return 2 * 2048 * 2304 * 1024 / seconds / 1e9
-
-
 def measure(faces: int, repeats: int, threads: int | None) -> dict:
     import dlib
 
     import pyfacedlib as pfd
+    from pyfacedlib import _core
 
     chips = load_chips(faces)
-    embedder = pfd.FaceEmbedder(threads=threads)
-    ours = best_seconds(lambda: embedder.embed_chips(chips), repeats)
-    reference = dlib.face_recognition_model_v1(pfd.models.path("dlib_face_recognition_resnet_model_v1"))
-    ref_chips = list(chips[: min(faces, 32)])
-    theirs = best_seconds(lambda: reference.compute_face_descriptor(ref_chips), 1)
-    ours_fps = faces / ours
-    dlib_fps = len(ref_chips) / theirs
-    info = pfd.build_info()
-    return {
+    folded = pfd.FaceEmbedder(threads=threads, backend="folded")
+    reference_path = pfd.FaceEmbedder(threads=threads, backend="dlib")
+    gflop_per_face = 2 * folded._core.multiply_adds_per_face / 1e9
+    result = {
         "openblas_env": {k: os.environ.get(k) for k in BLAS_VARS},
-        "blas_core": info.get("blas_core"),
-        "threads": embedder.threads,
+        "blas_core": pfd.build_info().get("blas_core"),
+        "threads": folded.threads,
         "faces": faces,
-        "pyfacedlib_faces_per_s": round(ours_fps, 1),
-        "pyfacedlib_gflops": round(ours_fps * GFLOP_PER_FACE, 1),
-        "dlib_bin_faces_per_s": round(dlib_fps, 2),
-        "ratio_vs_dlib_bin": round(ours_fps / dlib_fps, 1),
-        "numpy_sgemm_gflops": round(gemm_gflops(embedder.threads), 1),
+        "gflop_per_face": round(gflop_per_face, 4),
+        "gemm_peak_gflops": round(_core.sgemm_gflops(*GEMM_SHAPE, folded.threads, 5), 1),
     }
+    drift = np.abs(folded.embed_chips(chips[:32]) - reference_path.embed_chips(chips[:32])).max()
+    result["max_abs_diff_folded_vs_dlib_path"] = float(drift)
+    result["folded_faces_per_s"] = faces / best_seconds(lambda: folded.embed_chips(chips), repeats)
+    result["dlib_path_faces_per_s"] = faces / best_seconds(lambda: reference_path.embed_chips(chips), repeats)
+    binding = dlib.face_recognition_model_v1(pfd.models.path("dlib_face_recognition_resnet_model_v1"))
+    few = list(chips[:32])
+    result["dlib_bin_faces_per_s"] = len(few) / best_seconds(lambda: binding.compute_face_descriptor(few), 1)
+    for key in ("folded", "dlib_path", "dlib_bin"):
+        fps = result[f"{key}_faces_per_s"]
+        result[f"{key}_gflops"] = round(fps * gflop_per_face, 1)
+        result[f"{key}_pct_of_peak"] = round(100 * fps * gflop_per_face / result["gemm_peak_gflops"], 1)
+        result[f"{key}_faces_per_s"] = round(fps, 1)
+    result["folded_vs_dlib_path"] = round(result["folded_faces_per_s"] / result["dlib_path_faces_per_s"], 2)
+    result["folded_vs_dlib_bin"] = round(result["folded_faces_per_s"] / result["dlib_bin_faces_per_s"], 1)
+    return result
 
 
-def report(result: dict, label: str) -> None:
-    print(f"--- {label}: OPENBLAS env {result['openblas_env']}, OpenBLAS kernel {result['blas_core']}, "
-          f"{result['threads']} threads, {result['faces']} faces")
-    print(f"  pyfacedlib  {result['pyfacedlib_faces_per_s']:8.1f} faces/s  ({result['pyfacedlib_gflops']} GFLOP/s)")
-    print(f"  dlib-bin    {result['dlib_bin_faces_per_s']:8.2f} faces/s")
-    print(f"  ratio       {result['ratio_vs_dlib_bin']:8.1f}x")
-    print(f"  numpy sgemm {result['numpy_sgemm_gflops']:8.1f} GFLOP/s (reference for this machine)")
+def report(r: dict, label: str) -> None:
+    print(f"--- {label}: OPENBLAS env {r['openblas_env']}, OpenBLAS kernel {r['blas_core']}, "
+          f"{r['threads']} threads, {r['faces']} faces, {r['gflop_per_face']} GFLOP/face")
+    print(f"  float32 GEMM peak (m,n,k={GEMM_SHAPE}) {r['gemm_peak_gflops']:7.1f} GFLOP/s")
+    print(f"  {'path':<32}{'faces/s':>9}{'GFLOP/s':>9}{'% peak':>8}")
+    for key, name in (("folded", "pyfacedlib folded (default)"), ("dlib_path", "pyfacedlib dlib forward"),
+                      ("dlib_bin", "dlib-bin compute_face_descriptor")):
+        print(f"  {name:<32}{r[f'{key}_faces_per_s']:9.1f}{r[f'{key}_gflops']:9.1f}{r[f'{key}_pct_of_peak']:8.1f}")
+    print(f"  ratios: folded / dlib forward {r['folded_vs_dlib_path']}x, folded / dlib-bin {r['folded_vs_dlib_bin']}x; "
+          f"max |folded - dlib forward| = {r['max_abs_diff_folded_vs_dlib_path']:.2e}")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--faces", type=int, default=128)
+    parser.add_argument("--faces", type=int, default=256)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)

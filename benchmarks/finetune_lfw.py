@@ -2,7 +2,7 @@
 
     python benchmarks/finetune_lfw.py [--lfw-dir DIR] [--domains none,lowres:16,gray]
         [--runs head/frozen,from_level:5/frozen,from_level:5/calibrated,all/frozen,all/calibrated]
-        [--steps-head 3000] [--steps-full 150] [--out finetune-bench]
+        [--steps-head 3000] [--steps-full 150] [--lr-head LR] [--lr-full LR] [--out finetune-bench]
 
 For each domain (a degradation applied to train, validation and test chips alike) it evaluates the
 shipped model and every strategy/BN run on pairsDevTest (10 interleaved folds), and prints a table:
@@ -58,6 +58,8 @@ def main() -> None:
     parser.add_argument("--runs", default="head/frozen,from_level:5/frozen,from_level:5/calibrated,all/calibrated")
     parser.add_argument("--steps-head", type=int, default=3000)
     parser.add_argument("--steps-full", type=int, default=150)
+    parser.add_argument("--lr-head", type=float, default=None, help="learning rate of head runs (default: finetune's)")
+    parser.add_argument("--lr-full", type=float, default=None, help="learning rate of from_level/all runs (default: finetune's)")
     parser.add_argument("--min-images", type=int, default=3)
     parser.add_argument("--max-images", type=int, default=15)
     parser.add_argument("--out", default="finetune-bench")
@@ -81,9 +83,10 @@ def main() -> None:
         for run in args.runs.split(","):
             strategy, bn = run.split("/")
             steps = args.steps_head if strategy == "head" else args.steps_full
+            lr = args.lr_head if strategy == "head" else args.lr_full
             t = time.perf_counter()
             result = pfd.finetune((shifted_train, train_labels), out / domain.replace(":", "") / run.replace("/", "_").replace(":", ""),
-                                  strategy=strategy, bn=bn, steps=steps, resume=False, progress=True)
+                                  strategy=strategy, bn=bn, steps=steps, lr=lr, resume=False, progress=True)
             minutes = (time.perf_counter() - t) / 60
             row = {"domain": domain, "run": run, **evaluate(result.affine_model, shifted_test, first, second, same),
                    "minutes": round(minutes, 1), "steps": result.steps, "best_step": result.best_step,

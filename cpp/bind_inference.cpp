@@ -49,7 +49,18 @@ void bind_inference(py::module_& m) {
              py::arg("chips").noconvert(), py::arg("num_jitters"), py::arg("seed") = 0,
              "The jittered copies embed_chips averages: (N*num_jitters,150,150,3), face-major.")
         .def_property("threads", &face_embedder::threads, &face_embedder::set_threads,
-                      "Worker threads used for one batch.");
+                      "Worker threads used for one batch.")
+        .def_property("backend", &face_embedder::backend, &face_embedder::set_backend,
+                      "'folded' (affine folded into convolutions, batched GEMMs, fused ReLU) or 'dlib' "
+                      "(dlib's own forward pass, the reference).")
+        .def_property_readonly("multiply_adds_per_face",
+                               [](const face_embedder& self) { return self.folded() ? self.folded()->multiply_adds_per_face() : 0.0; },
+                               "Multiply-adds of one forward pass (from the folded net's op list).")
+        .def_property_readonly("folded_ops", [](const face_embedder& self) { return self.folded() ? self.folded()->describe() : std::string(); },
+                               "The folded net's operations, one per line.");
+    m.def("sgemm_gflops", &measure_sgemm_gflops, py::arg("m"), py::arg("n"), py::arg("k"), py::arg("threads"), py::arg("repeats") = 5,
+          "float32 GEMM rate (GFLOP/s) of the linked BLAS at an m x n x k shape, best of `repeats`: the "
+          "machine's reference peak for the speed benchmarks.", py::call_guard<py::gil_scoped_release>());
 }
 
 }  // namespace pfd

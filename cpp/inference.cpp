@@ -12,6 +12,7 @@ namespace pfd {
 
 namespace {
 constexpr long batch_size = 16;                // dlib's own Python binding uses 16
+constexpr long folded_batch_size = 8;          // faces per batched GEMM pass of the folded net
 constexpr long min_chips_per_worker = 4;       // below this, one worker with a threaded BLAS wins
 }  // namespace
 
@@ -37,12 +38,31 @@ std::vector<chip_type> jittered_chips(const std::vector<chip_type>& chips, int n
 
 face_embedder::face_embedder(const std::string& model_path, int threads) {
     replicas_.push_back(load_test_net(read_model_bytes(model_path, "dlib face recognition network (.dat)"), model_path));
+    init_backend();
     set_threads(threads);
 }
 
 face_embedder::face_embedder(const face_test_net& net, int threads) {
     replicas_.push_back(net);
+    init_backend();
     set_threads(threads);
+}
+
+void face_embedder::init_backend() {
+#ifndef DLIB_USE_CUDA  // with CUDA, dlib's cuDNN path is the fast one
+    folded_ = std::make_unique<folded_face_net>(replicas_.front());
+    backend_ = "folded";
+#endif
+}
+
+void face_embedder::set_backend(const std::string& backend) {
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (backend == "folded") {
+        if (!folded_) folded_ = std::make_unique<folded_face_net>(replicas_.front());
+    } else if (backend != "dlib") {
+        throw std::invalid_argument("backend must be 'folded' or 'dlib', got '" + backend + "'");
+    }
+    backend_ = backend;
 }
 
 void face_embedder::set_threads(int threads) {
@@ -55,11 +75,25 @@ void face_embedder::set_threads(int threads) {
 #endif
     while (static_cast<int>(replicas_.size()) < workers) replicas_.push_back(replicas_.front());
     replicas_.resize(workers);
+    workspaces_.resize(threads_);
 }
 
 void face_embedder::forward(const std::vector<chip_type>& chips, float* out) {
     const long n = static_cast<long>(chips.size());
     if (n == 0) return;
+    if (backend_ == "folded") {
+        const long folded_workers = std::max<long>(1, std::min<long>(threads_, (n + folded_batch_size - 1) / folded_batch_size));
+        set_blas_threads(std::max<int>(1, threads_ / static_cast<int>(folded_workers)));
+        // each worker runs a contiguous slice of whole batches with its own workspace
+        const long batches = (n + folded_batch_size - 1) / folded_batch_size;
+        parallel_slices(batches, folded_workers, [&](long worker, long first, long last) {
+            for (long b = first; b < last; ++b) {
+                const long begin = b * folded_batch_size, count = std::min(folded_batch_size, n - begin);
+                folded_->forward(chips.data() + begin, count, out + begin * descriptor_size, workspaces_[worker]);
+            }
+        });
+        return;
+    }
     const long workers = std::max<long>(1, std::min<long>(replicas_.size(), n / min_chips_per_worker));
     set_blas_threads(std::max<int>(1, threads_ / static_cast<int>(workers)));
 

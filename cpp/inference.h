@@ -2,8 +2,10 @@
 #pragma once
 
 #include "face_net.h"
+#include "folded_net.h"
 
 #include <cstdint>
+#include <memory>
 #include <mutex>
 #include <string>
 #include <vector>
@@ -34,12 +36,22 @@ public:
     int threads() const { return threads_; }
     const face_test_net& net() const { return replicas_.front(); }
 
+    // "folded" (folded_face_net: affine folded into convolutions, batched GEMMs; the default when
+    // the net compiles to it) or "dlib" (dlib's own forward pass, the reference).
+    void set_backend(const std::string& backend);
+    const std::string& backend() const { return backend_; }
+    const folded_face_net* folded() const { return folded_.get(); }
+
 private:
     void forward(const std::vector<chip_type>& chips, float* out);
+    void init_backend();
 
     std::mutex mutex_;
     int threads_ = 1;
+    std::string backend_ = "dlib";
     std::vector<face_test_net> replicas_;  // one network per worker thread (dlib nets are not reentrant)
+    std::unique_ptr<folded_face_net> folded_;
+    std::vector<folded_workspace> workspaces_;  // one per worker thread
 };
 
 }  // namespace pfd

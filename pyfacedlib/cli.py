@@ -33,7 +33,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from .embedder import FaceEmbedder
     from .errors import ImageError
 
-    embedder = FaceEmbedder(model=args.model, threads=args.threads)
+    embedder = FaceEmbedder(model=args.model, threads=args.threads, backend=args.backend)
     records, failed, faceless = [], 0, 0
     for image in args.images:
         try:
@@ -147,6 +147,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--num-jitters", type=int, default=0)
     embed.add_argument("--seed", type=int, default=0)
     embed.add_argument("--threads", type=int, default=None)
+    embed.add_argument("--backend", choices=["folded", "dlib"], default=None,
+                       help="forward pass: folded (CPU default) or dlib's own (the reference)")
     embed.add_argument("--quiet", action="store_true", help="do not print descriptors")
     embed.set_defaults(run=_cmd_embed)
 

@@ -1,0 +1,470 @@
+#include "folded_net.h"
+
+#include "blas.h"
+
+#include <algorithm>
+#include <chrono>
+#include <cstring>
+#include <limits>
+#include <sstream>
+#include <stdexcept>
+#include <tuple>
+#include <typeinfo>
+
+namespace pfd {
+
+namespace {
+
+// Rows of im2col kept per GEMM call: about this many floats of columns (fits the L2 cache).
+constexpr long column_budget = 256 * 1024;
+constexpr long min_block_rows = 64;
+
+struct shape {
+    long n = 0, h = 0, w = 0, c = 0;
+    long size() const { return n * h * w * c; }
+};
+
+long pooled(long in, long window, long stride, long pad) { return 1 + (in + 2 * pad - window) / stride; }
+
+void relu_in_place(float* data, long count) {
+    for (long i = 0; i < count; ++i) data[i] = std::max(data[i], 0.0f);
+}
+
+// NHWC im2col of output rows [row_begin, row_end) (row = (sample, y, x)); columns ordered (ky, kx, channel).
+void im2col(const float* in, const shape& s, const folded_face_net::op& o, long out_h, long out_w,
+            long row_begin, long row_end, float* cols) {
+    const long k = o.window_y * o.window_x * s.c;
+    const long plane = out_h * out_w;
+    for (long r = row_begin; r < row_end; ++r) {
+        const long n = r / plane, y = (r % plane) / out_w, x = r % out_w;
+        float* dst = cols + (r - row_begin) * k;
+        const long x0 = x * o.stride_x - o.pad_x;
+        const long kx_begin = std::max<long>(0, -x0), kx_end = std::min<long>(o.window_x, s.w - x0);
+        for (long ky = 0; ky < o.window_y; ++ky, dst += o.window_x * s.c) {
+            const long iy = y * o.stride_y - o.pad_y + ky;
+            if (iy < 0 || iy >= s.h || kx_begin >= kx_end) {
+                std::fill(dst, dst + o.window_x * s.c, 0.0f);
+                continue;
+            }
+            std::fill(dst, dst + kx_begin * s.c, 0.0f);
+            std::memcpy(dst + kx_begin * s.c, in + ((n * s.h + iy) * s.w + x0 + kx_begin) * s.c,
+                        (kx_end - kx_begin) * s.c * sizeof(float));
+            std::fill(dst + kx_end * s.c, dst + o.window_x * s.c, 0.0f);
+        }
+    }
+}
+
+void conv(const float* in, const shape& s, const folded_face_net::op& o, float* out, shape& os, std::vector<float>& cols) {
+    if (s.c != o.in_channels)
+        throw std::runtime_error("folded_face_net: convolution expects " + std::to_string(o.in_channels) +
+                                 " input channels, got " + std::to_string(s.c));
+    os = {s.n, pooled(s.h, o.window_y, o.stride_y, o.pad_y), pooled(s.w, o.window_x, o.stride_x, o.pad_x), o.out_channels};
+    const long k = o.window_y * o.window_x * s.c, rows = os.n * os.h * os.w;
+    const bool direct = o.window_y == 1 && o.window_x == 1 && o.stride_y == 1 && o.stride_x == 1 && o.pad_y == 0 && o.pad_x == 0;
+    const long block = std::max(min_block_rows, column_budget / k);
+    if (!direct) cols.resize(std::min(rows, block) * k);
+    for (long r0 = 0; r0 < rows; r0 += block) {
+        const long r1 = std::min(rows, r0 + block);
+        float* dst = out + r0 * o.out_channels;
+        for (long r = r0; r < r1; ++r) std::memcpy(out + r * o.out_channels, o.bias.data(), o.out_channels * sizeof(float));
+        const float* a = direct ? in + r0 * k : cols.data();
+        if (!direct) im2col(in, s, o, os.h, os.w, r0, r1, cols.data());
+        sgemm_row_major(r1 - r0, o.out_channels, k, a, k, o.weights.data(), o.out_channels, dst, o.out_channels, 1.0f);
+        if (o.relu) relu_in_place(dst, (r1 - r0) * o.out_channels);
+    }
+}
+
+void pool(const float* in, const shape& s, const folded_face_net::op& o, float* out, shape& os) {
+    const bool is_max = o.kind == folded_face_net::op_kind::max_pool;
+    os = {s.n, pooled(s.h, o.window_y, o.stride_y, o.pad_y), pooled(s.w, o.window_x, o.stride_x, o.pad_x), s.c};
+    const float inv = 1.0f / static_cast<float>(o.window_y * o.window_x);
+    for (long n = 0; n < os.n; ++n)
+        for (long y = 0; y < os.h; ++y)
+            for (long x = 0; x < os.w; ++x) {
+                float* dst = out + ((n * os.h + y) * os.w + x) * s.c;
+                std::fill(dst, dst + s.c, is_max ? -std::numeric_limits<float>::infinity() : 0.0f);
+                for (long ky = 0; ky < o.window_y; ++ky) {
+                    const long iy = y * o.stride_y - o.pad_y + ky;
+                    if (iy < 0 || iy >= s.h) continue;
+                    for (long kx = 0; kx < o.window_x; ++kx) {
+                        const long ix = x * o.stride_x - o.pad_x + kx;
+                        if (ix < 0 || ix >= s.w) continue;
+                        const float* src = in + ((n * s.h + iy) * s.w + ix) * s.c;
+                        if (is_max)
+                            for (long c = 0; c < s.c; ++c) dst[c] = std::max(dst[c], src[c]);
+                        else
+                            for (long c = 0; c < s.c; ++c) dst[c] += src[c];
+                    }
+                }
+                if (!is_max)
+                    for (long c = 0; c < s.c; ++c) dst[c] *= inv;
+            }
+}
+
+// dlib's add_prev: the output has the larger of each dimension; what one input lacks counts as 0.
+void add_tensors(const float* a, const shape& sa, const float* b, const shape& sb, float* out, shape& os, bool relu) {
+    os = {std::max(sa.n, sb.n), std::max(sa.h, sb.h), std::max(sa.w, sb.w), std::max(sa.c, sb.c)};
+    const auto at = [](const float* t, const shape& s, long n, long y, long x) -> const float* {
+        return n < s.n && y < s.h && x < s.w ? t + ((n * s.h + y) * s.w + x) * s.c : nullptr;
+    };
+    for (long n = 0; n < os.n; ++n)
+        for (long y = 0; y < os.h; ++y)
+            for (long x = 0; x < os.w; ++x) {
+                float* dst = out + ((n * os.h + y) * os.w + x) * os.c;
+                const float* pa = at(a, sa, n, y, x);
+                const float* pb = at(b, sb, n, y, x);
+                for (long c = 0; c < os.c; ++c) {
+                    float v = (pa && c < sa.c ? pa[c] : 0.0f) + (pb && c < sb.c ? pb[c] : 0.0f);
+                    dst[c] = relu ? std::max(v, 0.0f) : v;
+                }
+            }
+}
+
+}  // namespace
+
+// Walks the dlib net from the input up and appends one op per layer, folding and fusing as it goes.
+struct folded_net_builder {
+    folded_face_net& net;
+
+    using op = folded_face_net::op;
+    using kind = folded_face_net::op_kind;
+
+    [[noreturn]] static void unsupported(const std::string& what) {
+        throw std::runtime_error("folded_face_net: unsupported layer or setting: " + what);
+    }
+
+    op* last() { return net.ops_.empty() ? nullptr : &net.ops_.back(); }
+
+    void operator()(size_t, input_rgb_image_sized<chip_size>& input) {
+        net.avg_red_ = input.get_avg_red();
+        net.avg_green_ = input.get_avg_green();
+        net.avg_blue_ = input.get_avg_blue();
+        net.input_size_ = chip_size;
+    }
+
+    template <typename LOSS, typename SUBNET>
+    void operator()(size_t, add_loss_layer<LOSS, SUBNET>&) {}
+
+    template <unsigned long ID, typename SUBNET, typename E>
+    void operator()(size_t, add_tag_layer<ID, SUBNET, E>&) {
+        op o{kind::tag};
+        o.tag = static_cast<int>(ID);
+        net.ops_.push_back(std::move(o));
+    }
+
+    template <template <typename> class TAG, typename SUBNET>
+    void operator()(size_t, add_skip_layer<TAG, SUBNET>&) {
+        op o{kind::skip};
+        o.tag = static_cast<int>(tag_id<TAG>::id);
+        net.ops_.push_back(std::move(o));
+    }
+
+    template <typename LAYER, typename SUBNET, typename E>
+    void operator()(size_t, add_layer<LAYER, SUBNET, E>& l) {
+        add(l.layer_details());
+    }
+
+    template <long N, long NR, long NC, int SY, int SX, int PY, int PX>
+    void add(const con_<N, NR, NC, SY, SX, PY, PX>& c) {
+        const auto& params = c.get_layer_params();
+        const long filters = c.num_filters(), per_filter = c.nr() * c.nc();
+        const long weight_count = params.size() - (c.bias_is_disabled() ? 0 : filters);
+        const long in = weight_count / (filters * per_filter);
+        op o{kind::conv};
+        o.in_channels = in;
+        o.out_channels = filters;
+        o.window_y = c.nr();
+        o.window_x = c.nc();
+        o.stride_y = c.stride_y();
+        o.stride_x = c.stride_x();
+        o.pad_y = c.padding_y();
+        o.pad_x = c.padding_x();
+        o.weights.resize(weight_count);
+        o.bias.assign(filters, 0.0f);
+        const float* w = params.host();  // dlib layout: [filter][channel][ky][kx]
+        for (long f = 0; f < filters; ++f)
+            for (long ch = 0; ch < in; ++ch)
+                for (long ky = 0; ky < c.nr(); ++ky)
+                    for (long kx = 0; kx < c.nc(); ++kx)
+                        o.weights[((ky * c.nc() + kx) * in + ch) * filters + f] = w[((f * in + ch) * c.nr() + ky) * c.nc() + kx];
+        if (!c.bias_is_disabled()) std::copy(w + weight_count, w + weight_count + filters, o.bias.begin());
+        net.ops_.push_back(std::move(o));
+    }
+
+    void add(const affine_& a) {
+        if (a.get_mode() != CONV_MODE) unsupported("affine_ in fc mode");
+        auto gamma_alias = a.get_gamma(), beta_alias = a.get_beta();  // not in get_layer_params()
+        const tensor& gamma_tensor = gamma_alias;
+        const tensor& beta_tensor = beta_alias;
+        const long channels = static_cast<long>(gamma_tensor.size());
+        if (channels == 0 || static_cast<long>(beta_tensor.size()) != channels) unsupported("affine_ without parameters");
+        const float* gamma = gamma_tensor.host();
+        const float* beta = beta_tensor.host();
+        op* prev = last();
+        if (prev && prev->kind == kind::conv && !prev->relu && prev->out_channels == channels) {
+            const long rows = static_cast<long>(prev->weights.size()) / channels;
+            for (long r = 0; r < rows; ++r)
+                for (long f = 0; f < channels; ++f) prev->weights[r * channels + f] *= gamma[f];
+            for (long f = 0; f < channels; ++f) prev->bias[f] = prev->bias[f] * gamma[f] + beta[f];
+            return;
+        }
+        op o{kind::scale_shift};
+        o.weights.assign(gamma, gamma + channels);
+        o.bias.assign(beta, beta + channels);
+        net.ops_.push_back(std::move(o));
+    }
+
+    void add(const relu_&) {
+        op* prev = last();
+        if (prev && !prev->relu && (prev->kind == kind::conv || prev->kind == kind::scale_shift || prev->kind == kind::add_tag)) {
+            prev->relu = true;
+            return;
+        }
+        net.ops_.push_back(op{kind::relu});
+    }
+
+    template <long NR, long NC, int SY, int SX, int PY, int PX>
+    void add(const max_pool_<NR, NC, SY, SX, PY, PX>& p) {
+        add_pool(kind::max_pool, p);
+    }
+
+    template <long NR, long NC, int SY, int SX, int PY, int PX>
+    void add(const avg_pool_<NR, NC, SY, SX, PY, PX>& p) {
+        if (p.nr() == 0 && p.nc() == 0) {
+            net.ops_.push_back(op{kind::global_avg});
+            return;
+        }
+        if (p.padding_y() != 0 || p.padding_x() != 0) unsupported("padded avg_pool");
+        add_pool(kind::avg_pool, p);
+    }
+
+    template <typename POOL>
+    void add_pool(kind k, const POOL& p) {
+        if (p.nr() == 0 || p.nc() == 0) unsupported("global max pooling");
+        op o{k};
+        o.window_y = p.nr();
+        o.window_x = p.nc();
+        o.stride_y = p.stride_y();
+        o.stride_x = p.stride_x();
+        o.pad_y = p.padding_y();
+        o.pad_x = p.padding_x();
+        net.ops_.push_back(std::move(o));
+    }
+
+    template <template <typename> class TAG>
+    void add(const add_prev_<TAG>&) {
+        op o{kind::add_tag};
+        o.tag = static_cast<int>(tag_id<TAG>::id);
+        net.ops_.push_back(std::move(o));
+    }
+
+    template <unsigned long OUTPUTS, fc_bias_mode MODE>
+    void add(const fc_<OUTPUTS, MODE>& f) {
+        const auto& params = f.get_layer_params();
+        const long outputs = f.get_num_outputs(), rows = params.size() / outputs;
+        const bool has_bias = f.get_bias_mode() == FC_HAS_BIAS && !f.bias_is_disabled();
+        const long inputs = rows - (has_bias ? 1 : 0);
+        op o{kind::fc};
+        o.in_channels = inputs;
+        o.out_channels = outputs;
+        o.weights.assign(params.host(), params.host() + inputs * outputs);  // (inputs x outputs), row-major
+        o.bias.assign(outputs, 0.0f);
+        if (has_bias) std::copy(params.host() + inputs * outputs, params.host() + rows * outputs, o.bias.begin());
+        net.ops_.push_back(std::move(o));
+    }
+
+    template <typename OTHER>
+    void add(const OTHER&) {
+        unsupported(typeid(OTHER).name());
+    }
+};
+
+folded_face_net::folded_face_net(const face_test_net& source) {
+    face_test_net copy = source;  // dlib's visitors take a mutable net
+    visit_layers_backwards(copy, folded_net_builder{*this});
+    if (input_size_ == 0 || ops_.empty() || ops_.back().kind != op_kind::fc)
+        throw std::runtime_error("folded_face_net: the net does not start with a 150x150 RGB input and end with an fc layer");
+}
+
+void folded_face_net::forward(const dlib::matrix<dlib::rgb_pixel>* chips, long count, float* out, folded_workspace& ws) const {
+    if (count <= 0) return;
+    const long n = count, side = input_size_;
+    // slot -> tensor; tags point at slots, so a tagged tensor is never overwritten while needed
+    std::vector<shape> shapes;
+    std::vector<int> tag_slot(16, -1);
+    auto& bufs = ws.buffers;
+    const auto reserve_slot = [&](long floats, int avoid_a, int avoid_b) {
+        for (int s = 0;; ++s) {
+            if (s == static_cast<int>(bufs.size())) bufs.emplace_back(), shapes.emplace_back();
+            if (static_cast<int>(shapes.size()) < static_cast<int>(bufs.size())) shapes.resize(bufs.size());
+            if (s == avoid_a || s == avoid_b || std::find(tag_slot.begin(), tag_slot.end(), s) != tag_slot.end()) continue;
+            if (static_cast<long>(bufs[s].size()) < floats) bufs[s].resize(floats);
+            return s;
+        }
+    };
+    shapes.resize(bufs.size());
+
+    int cur = reserve_slot(n * side * side * 3, -1, -1);
+    shapes[cur] = {n, side, side, 3};
+    const float avg[3] = {avg_red_, avg_green_, avg_blue_};
+    for (long i = 0; i < n; ++i) {
+        const auto& chip = chips[i];
+        if (chip.nr() != side || chip.nc() != side) throw std::invalid_argument("folded_face_net: chips must be 150x150");
+        float* dst = bufs[cur].data() + i * side * side * 3;
+        const dlib::rgb_pixel* src = &chip(0, 0);
+        for (long p = 0; p < side * side; ++p) {
+            dst[3 * p + 0] = (src[p].red - avg[0]) / 256.0f;
+            dst[3 * p + 1] = (src[p].green - avg[1]) / 256.0f;
+            dst[3 * p + 2] = (src[p].blue - avg[2]) / 256.0f;
+        }
+    }
+
+    for (const auto& o : ops_) {
+        const shape s = shapes[cur];
+        switch (o.kind) {
+            case op_kind::conv: {
+                const long max_out = s.n * pooled(s.h, o.window_y, o.stride_y, o.pad_y) * pooled(s.w, o.window_x, o.stride_x, o.pad_x) * o.out_channels;
+                const int dst = reserve_slot(max_out, cur, -1);
+                conv(bufs[cur].data(), s, o, bufs[dst].data(), shapes[dst], ws.columns);
+                cur = dst;
+                break;
+            }
+            case op_kind::scale_shift:
+            case op_kind::relu: {
+                int dst = cur;
+                if (std::find(tag_slot.begin(), tag_slot.end(), cur) != tag_slot.end()) {
+                    dst = reserve_slot(s.size(), cur, -1);
+                    std::copy(bufs[cur].begin(), bufs[cur].begin() + s.size(), bufs[dst].begin());
+                    shapes[dst] = s;
+                }
+                float* data = bufs[dst].data();
+                if (o.kind == op_kind::scale_shift) {
+                    for (long p = 0; p < s.size() / s.c; ++p)
+                        for (long c = 0; c < s.c; ++c) data[p * s.c + c] = data[p * s.c + c] * o.weights[c] + o.bias[c];
+                }
+                if (o.kind == op_kind::relu || o.relu) relu_in_place(data, s.size());
+                cur = dst;
+                break;
+            }
+            case op_kind::max_pool:
+            case op_kind::avg_pool: {
+                const int dst = reserve_slot(s.n * pooled(s.h, o.window_y, o.stride_y, o.pad_y) * pooled(s.w, o.window_x, o.stride_x, o.pad_x) * s.c, cur, -1);
+                pool(bufs[cur].data(), s, o, bufs[dst].data(), shapes[dst]);
+                cur = dst;
+                break;
+            }
+            case op_kind::tag:
+                tag_slot.at(o.tag) = cur;
+                break;
+            case op_kind::skip:
+                if (tag_slot.at(o.tag) < 0) throw std::runtime_error("folded_face_net: skip to an unset tag");
+                cur = tag_slot[o.tag];
+                break;
+            case op_kind::add_tag: {
+                const int other = tag_slot.at(o.tag);
+                if (other < 0) throw std::runtime_error("folded_face_net: add_prev of an unset tag");
+                const shape t = shapes[other];
+                const long floats = std::max(s.n, t.n) * std::max(s.h, t.h) * std::max(s.w, t.w) * std::max(s.c, t.c);
+                const int dst = reserve_slot(floats, cur, other);
+                add_tensors(bufs[cur].data(), s, bufs[other].data(), t, bufs[dst].data(), shapes[dst], o.relu);
+                cur = dst;
+                break;
+            }
+            case op_kind::global_avg: {
+                const int dst = reserve_slot(s.n * s.c, cur, -1);
+                float* d = bufs[dst].data();
+                const float inv = 1.0f / static_cast<float>(s.h * s.w);
+                for (long i = 0; i < s.n; ++i) {
+                    std::fill(d + i * s.c, d + (i + 1) * s.c, 0.0f);
+                    for (long p = 0; p < s.h * s.w; ++p)
+                        for (long c = 0; c < s.c; ++c) d[i * s.c + c] += bufs[cur][(i * s.h * s.w + p) * s.c + c];
+                    for (long c = 0; c < s.c; ++c) d[i * s.c + c] *= inv;
+                }
+                shapes[dst] = {s.n, 1, 1, s.c};
+                cur = dst;
+                break;
+            }
+            case op_kind::fc: {
+                const long in = s.h * s.w * s.c;
+                if (in != o.in_channels) throw std::runtime_error("folded_face_net: fc input size mismatch");
+                const int dst = reserve_slot(s.n * o.out_channels, cur, -1);
+                for (long i = 0; i < s.n; ++i)
+                    std::memcpy(bufs[dst].data() + i * o.out_channels, o.bias.data(), o.out_channels * sizeof(float));
+                sgemm_row_major(s.n, o.out_channels, in, bufs[cur].data(), in, o.weights.data(), o.out_channels,
+                                bufs[dst].data(), o.out_channels, 1.0f);
+                shapes[dst] = {s.n, 1, 1, o.out_channels};
+                cur = dst;
+                break;
+            }
+        }
+    }
+    const shape s = shapes[cur];
+    if (s.size() != n * descriptor_size) throw std::runtime_error("folded_face_net: the net does not output 128 values per face");
+    std::memcpy(out, bufs[cur].data(), n * descriptor_size * sizeof(float));
+}
+
+double folded_face_net::multiply_adds_per_face() const {
+    long h = input_size_, w = input_size_;
+    double total = 0;
+    std::vector<std::pair<long, long>> tags(16, {0, 0});
+    for (const auto& o : ops_) {
+        switch (o.kind) {
+            case op_kind::conv:
+                h = pooled(h, o.window_y, o.stride_y, o.pad_y);
+                w = pooled(w, o.window_x, o.stride_x, o.pad_x);
+                total += static_cast<double>(h) * w * o.out_channels * o.window_y * o.window_x * o.in_channels;
+                break;
+            case op_kind::max_pool:
+            case op_kind::avg_pool:
+                h = pooled(h, o.window_y, o.stride_y, o.pad_y);
+                w = pooled(w, o.window_x, o.stride_x, o.pad_x);
+                break;
+            case op_kind::tag: tags.at(o.tag) = {h, w}; break;
+            case op_kind::skip: std::tie(h, w) = tags.at(o.tag); break;
+            case op_kind::add_tag:
+                h = std::max(h, tags.at(o.tag).first);
+                w = std::max(w, tags.at(o.tag).second);
+                break;
+            case op_kind::global_avg: h = w = 1; break;
+            case op_kind::fc: total += static_cast<double>(o.in_channels) * o.out_channels; break;
+            default: break;
+        }
+    }
+    return total;
+}
+
+std::string folded_face_net::describe() const {
+    static const char* names[] = {"conv", "scale_shift", "relu", "max_pool", "avg_pool", "tag", "skip", "add_tag", "global_avg", "fc"};
+    std::ostringstream out;
+    for (const auto& o : ops_) {
+        out << names[static_cast<int>(o.kind)];
+        if (o.kind == op_kind::conv)
+            out << " " << o.in_channels << "->" << o.out_channels << " " << o.window_y << "x" << o.window_x << "/" << o.stride_y
+                << " pad " << o.pad_y;
+        if (o.kind == op_kind::max_pool || o.kind == op_kind::avg_pool) out << " " << o.window_y << "x" << o.window_x << "/" << o.stride_y;
+        if (o.kind == op_kind::tag || o.kind == op_kind::skip || o.kind == op_kind::add_tag) out << " " << o.tag;
+        if (o.kind == op_kind::fc) out << " " << o.in_channels << "->" << o.out_channels;
+        if (o.relu) out << " +relu";
+        out << "\n";
+    }
+    return out.str();
+}
+
+double measure_sgemm_gflops(long m, long n, long k, int threads, int repeats) {
+    std::vector<float> a(m * k), b(k * n), c(m * n);
+    for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>((i * 7919) % 1000) / 1000.0f - 0.5f;
+    for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>((i * 104729) % 1000) / 1000.0f - 0.5f;
+    const int previous = blas_threads();
+    set_blas_threads(threads);
+    double best = 0;
+    for (int r = 0; r < repeats + 1; ++r) {  // the first call warms up
+        const auto start = std::chrono::steady_clock::now();
+        sgemm_row_major(m, n, k, a.data(), k, b.data(), n, c.data(), n, 0.0f);
+        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
+        if (r > 0) best = std::max(best, 2.0 * m * n * k / seconds / 1e9);
+    }
+    set_blas_threads(previous);
+    return best;
+}
+
+}  // namespace pfd

@@ -1,0 +1,62 @@
+// A faster CPU inference path for the testing (affine) face net: the same computation as dlib's
+// forward pass, compiled from the dlib network object (so the topology stays written once, in
+// face_net.h) into a short list of operations on batched NHWC tensors:
+//   - each affine layer is folded into the convolution below it (weights scaled, bias shifted),
+//   - each ReLU is fused into the convolution or residual addition it follows,
+//   - a convolution is one im2col + GEMM over the rows of all samples of a batch (in row blocks
+//     that stay in cache), not one small GEMM per sample as in dlib,
+//   - callers parallelise over samples, with a single-threaded BLAS per worker.
+// dlib's own forward pass stays the reference; tests check the two agree within 1e-4.
+#pragma once
+
+#include "face_net.h"
+
+#include <string>
+#include <vector>
+
+namespace pfd {
+
+// Per-thread scratch memory for folded_face_net::forward (reused between calls).
+struct folded_workspace {
+    std::vector<std::vector<float>> buffers;
+    std::vector<float> columns;
+};
+
+class folded_face_net {
+public:
+    // Compiles `net`; throws std::runtime_error naming the layer when the net holds a layer type
+    // or setting this path does not implement.
+    explicit folded_face_net(const face_test_net& net);
+
+    // Descriptors of chips[0..count) (150x150 RGB) into out[count*128]. Single-threaded apart from
+    // BLAS; one workspace per concurrent caller.
+    void forward(const dlib::matrix<dlib::rgb_pixel>* chips, long count, float* out, folded_workspace& ws) const;
+
+    // Multiply-adds per face (for reporting GFLOP/s) and a one-line-per-op description.
+    double multiply_adds_per_face() const;
+    std::string describe() const;
+
+    enum class op_kind { conv, scale_shift, relu, max_pool, avg_pool, tag, skip, add_tag, global_avg, fc };
+
+    struct op {
+        op_kind kind;
+        // conv / pools: window, stride, padding; conv: channels and folded weights ((kh*kw*in) x out) + bias
+        long in_channels = 0, out_channels = 0, window_y = 0, window_x = 0, stride_y = 1, stride_x = 1, pad_y = 0, pad_x = 0;
+        std::vector<float> weights, bias;
+        bool relu = false;  // fused ReLU after this op (conv, scale_shift, add_tag)
+        int tag = 0;        // tag / skip / add_tag: the tag id
+    };
+
+private:
+    float avg_red_ = 0, avg_green_ = 0, avg_blue_ = 0;
+    long input_size_ = 0;
+    std::vector<op> ops_;
+
+    friend struct folded_net_builder;
+};
+
+// Measured single-call float32 GEMM rate (GFLOP/s) of the linked BLAS at an m x n x k shape, best
+// of `repeats`, with `threads` BLAS threads: the reference peak the speed benchmarks report against.
+double measure_sgemm_gflops(long m, long n, long k, int threads, int repeats);
+
+}  // namespace pfd

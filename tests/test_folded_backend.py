@@ -1,0 +1,66 @@
+"""The folded CPU forward pass (affine folded into convolutions, batched GEMMs) against dlib's own."""
+import numpy as np
+import pytest
+
+import pyfacedlib as pfd
+
+
+@pytest.fixture(scope="module")
+def both():
+    folded = pfd.FaceEmbedder(threads=2)
+    reference = pfd.FaceEmbedder(threads=2, backend="dlib")
+    return folded, reference
+
+
+def test_folded_is_the_cpu_default_and_matches_dlib_path(johns, both):
+    chips, _ = johns
+    folded, reference = both
+    assert folded.backend == ("dlib" if pfd.build_info()["cuda"] else "folded")
+    assert reference.backend == "dlib"
+    assert np.abs(folded.embed_chips(chips) - reference.embed_chips(chips)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("count", [1, 7, 8, 9, 23])
+def test_batch_edges_and_threads_give_per_face_results(johns, both, count):
+    chips, _ = johns
+    folded, reference = both
+    batch = chips[np.arange(count) % len(chips)]
+    together = folded.embed_chips(batch)
+    one_thread = pfd.FaceEmbedder(threads=1).embed_chips(batch)
+    alone = np.concatenate([folded.embed_chips(c) for c in batch])
+    assert np.abs(together - alone).max() <= 1e-5
+    assert np.abs(together - one_thread).max() <= 1e-5
+    assert np.abs(together - reference.embed_chips(batch)).max() <= 1e-5
+
+
+def test_jitter_averages_match_between_backends(johns, both):
+    chips, _ = johns
+    folded, reference = both
+    a = folded.embed_chips(chips[:3], num_jitters=3, seed=5)
+    b = reference.embed_chips(chips[:3], num_jitters=3, seed=5)
+    assert np.abs(a - b).max() <= 1e-5
+
+
+def test_unrealistic_inputs_agree_too(both):
+    # saturated, constant and noise chips exercise ReLU fusion and the zero-padded residual additions
+    folded, reference = both
+    rng = np.random.default_rng(0)
+    chips = np.stack([np.zeros((150, 150, 3), np.uint8), np.full((150, 150, 3), 255, np.uint8),
+                      rng.integers(0, 256, (150, 150, 3), dtype=np.uint8)])
+    assert np.abs(folded.embed_chips(chips) - reference.embed_chips(chips)).max() <= 1e-4
+
+
+def test_folded_op_list_and_cost(both):
+    folded, _ = both
+    ops = folded._core.folded_ops.splitlines()
+    assert not any(op.startswith("scale_shift") or op == "relu" for op in ops)  # all folded or fused
+    assert sum(op.startswith("conv") for op in ops) == 29  # 1 stem + 14 residual blocks x 2
+    assert folded._core.multiply_adds_per_face == pytest.approx(270.85e6, rel=1e-3)
+
+
+def test_unknown_backend_is_rejected(both):
+    folded, _ = both
+    with pytest.raises(ValueError, match="backend"):
+        folded.backend = "onnx"
+    with pytest.raises(ValueError, match="backend"):
+        pfd.FaceEmbedder(backend="gpu")
