@@ -1,62 +1,102 @@
-"""Fine-tuning step speed: the head fast path vs full-net steps, side by side in one run.
+"""Fine-tuning step speed, side by side in one run: the head fast path, and full-net steps on the
+fast path (fast_con convolutions; frozen BN also data-parallel over replicas) against dlib's own
+con_ + dnn_trainer (the reference), for the frozen-BN (affine) and the calibrated bn_con net.
 
-    python benchmarks/train_speed.py [--head-steps 2000] [--full-steps 5] [--threads N]
+    python benchmarks/train_speed.py [--head-steps 2000] [--full-steps 6] [--threads N]
 
-Mini-batches of 5 identities x 5 dlib-johns chips (no augmentation, so every step does the same
-work). Prints seconds per step for: the head on cached features; the whole affine net (frozen BN,
-strategy all); the whole calibrated bn net (strategy all); and the ratio.
+Mini-batches of 5 identities x 5 dlib-johns chips degraded to 10 px (so the loss, and every
+gradient, is non-zero), no augmentation, so every step does the same work. Prints ms per step
+and ratios; runs once with the machine's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as they are and once
+(in a child process) with them unset.
 """
 from __future__ import annotations
 
 import argparse
+import json
 import os
+import subprocess
+import sys
 import tempfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-import pyfacedlib as pfd
-from pyfacedlib._native import core
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
+    import pyfacedlib as pfd
+    from pyfacedlib._native import core
+
+    root = Path(os.environ.get("PYFACEDLIB_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    files = sorted(p for p in (root / "dlib-johns").glob("*/*") if p.suffix.lower() in (".jpg", ".png"))
+    if not files:
+        sys.exit(f"dlib-johns chips not found under {root} (set PYFACEDLIB_DATA)")
+    chips = pfd.datasets.degrade(np.stack([pfd.load_image(p) for p in files]), "lowres:10")
+    names = sorted({p.parent.name for p in files})
+    labels = [names.index(p.parent.name) for p in files]
+    shipped = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    threads = threads or pfd.embedder.default_threads()
+
+    def trainer(base: str, bn: bool, strategy: str, level: int, fast: bool = True):
+        return core.FaceTrainer(base, bn, chips, labels, strategy, level, 1e-4, 5, 5, False, 1, 0, threads, fast)
+
+    def per_step(t, steps: int) -> float:
+        t.train(1)  # warm-up (allocations)
+        t.parameters()
+        start = time.perf_counter()
+        t.train(steps)
+        t.parameters()  # waits for dnn_trainer's thread to finish queued steps
+        return (time.perf_counter() - start) / steps
+
+    result = {"openblas_env": {k: os.environ.get(k) for k in BLAS_VARS},
+              "blas_core": pfd.build_info().get("blas_core"), "threads": threads}
+    start = time.perf_counter()
+    head = trainer(shipped, False, "head", 6)
+    result["head_feature_caching_s"] = time.perf_counter() - start
+    result["head_ms"] = 1000 * per_step(head, head_steps)
+    result["affine_fast_ms"] = 1000 * per_step(trainer(shipped, False, "all", 0), full_steps)
+    result["affine_dlib_ms"] = 1000 * per_step(trainer(shipped, False, "all", 0, fast=False), full_steps)
+    with tempfile.TemporaryDirectory() as tmp:
+        bn = str(Path(tmp) / "bn.dat")
+        pfd.convert_affine_to_bn(shipped, bn, calibration=chips)
+        result["bn_fast_ms"] = 1000 * per_step(trainer(bn, True, "all", 0), full_steps)
+        result["bn_dlib_ms"] = 1000 * per_step(trainer(bn, True, "all", 0, fast=False), full_steps)
+    return result
+
+
+def report(r: dict, label: str) -> None:
+    print(f"--- {label}: OPENBLAS env {r['openblas_env']}, OpenBLAS kernel {r['blas_core']}, "
+          f"{r['threads']} threads, 25 faces per step")
+    print(f"  head fast path (cached features)      {r['head_ms']:9.3f} ms/step  (caching once: {r['head_feature_caching_s']:.1f} s)")
+    print(f"  full net, frozen BN: pyfacedlib       {r['affine_fast_ms']:9.1f} ms/step")
+    print(f"  full net, frozen BN: dlib dnn_trainer {r['affine_dlib_ms']:9.1f} ms/step   "
+          f"-> {r['affine_dlib_ms'] / r['affine_fast_ms']:.2f}x")
+    print(f"  full net, bn_con:    pyfacedlib       {r['bn_fast_ms']:9.1f} ms/step")
+    print(f"  full net, bn_con:    dlib dnn_trainer {r['bn_dlib_ms']:9.1f} ms/step   "
+          f"-> {r['bn_dlib_ms'] / r['bn_fast_ms']:.2f}x")
+    print(f"  head vs full frozen-BN step: {r['affine_fast_ms'] / r['head_ms']:,.0f}x")
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--head-steps", type=int, default=2000)
-    parser.add_argument("--full-steps", type=int, default=5)
+    parser.add_argument("--full-steps", type=int, default=6)
     parser.add_argument("--threads", type=int, default=None)
+    parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    root = Path(os.environ.get("PYFACEDLIB_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
-    files = sorted(p for p in (root / "dlib-johns").glob("*/*") if p.suffix.lower() in (".jpg", ".png"))
-    chips = np.stack([pfd.load_image(p) for p in files])
-    labels = [sorted({p.parent.name for p in files}).index(p.parent.name) for p in files]
-    shipped = pfd.models.path("dlib_face_recognition_resnet_model_v1")
-    threads = args.threads or pfd.embedder.default_threads()
-
-    def per_step(trainer, steps: int) -> float:
-        trainer.train(1)  # warm-up (allocations)
-        start = time.perf_counter()
-        trainer.train(steps)
-        trainer.parameters()  # waits for dnn_trainer's thread to finish the queued steps
-        return (time.perf_counter() - start) / steps
-
-    t = time.perf_counter()
-    head = core.FaceTrainer(shipped, False, chips, labels, "head", 6, 0.01, 5, 5, False, 1, 0, threads)
-    caching = time.perf_counter() - t
-    head_step = per_step(head, args.head_steps)
-    full_affine = per_step(core.FaceTrainer(shipped, False, chips, labels, "all", 0, 1e-5, 5, 5, False, 1, 0, threads),
-                           args.full_steps)
-    with tempfile.TemporaryDirectory() as tmp:
-        bn = str(Path(tmp) / "bn.dat")
-        pfd.convert_affine_to_bn(shipped, bn, calibration=chips)
-        full_bn = per_step(core.FaceTrainer(bn, True, chips, labels, "all", 0, 1e-5, 5, 5, False, 1, 0, threads),
-                           args.full_steps)
-    print(f"threads {threads}, 25 faces per step, {len(chips)} training chips")
-    print(f"head fast path:        {1000 * head_step:9.3f} ms/step  (feature caching once: {caching:.1f} s)")
-    print(f"full net, frozen BN:   {1000 * full_affine:9.1f} ms/step")
-    print(f"full net, bn_con:      {1000 * full_bn:9.1f} ms/step")
-    print(f"head speed-up per step: {full_affine / head_step:,.0f}x vs frozen-BN full net, "
-          f"{full_bn / head_step:,.0f}x vs bn_con full net")
+    result = measure(args.head_steps, args.full_steps, args.threads)
+    if args.child:
+        print(json.dumps(result))
+        return
+    report(result, "machine settings as they are")
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
+    command = [sys.executable, __file__, "--child", "--head-steps", str(args.head_steps), "--full-steps", str(args.full_steps)]
+    if args.threads:
+        command += ["--threads", str(args.threads)]
+    child = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
+    report(json.loads(child.stdout.strip().splitlines()[-1]), "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset")
 
 
 if __name__ == "__main__":

@@ -13,11 +13,12 @@
 namespace pfd {
 
 void bind_training(py::module_& m) {
-    py::class_<face_trainer>(m, "FaceTrainer", "One fine-tuning run of the face net (dlib dnn_trainer + loss_metric).")
+    py::class_<face_trainer>(m, "FaceTrainer", "One fine-tuning run of the face net (loss_metric, dlib's sgd; fast_path=False: dlib's con_ and "
+                                              "dnn_trainer unchanged, the reference).")
         .def(py::init([](const std::string& base_path, bool train_bn_net, const u8_array& chips,
                          const std::vector<unsigned long>& labels, const std::string& strategy, int first_level,
                          double learning_rate, int identities_per_batch, int images_per_identity, bool augment,
-                         int head_feature_copies, std::uint64_t seed, int threads) {
+                         int head_feature_copies, std::uint64_t seed, int threads, bool fast_path) {
                  if (chips.ndim() != 4 || chips.shape(1) != chip_size || chips.shape(2) != chip_size || chips.shape(3) != 3)
                      throw py::value_error("expected training chips as a (N, 150, 150, 3) uint8 array");
                  train_options options;
@@ -30,6 +31,7 @@ void bind_training(py::module_& m) {
                  options.head_feature_copies = head_feature_copies;
                  options.seed = seed;
                  options.threads = threads;
+                 options.fast_path = fast_path;
                  train_data data;
                  data.chips = chips_from_bytes(chips.data(), chips.shape(0));
                  data.labels = labels;
@@ -40,7 +42,7 @@ void bind_training(py::module_& m) {
              py::arg("base_path"), py::arg("train_bn_net"), py::arg("chips").noconvert(), py::arg("labels"),
              py::arg("strategy"), py::arg("first_level"), py::arg("learning_rate"), py::arg("identities_per_batch"),
              py::arg("images_per_identity"), py::arg("augment"), py::arg("head_feature_copies"), py::arg("seed"),
-             py::arg("threads"))
+             py::arg("threads"), py::arg("fast_path") = true)
         .def("train", [](face_trainer& self, long steps) {
                  py::gil_scoped_release release;
                  return self.train(steps);

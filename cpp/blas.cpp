@@ -16,9 +16,10 @@ int blas_threads() { return scipy_openblas_get_num_threads(); }
 std::string blas_config() { return scipy_openblas_get_config(); }
 std::string blas_core_name() { return scipy_openblas_get_corename(); }
 
-void sgemm_row_major(long m, long n, long k, const float* a, long lda, const float* b, long ldb, float* c, long ldc, float beta) {
-    constexpr int row_major = 101, no_trans = 111;  // CblasRowMajor, CblasNoTrans
-    scipy_cblas_sgemm(row_major, no_trans, no_trans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0f, a,
+void sgemm(bool trans_a, bool trans_b, long m, long n, long k, const float* a, long lda, const float* b, long ldb, float* c,
+           long ldc, float beta) {
+    constexpr int row_major = 101, no_trans = 111, trans = 112;  // CblasRowMajor, CblasNoTrans, CblasTrans
+    scipy_cblas_sgemm(row_major, trans_a ? trans : no_trans, trans_b ? trans : no_trans, static_cast<int>(m), static_cast<int>(n), static_cast<int>(k), 1.0f, a,
                       static_cast<int>(lda), b, static_cast<int>(ldb), beta, c, static_cast<int>(ldc));
 }
 

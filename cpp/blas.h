@@ -10,7 +10,12 @@ int blas_threads();
 std::string blas_config();     // build configuration string of the loaded OpenBLAS
 std::string blas_core_name();  // CPU kernel OpenBLAS selected at run time (e.g. "SkylakeX", "Haswell")
 
-// C[m x n] = A[m x k] * B[k x n] + beta * C, all row-major float32 (cblas_sgemm).
-void sgemm_row_major(long m, long n, long k, const float* a, long lda, const float* b, long ldb, float* c, long ldc, float beta);
+// C[m x n] = op(A)[m x k] * op(B)[k x n] + beta * C, row-major float32 (cblas_sgemm); op = transpose when asked.
+void sgemm(bool trans_a, bool trans_b, long m, long n, long k, const float* a, long lda, const float* b, long ldb, float* c,
+           long ldc, float beta);
+inline void sgemm_row_major(long m, long n, long k, const float* a, long lda, const float* b, long ldb, float* c, long ldc,
+                            float beta) {
+    sgemm(false, false, m, n, k, a, lda, b, ldb, c, ldc, beta);
+}
 
 }  // namespace pfd

@@ -4,7 +4,11 @@
 //   face_net<dlib::bn_con>  — the training net (batch norm, trainable),
 //   face_net<dlib::affine>  — the testing net that the shipped .dat file holds.
 // Both have the same 132 layers, so layer<i>(train_net) and layer<i>(test_net) line up.
+// `face_fast_net<BN>` is the same net with fast_con (fast_conv.h) in place of dlib's con: what the
+// trainers run. It serializes to the same bytes and converts to and from face_net<BN>.
 #pragma once
+
+#include "fast_conv.h"
 
 #include <dlib/dnn.h>
 
@@ -20,11 +24,10 @@ template <template <int, template <typename> class, int, typename> class block, 
           template <typename> class BN, typename SUBNET>
 using residual_down = add_prev2<avg_pool<2, 2, 2, 2, skip1<tag2<block<N, BN, 2, tag1<SUBNET>>>>>>;
 
-template <int N, template <typename> class BN, int stride, typename SUBNET>
-using block = BN<con<N, 3, 3, 1, 1, relu<BN<con<N, 3, 3, stride, stride, SUBNET>>>>>;
-
-template <template <typename> class BN>
+template <template <typename> class BN, template <long, long, long, int, int, typename> class CON = con>
 struct face_levels {
+    template <int N, template <typename> class B, int stride, typename SUBNET>
+    using block = B<CON<N, 3, 3, 1, 1, relu<B<CON<N, 3, 3, stride, stride, SUBNET>>>>>;
     template <int N, typename SUBNET> using res = relu<residual<block, N, BN, SUBNET>>;
     template <int N, typename SUBNET> using res_down = relu<residual_down<block, N, BN, SUBNET>>;
 
@@ -35,7 +38,7 @@ struct face_levels {
     template <typename SUBNET> using level4 = res<32, res<32, res<32, SUBNET>>>;
 
     // The net from the input up, one level at a time (dlib numbers its levels top-down).
-    using stem = max_pool<3, 3, 2, 2, relu<BN<con<32, 7, 7, 2, 2, input_rgb_image_sized<150>>>>>;
+    using stem = max_pool<3, 3, 2, 2, relu<BN<CON<32, 7, 7, 2, 2, input_rgb_image_sized<150>>>>>;
     using up_to_level4 = level4<stem>;
     using up_to_level3 = level3<up_to_level4>;
     using up_to_level2 = level2<up_to_level3>;
@@ -65,11 +68,16 @@ struct face_levels {
 template <template <typename> class BN>
 using face_net = typename face_levels<BN>::net;
 
+template <template <typename> class BN>
+using face_fast_net = typename face_levels<BN, fast_con>::net;
+
 // Level structure (identical for both instantiations).
 using face_net_levels = face_levels<bn_con>;
 
 using face_train_net = face_net<bn_con>;   // batch norm: what dnn_trainer trains
 using face_test_net = face_net<affine>;    // batch norm folded: what the shipped .dat holds
+using fast_train_net = face_fast_net<bn_con>;  // what the trainers run
+using fast_test_net = face_fast_net<affine>;
 
 constexpr long chip_size = 150;
 constexpr long descriptor_size = 128;

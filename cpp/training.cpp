@@ -159,7 +159,7 @@ public:
     }
 
     std::string training_net_bytes() override {
-        if constexpr (std::is_same_v<net_type, face_train_net>) {
+        if constexpr (!std::is_same_v<net_type, face_test_net>) {
             trainer_.get_net();
             face_train_net copy = net_;
             return serialize_net(copy);
@@ -185,6 +185,148 @@ private:
     train_options options_;
     batch_sampler sampler_;
     dlib::dnn_trainer<net_type> trainer_;
+    long step_ = 0;
+};
+
+// --------------------------------------------------------------------------------------------
+// The frozen-BN (affine) net, data-parallel: the batch is split over worker threads, each with its
+// own replica and a single-threaded BLAS (dlib's layers other than GEMMs run on one core, so one
+// dnn_trainer leaves the second core idle most of a step). loss_metric sees all embeddings of the
+// batch at once, so the loss and its gradient are exactly dnn_trainer's; with batch norm frozen the
+// parameter gradient is the sum of the replicas' gradients, and one dlib sgd update (same solver,
+// same learning-rate multipliers) is applied. Augmentation runs in the workers too, each sample
+// drawn from its own generator seeded per step, so results do not depend on the thread count.
+
+// What loss_metric_::compute_loss_value_and_gradient needs from the net below it.
+struct embedding_batch {
+    resizable_tensor output, gradient;
+    const tensor& get_output() const { return output; }
+    tensor& get_gradient_input() { return gradient; }
+    static unsigned int sample_expansion_factor() { return 1; }
+};
+
+class parallel_affine_trainer : public face_trainer {
+public:
+    parallel_affine_trainer(fast_test_net net, train_data data, const train_options& options)
+        : data_(std::move(data)), options_(options), sampler_(data_.labels, options), learning_rate_(options.learning_rate),
+          solvers_(fast_test_net::num_computational_layers, dlib::sgd(options.weight_decay, options.momentum)) {
+        const int k = options.first_trained_level;
+        set_multipliers(net, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1));
+        replicas_.assign(std::max(1, options.threads), net);
+        inputs_.resize(replicas_.size());
+        slices_.resize(replicas_.size());
+    }
+
+    double train(long steps) override {
+        set_blas_threads(replicas_.size() > 1 ? 1 : options_.threads);
+        double total = 0;
+        for (long s = 0; s < steps; ++s) total += one_step();
+        return steps > 0 ? total / steps : 0.0;
+    }
+
+    long step() const override { return step_; }
+    double learning_rate() const override { return learning_rate_; }
+    void set_learning_rate(double lr) override { learning_rate_ = lr; }
+    face_test_net testing_net() override { return face_test_net(replicas_.front()); }
+    std::string training_net_bytes() override { return std::string(); }
+
+    std::string checkpoint() override {
+        for (auto& r : replicas_) r.clean();
+        std::ostringstream out;
+        serialize(replicas_.front(), out);
+        serialize(solvers_, out);
+        serialize(sampler_.rnd(), out);
+        dlib::serialize(step_, out);
+        dlib::serialize(learning_rate_, out);
+        return out.str();
+    }
+
+    void restore(const std::string& bytes) override {
+        std::istringstream in(bytes);
+        fast_test_net net;
+        deserialize(net, in);
+        deserialize(solvers_, in);
+        deserialize(sampler_.rnd(), in);
+        dlib::deserialize(step_, in);
+        dlib::deserialize(learning_rate_, in);
+        replicas_.assign(replicas_.size(), net);
+    }
+
+    std::vector<std::pair<size_t, std::vector<float>>> parameters() override { return parameters_of(replicas_.front()); }
+
+private:
+    double one_step() {
+        std::vector<size_t> indices;
+        std::vector<unsigned long> labels;
+        sampler_.next(indices, labels);
+        const std::uint64_t step_seed = sampler_.rnd().get_random_64bit_number();
+        const long n = static_cast<long>(indices.size()), workers = static_cast<long>(replicas_.size());
+
+        // forward: each worker its slice of the batch
+        parallel_slices(n, workers, [&](long w, long begin, long end) {
+            slices_[w] = {begin, end};
+            std::vector<chip_type> batch;
+            for (long i = begin; i < end; ++i) {
+                if (!options_.augment) {
+                    batch.push_back(data_.chips[indices[i]]);
+                    continue;
+                }
+                dlib::rand rnd("pyfacedlib-augment-" + std::to_string(step_seed) + "-" + std::to_string(i));
+                batch.push_back(augmented(data_.chips[indices[i]], rnd));
+            }
+            replicas_[w].to_tensor(batch.begin(), batch.end(), inputs_[w]);
+            replicas_[w].subnet().forward(inputs_[w]);
+        });
+
+        // loss_metric over the whole batch
+        embedding_batch all;
+        all.output.set_size(n, descriptor_size);
+        all.gradient.set_size(n, descriptor_size);
+        for (long w = 0; w < workers; ++w) {
+            const tensor& out = replicas_[w].subnet().get_output();
+            std::memcpy(all.output.host() + slices_[w].first * descriptor_size, out.host(), out.size() * sizeof(float));
+        }
+        const double loss = loss_.compute_loss_value_and_gradient(all.output, labels.begin(), all);
+
+        // backward: each worker its slice of the gradient
+        parallel_slices(n, workers, [&](long w, long begin, long end) {
+            resizable_tensor gradient(end - begin, descriptor_size);
+            std::memcpy(gradient.host(), all.gradient.host() + begin * descriptor_size, gradient.size() * sizeof(float));
+            replicas_[w].subnet().back_propagate_error(inputs_[w], gradient);
+        });
+
+        // sum parameter gradients into replica 0, one sgd update, then share the new parameters
+        std::vector<std::vector<tensor*>> grads(workers);
+        for (long w = 0; w < workers; ++w)
+            visit_layer_parameter_gradients(replicas_[w], [&](size_t, tensor& t) { grads[w].push_back(&t); });
+        for (size_t g = 0; g < grads[0].size(); ++g)
+            for (long w = 1; w < workers; ++w)
+                if (grads[0][g]->size() != 0) tt::add(*grads[0][g], *grads[0][g], *grads[w][g]);
+        replicas_.front().subnet().update_parameters(make_sstack(solvers_), learning_rate_);
+        if (workers > 1) {
+            std::vector<tensor*> master;
+            visit_layer_parameters(replicas_.front(), [&](size_t, tensor& t) { master.push_back(&t); });
+            for (long w = 1; w < workers; ++w) {
+                size_t i = 0;
+                visit_layer_parameters(replicas_[w], [&](size_t, tensor& t) {
+                    if (t.size() != 0) std::memcpy(t.host(), master[i]->host(), t.size() * sizeof(float));
+                    ++i;
+                });
+            }
+        }
+        ++step_;
+        return loss;
+    }
+
+    train_data data_;
+    train_options options_;
+    batch_sampler sampler_;
+    double learning_rate_;
+    std::vector<dlib::sgd> solvers_;        // one per computational layer, as dnn_trainer keeps them
+    std::vector<fast_test_net> replicas_;   // replicas_[0] holds the model; the others follow it
+    std::vector<resizable_tensor> inputs_;
+    std::vector<std::pair<long, long>> slices_;
+    loss_metric_ loss_;
     long step_ = 0;
 };
 
@@ -300,8 +442,12 @@ std::unique_ptr<face_trainer> make_trainer(const std::string& base_bytes, const 
         throw std::invalid_argument("from_level must be in 0..6");
     if (options.first_trained_level == 6)  // head only: the trunk, batch norm included, is frozen
         return std::make_unique<head_trainer>(load_test_net(base_bytes, base_label), std::move(data), options);
-    if (train_bn_net)
+    if (train_bn_net && !options.fast_path)
         return std::make_unique<full_trainer<face_train_net>>(load_bn_net(base_bytes, base_label), std::move(data), options);
+    if (train_bn_net)
+        return std::make_unique<full_trainer<fast_train_net>>(fast_train_net(load_bn_net(base_bytes, base_label)), std::move(data), options);
+    if (options.fast_path)
+        return std::make_unique<parallel_affine_trainer>(fast_test_net(load_affine_net(base_bytes, base_label)), std::move(data), options);
     return std::make_unique<full_trainer<face_test_net>>(load_affine_net(base_bytes, base_label), std::move(data), options);
 }
 

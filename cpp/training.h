@@ -23,6 +23,9 @@ struct train_options {
     int head_feature_copies = 8;    // head fast path: augmented copies whose features are cached
     std::uint64_t seed = 0;
     int threads = 1;
+    // full-net runs: fast_con convolutions, and for frozen BN each batch split over `threads` net
+    // replicas (exact, faster); false = dlib's con_ in one dnn_trainer (the reference)
+    bool fast_path = true;
 };
 
 // A training set: chips and integer identity labels (every identity with >= 2 images).

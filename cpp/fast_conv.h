@@ -1,0 +1,78 @@
+// fast_con_: dlib's con_ with a faster CPU forward and backward, for the training nets.
+//
+// dlib's CPU convolution builds its im2col matrix one element at a time with a bounds check, one
+// sample at a time, and multiplies per sample; in a fine-tuning step that im2col/col2img work
+// costs more than the GEMMs. fast_con_ keeps con_'s parameters, settings and serialization (it
+// derives from con_, so files written from a net using it are ordinary con_ records that dlib
+// reads) and replaces only forward() and backward(): im2col/col2img copy whole runs of rows, and
+// several samples share one GEMM. Nets with con_ and fast_con_ convert into each other.
+#pragma once
+
+#include <dlib/dnn.h>
+
+#include <vector>
+
+namespace pfd {
+
+// Geometry of one convolution: NCHW input, filters (F, C, KH, KW), stride and padding.
+struct conv_shape {
+    long samples, channels, rows, cols;  // input
+    long filters, filter_rows, filter_cols, stride_y, stride_x, pad_y, pad_x;
+    long out_rows() const { return 1 + (rows + 2 * pad_y - filter_rows) / stride_y; }
+    long out_cols() const { return 1 + (cols + 2 * pad_x - filter_cols) / stride_x; }
+};
+
+// output (N, F, OH, OW) = conv(input) + bias (bias may be null).
+void fast_conv_forward(const conv_shape& s, const float* input, const float* filters, const float* bias, float* output,
+                       std::vector<float>& scratch);
+// data_gradient (N, C, H, W) += conv_transpose(gradient); filter_gradient (F, C, KH, KW) = sum over
+// samples (when non-null; assigned, not accumulated, like dlib's con_).
+void fast_conv_backward(const conv_shape& s, const float* input, const float* filters, const float* gradient,
+                        float* data_gradient, float* filter_gradient, std::vector<float>& scratch);
+
+template <long N, long NR, long NC, int SY, int SX, int PY = SY != 1 ? 0 : NR / 2, int PX = SX != 1 ? 0 : NC / 2>
+class fast_con_ : public dlib::con_<N, NR, NC, SY, SX, PY, PX> {
+    using base = dlib::con_<N, NR, NC, SY, SX, PY, PX>;
+
+public:
+    fast_con_() = default;
+    fast_con_(const base& other) : base(other) {}  // NOLINT: implicit, so dlib nets convert
+
+    template <typename SUBNET>
+    void forward(const SUBNET& sub, dlib::resizable_tensor& output) {
+        const conv_shape s = shape_of(sub.get_output());
+        output.set_size(s.samples, s.filters, s.out_rows(), s.out_cols());
+        const float* params = this->get_layer_params().host();
+        const long filter_size = s.filters * s.channels * s.filter_rows * s.filter_cols;
+        fast_conv_forward(s, sub.get_output().host(), params, this->bias_is_disabled() ? nullptr : params + filter_size,
+                          output.host(), scratch_);
+        if (!this->relu_is_disabled()) dlib::tt::relu(output, output);
+    }
+
+    template <typename SUBNET>
+    void backward(const dlib::tensor& gradient_input, SUBNET& sub, dlib::tensor& params_grad) {
+        const conv_shape s = shape_of(sub.get_output());
+        const bool learns = this->get_learning_rate_multiplier() != 0;
+        fast_conv_backward(s, sub.get_output().host(), this->get_layer_params().host(), gradient_input.host(),
+                           sub.get_gradient_input().host(), learns ? params_grad.host() : nullptr, scratch_);
+        if (learns && !this->bias_is_disabled()) {
+            const long filter_size = s.filters * s.channels * s.filter_rows * s.filter_cols;
+            dlib::alias_tensor bias_shape(1, s.filters);
+            auto b = bias_shape(params_grad, filter_size);
+            dlib::tt::assign_conv_bias_gradient(b, gradient_input);
+        }
+    }
+
+private:
+    conv_shape shape_of(const dlib::tensor& in) const {
+        return {in.num_samples(), in.k(), in.nr(), in.nc(), this->num_filters(), this->nr(), this->nc(),
+                this->stride_y(), this->stride_x(), this->padding_y(), this->padding_x()};
+    }
+
+    std::vector<float> scratch_;
+};
+
+template <long N, long NR, long NC, int SY, int SX, typename SUBNET>
+using fast_con = dlib::add_layer<fast_con_<N, NR, NC, SY, SX>, SUBNET>;
+
+}  // namespace pfd

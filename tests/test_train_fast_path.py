@@ -1,0 +1,88 @@
+"""The fast training path (fast_con convolutions; data-parallel replicas for frozen BN) against
+dlib's own con_ + dnn_trainer: the same step must give the same parameters."""
+import numpy as np
+import pytest
+
+import pyfacedlib as pfd
+from pyfacedlib import datasets
+from pyfacedlib._native import core
+
+
+@pytest.fixture(scope="module")
+def hard_johns(johns):
+    """The johns chips at 10 px: the shipped model no longer separates them, so the loss is non-zero."""
+    chips, labels = johns
+    names = sorted(set(labels))
+    return datasets.degrade(chips, "lowres:10"), [names.index(n) for n in labels]
+
+
+def _trainer(base, train_bn, chips, labels, threads, fast, augment=False, strategy="all", level=0):
+    return core.FaceTrainer(base, train_bn, chips, labels, strategy, level, 1e-3, 5, 5, augment, 1, 0, threads, fast)
+
+
+def _assert_same_parameters(a, b, start, rtol=1e-3):
+    start, a, b = dict(start), dict(a), dict(b)
+    moved = 0
+    for index, before in start.items():
+        if before.size == 0:
+            continue
+        step_a, step_b = a[index] - before, b[index] - before
+        scale = max(np.abs(step_a).max(), 1e-12)
+        assert np.abs(step_a - step_b).max() <= rtol * scale + 1e-9, f"layer {index}"
+        moved += scale > 1e-12
+    return moved
+
+
+@pytest.mark.parametrize("threads", [1, 2])
+def test_frozen_bn_step_matches_dnn_trainer(hard_johns, threads):
+    chips, labels = hard_johns
+    base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    reference, fast = _trainer(base, False, chips, labels, 2, False), _trainer(base, False, chips, labels, threads, True)
+    start = fast.parameters()
+    loss_ref, loss_fast = reference.train(1), fast.train(1)
+    assert loss_ref > 0.01 and loss_fast == pytest.approx(loss_ref, rel=1e-5)
+    moved = _assert_same_parameters(reference.parameters(), fast.parameters(), start)
+    assert moved == 30  # 29 convolutions + the fc head all learned
+
+
+def test_calibrated_bn_step_matches_dnn_trainer(hard_johns, tmp_path):
+    chips, labels = hard_johns
+    bn = tmp_path / "bn.dat"
+    pfd.convert_affine_to_bn(pfd.models.path("dlib_face_recognition_resnet_model_v1"), bn, calibration=chips)
+    reference, fast = _trainer(str(bn), True, chips, labels, 2, False), _trainer(str(bn), True, chips, labels, 2, True)
+    start = fast.parameters()
+    assert fast.train(1) == pytest.approx(reference.train(1), rel=1e-5)
+    _assert_same_parameters(reference.parameters(), fast.parameters(), start)
+    # the trained bn net serializes as plain con_ records: it loads as dlib's own bn net, and folding
+    # it gives the trainer's own affine export
+    (tmp_path / "trained_bn.dat").write_bytes(fast.bn_bytes())
+    (tmp_path / "trained_affine.dat").write_bytes(fast.affine_bytes())
+    assert core.net_kind(str(tmp_path / "trained_bn.dat")) == "bn"
+    pfd.convert_bn_to_affine(tmp_path / "trained_bn.dat", tmp_path / "folded.dat")
+    a = pfd.FaceEmbedder(tmp_path / "folded.dat").embed_chips(chips[:5])
+    b = pfd.FaceEmbedder(tmp_path / "trained_affine.dat").embed_chips(chips[:5])
+    assert np.abs(a - b).max() <= 1e-5
+
+
+def test_data_parallel_results_do_not_depend_on_threads(hard_johns):
+    chips, labels = hard_johns
+    base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    one = _trainer(base, False, chips, labels, 1, True, augment=True, strategy="from_level:2", level=2)
+    two = _trainer(base, False, chips, labels, 2, True, augment=True, strategy="from_level:2", level=2)
+    start = one.parameters()
+    assert one.train(3) == pytest.approx(two.train(3), rel=1e-5)
+    _assert_same_parameters(one.parameters(), two.parameters(), start)
+
+
+def test_fast_path_checkpoint_round_trip(hard_johns):
+    chips, labels = hard_johns
+    base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    a = _trainer(base, False, chips, labels, 2, True)
+    a.train(2)
+    state = a.checkpoint()
+    b = _trainer(base, False, chips, labels, 2, True)
+    b.restore(state)
+    assert b.step == 2
+    a.train(1), b.train(1)
+    pa, pb = dict(a.parameters()), dict(b.parameters())
+    assert pa.keys() == pb.keys() and all(np.array_equal(pa[i], pb[i]) for i in pa)
