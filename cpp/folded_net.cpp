@@ -113,10 +113,13 @@ void add_tensors(const float* a, const shape& sa, const float* b, const shape& s
                 float* dst = out + ((n * os.h + y) * os.w + x) * os.c;
                 const float* pa = at(a, sa, n, y, x);
                 const float* pb = at(b, sb, n, y, x);
-                for (long c = 0; c < os.c; ++c) {
-                    float v = (pa && c < sa.c ? pa[c] : 0.0f) + (pb && c < sb.c ? pb[c] : 0.0f);
-                    dst[c] = relu ? std::max(v, 0.0f) : v;
-                }
+                const long ca = pa ? sa.c : 0, cb = pb ? sb.c : 0, common = std::min(ca, cb);
+                for (long c = 0; c < common; ++c) dst[c] = pa[c] + pb[c];
+                for (long c = common; c < ca; ++c) dst[c] = pa[c];
+                for (long c = common; c < cb; ++c) dst[c] = pb[c];
+                std::fill(dst + std::max(ca, cb), dst + os.c, 0.0f);
+                if (relu)
+                    for (long c = 0; c < os.c; ++c) dst[c] = std::max(dst[c], 0.0f);
             }
 }
 
