@@ -11,28 +11,12 @@ process) with them unset, so OpenBLAS picks its kernel for the real CPU.
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import time
-from pathlib import Path
 
 import numpy as np
+from _common import blas_env, johns_chips, run_twice
 
-BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 GEMM_SHAPE = (2048, 1024, 2304)  # m, n, k: a large conv-like GEMM, the machine's practical peak
-
-
-def load_chips(count: int) -> np.ndarray:
-    import pyfacedlib as pfd
-
-    root = Path(os.environ.get("PYFACEDLIB_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
-    files = sorted(p for p in (root / "dlib-johns").glob("*/*") if p.suffix.lower() in (".jpg", ".png"))
-    if not files:
-        sys.exit(f"dlib-johns chips not found under {root} (set PYFACEDLIB_DATA)")
-    chips = np.stack([pfd.load_image(p) for p in files])
-    return chips[np.arange(count) % len(chips)]
 
 
 def best_seconds(fn, repeats: int) -> float:
@@ -51,12 +35,13 @@ def measure(faces: int, repeats: int, threads: int | None) -> dict:
     import pyfacedlib as pfd
     from pyfacedlib import _core
 
-    chips = load_chips(faces)
+    johns, _ = johns_chips()
+    chips = johns[np.arange(faces) % len(johns)]
     folded = pfd.FaceEmbedder(threads=threads, backend="folded")
     reference_path = pfd.FaceEmbedder(threads=threads, backend="dlib")
     gflop_per_face = 2 * folded._core.multiply_adds_per_face / 1e9
     result = {
-        "openblas_env": {k: os.environ.get(k) for k in BLAS_VARS},
+        "openblas_env": blas_env(),
         "blas_core": pfd.build_info().get("blas_core"),
         "threads": folded.threads,
         "faces": faces,
@@ -99,17 +84,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    result = measure(args.faces, args.repeats, args.threads)
-    if args.child:
-        print(json.dumps(result))
-        return
-    report(result, "machine settings as they are")
-    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
-    command = [sys.executable, __file__, "--child", "--faces", str(args.faces), "--repeats", str(args.repeats)]
-    if args.threads:
-        command += ["--threads", str(args.threads)]
-    child = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-    report(json.loads(child.stdout.strip().splitlines()[-1]), "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset")
+    child_args = ["--faces", str(args.faces), "--repeats", str(args.repeats)] + (["--threads", str(args.threads)] if args.threads else [])
+    run_twice(__file__, args.child, lambda: measure(args.faces, args.repeats, args.threads), report, child_args)
 
 
 if __name__ == "__main__":

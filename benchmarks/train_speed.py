@@ -12,30 +12,19 @@ and ratios; runs once with the machine's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as
 from __future__ import annotations
 
 import argparse
-import json
-import os
-import subprocess
-import sys
 import tempfile
 import time
 from pathlib import Path
 
-import numpy as np
-
-BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+from _common import blas_env, johns_chips, run_twice
 
 
 def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
     import pyfacedlib as pfd
     from pyfacedlib._native import core
 
-    root = Path(os.environ.get("PYFACEDLIB_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
-    files = sorted(p for p in (root / "dlib-johns").glob("*/*") if p.suffix.lower() in (".jpg", ".png"))
-    if not files:
-        sys.exit(f"dlib-johns chips not found under {root} (set PYFACEDLIB_DATA)")
-    chips = pfd.datasets.degrade(np.stack([pfd.load_image(p) for p in files]), "lowres:10")
-    names = sorted({p.parent.name for p in files})
-    labels = [names.index(p.parent.name) for p in files]
+    johns, labels = johns_chips()
+    chips = pfd.datasets.degrade(johns, "lowres:10")
     shipped = pfd.models.path("dlib_face_recognition_resnet_model_v1")
     threads = threads or pfd.embedder.default_threads()
 
@@ -50,7 +39,7 @@ def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
         t.parameters()  # waits for dnn_trainer's thread to finish queued steps
         return (time.perf_counter() - start) / steps
 
-    result = {"openblas_env": {k: os.environ.get(k) for k in BLAS_VARS},
+    result = {"openblas_env": blas_env(),
               "blas_core": pfd.build_info().get("blas_core"), "threads": threads}
     start = time.perf_counter()
     head = trainer(shipped, False, "head", 6)
@@ -86,17 +75,9 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    result = measure(args.head_steps, args.full_steps, args.threads)
-    if args.child:
-        print(json.dumps(result))
-        return
-    report(result, "machine settings as they are")
-    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
-    command = [sys.executable, __file__, "--child", "--head-steps", str(args.head_steps), "--full-steps", str(args.full_steps)]
-    if args.threads:
-        command += ["--threads", str(args.threads)]
-    child = subprocess.run(command, env=env, capture_output=True, text=True, check=True)
-    report(json.loads(child.stdout.strip().splitlines()[-1]), "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset")
+    child_args = ["--head-steps", str(args.head_steps), "--full-steps", str(args.full_steps)] + (
+        ["--threads", str(args.threads)] if args.threads else [])
+    run_twice(__file__, args.child, lambda: measure(args.head_steps, args.full_steps, args.threads), report, child_args)
 
 
 if __name__ == "__main__":

@@ -65,20 +65,29 @@ void im2col_rows(const conv_shape& s, long first, long count, const float* in_co
             }
 }
 
-long group_size(const conv_shape& s) {
-    const long per_sample = s.channels * s.filter_rows * s.filter_cols * s.out_rows() * s.out_cols();
-    return std::clamp<long>(group_budget / std::max<long>(1, per_sample), 1, std::max<long>(1, s.samples));
-}
+// Sizes of one pass and its scratch: im2col columns (K x group*plane) and a (F x group*plane) matrix.
+struct conv_work {
+    long k, plane, group;
+    float* cols;
+    float* matrix;
+
+    conv_work(const conv_shape& s, std::vector<float>& scratch)
+        : k(s.channels * s.filter_rows * s.filter_cols), plane(s.out_rows() * s.out_cols()),
+          group(std::clamp<long>(group_budget / std::max<long>(1, k * plane), 1, std::max<long>(1, s.samples))) {
+        scratch.resize((k + s.filters) * group * plane);
+        cols = scratch.data();
+        matrix = cols + k * group * plane;
+    }
+};
 
 }  // namespace
 
 void fast_conv_forward(const conv_shape& s, const float* input, const float* filters, const float* bias, float* output,
                        std::vector<float>& scratch) {
-    const long k = s.channels * s.filter_rows * s.filter_cols, plane = s.out_rows() * s.out_cols();
-    const long group = group_size(s);
-    scratch.resize((k + s.filters) * group * plane);
-    float* cols = scratch.data();
-    float* product = cols + k * group * plane;
+    const conv_work w(s, scratch);
+    const long k = w.k, plane = w.plane, group = w.group;
+    float* cols = w.cols;
+    float* product = w.matrix;
     for (long first = 0; first < s.samples; first += group) {
         const long count = std::min(group, s.samples - first), m = count * plane;
         im2col_rows<false>(s, first, count, input, nullptr, cols);
@@ -95,11 +104,10 @@ void fast_conv_forward(const conv_shape& s, const float* input, const float* fil
 
 void fast_conv_backward(const conv_shape& s, const float* input, const float* filters, const float* gradient,
                         float* data_gradient, float* filter_gradient, std::vector<float>& scratch) {
-    const long k = s.channels * s.filter_rows * s.filter_cols, plane = s.out_rows() * s.out_cols();
-    const long group = group_size(s);
-    scratch.resize((k + s.filters) * group * plane);
-    float* cols = scratch.data();
-    float* dy = cols + k * group * plane;
+    const conv_work w(s, scratch);
+    const long k = w.k, plane = w.plane, group = w.group;
+    float* cols = w.cols;
+    float* dy = w.matrix;
     for (long first = 0; first < s.samples; first += group) {
         const long count = std::min(group, s.samples - first), m = count * plane;
         for (long g = 0; g < count; ++g)

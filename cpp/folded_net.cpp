@@ -138,6 +138,19 @@ struct folded_net_builder {
 
     op* last() { return net.ops_.empty() ? nullptr : &net.ops_.back(); }
 
+    // window, stride and padding of a convolution or pooling layer
+    template <typename LAYER>
+    static op windowed(kind k, const LAYER& l) {
+        op o{k};
+        o.window_y = l.nr();
+        o.window_x = l.nc();
+        o.stride_y = l.stride_y();
+        o.stride_x = l.stride_x();
+        o.pad_y = l.padding_y();
+        o.pad_x = l.padding_x();
+        return o;
+    }
+
     void operator()(size_t, input_rgb_image_sized<chip_size>& input) {
         net.avg_red_ = input.get_avg_red();
         net.avg_green_ = input.get_avg_green();
@@ -173,15 +186,9 @@ struct folded_net_builder {
         const long filters = c.num_filters(), per_filter = c.nr() * c.nc();
         const long weight_count = params.size() - (c.bias_is_disabled() ? 0 : filters);
         const long in = weight_count / (filters * per_filter);
-        op o{kind::conv};
+        op o = windowed(kind::conv, c);
         o.in_channels = in;
         o.out_channels = filters;
-        o.window_y = c.nr();
-        o.window_x = c.nc();
-        o.stride_y = c.stride_y();
-        o.stride_x = c.stride_x();
-        o.pad_y = c.padding_y();
-        o.pad_x = c.padding_x();
         o.weights.resize(weight_count);
         o.bias.assign(filters, 0.0f);
         const float* w = params.host();  // dlib layout: [filter][channel][ky][kx]
@@ -244,14 +251,7 @@ struct folded_net_builder {
     template <typename POOL>
     void add_pool(kind k, const POOL& p) {
         if (p.nr() == 0 || p.nc() == 0) unsupported("global max pooling");
-        op o{k};
-        o.window_y = p.nr();
-        o.window_x = p.nc();
-        o.stride_y = p.stride_y();
-        o.stride_x = p.stride_x();
-        o.pad_y = p.padding_y();
-        o.pad_x = p.padding_x();
-        net.ops_.push_back(std::move(o));
+        net.ops_.push_back(windowed(k, p));
     }
 
     template <template <typename> class TAG>

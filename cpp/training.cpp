@@ -114,34 +114,23 @@ std::vector<std::pair<size_t, std::vector<float>>> parameters_of(net_type& net) 
 }
 
 // --------------------------------------------------------------------------------------------
-// The whole net through dnn_trainer (lower levels frozen by learning-rate multipliers).
+// Runs driven by one dlib dnn_trainer: the step loop (batches from the sampler, one sample per
+// index from make_sample), counters, learning rate and trainer state. The schedule lives in Python,
+// so dnn_trainer's own learning-rate shrinking is switched off.
 
-template <typename net_type>
-class full_trainer : public face_trainer {
+template <typename net_type, typename sample_type>
+class dnn_trainer_run : public face_trainer {
 public:
-    full_trainer(net_type net, train_data data, const train_options& options)
-        : net_(std::move(net)), data_(std::move(data)), options_(options), sampler_(data_.labels, options),
-          trainer_(net_, dlib::sgd(options.weight_decay, options.momentum)) {
-        trainer_.be_quiet();
-        trainer_.set_learning_rate(options.learning_rate);
-        trainer_.set_iterations_without_progress_threshold(1000000000);  // the schedule lives in Python
-        trainer_.set_test_iterations_without_progress_threshold(1000000000);
-        // levels below first_trained_level are frozen: every layer at or below the top of level k-1
-        const int k = options.first_trained_level;
-        set_multipliers(net_, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1));
-    }
-
     double train(long steps) override {
         set_blas_threads(options_.threads);
         trainer_.clear_average_loss();
         std::vector<size_t> indices;
         std::vector<unsigned long> labels;
-        std::vector<chip_type> batch;
+        std::vector<sample_type> batch;
         for (long s = 0; s < steps; ++s) {
             sampler_.next(indices, labels);
             batch.clear();
-            for (size_t i : indices)
-                batch.push_back(options_.augment ? augmented(data_.chips[i], sampler_.rnd()) : data_.chips[i]);
+            for (size_t i : indices) batch.push_back(make_sample(i));
             // dnn_trainer computes in its own thread; the next batch is prepared meanwhile.
             trainer_.train_one_step(batch, labels);
             ++step_;
@@ -153,39 +142,67 @@ public:
     double learning_rate() const override { return trainer_.get_learning_rate(); }
     void set_learning_rate(double lr) override { trainer_.set_learning_rate(lr); }
 
-    face_test_net testing_net() override {
-        trainer_.get_net();  // waits for the training thread
-        return face_test_net(net_);
+    std::string checkpoint() override {
+        trained_net().clean();  // drop cached activations/gradients (10x smaller); the next step reallocates them
+        return save_state(trainer_, sampler_.rnd(), step_);
     }
+    void restore(const std::string& bytes) override { load_state(bytes, trainer_, sampler_.rnd(), step_); }
+
+protected:
+    dnn_trainer_run(net_type net, const std::vector<unsigned long>& labels, const train_options& options)
+        : options_(options), sampler_(labels, options), net_(std::move(net)),
+          trainer_(net_, dlib::sgd(options.weight_decay, options.momentum)) {
+        trainer_.be_quiet();
+        trainer_.set_learning_rate(options.learning_rate);
+        trainer_.set_iterations_without_progress_threshold(1000000000);
+        trainer_.set_test_iterations_without_progress_threshold(1000000000);
+    }
+
+    virtual sample_type make_sample(size_t index) = 0;
+
+    net_type& trained_net() {
+        trainer_.get_net();  // waits for the training thread
+        return net_;
+    }
+
+    train_options options_;
+    batch_sampler sampler_;
+    net_type net_;
+    dlib::dnn_trainer<net_type> trainer_;
+    long step_ = 0;
+};
+
+// The whole net through dnn_trainer (lower levels frozen by learning-rate multipliers).
+template <typename net_type>
+class full_trainer : public dnn_trainer_run<net_type, chip_type> {
+    using base = dnn_trainer_run<net_type, chip_type>;
+
+public:
+    full_trainer(net_type net, train_data data, const train_options& options)
+        : base(std::move(net), data.labels, options), data_(std::move(data)) {
+        // levels below first_trained_level are frozen: every layer at or below the top of level k-1
+        const int k = options.first_trained_level;
+        set_multipliers(this->net_, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1));
+    }
+
+    face_test_net testing_net() override { return face_test_net(this->trained_net()); }
 
     std::string training_net_bytes() override {
         if constexpr (!std::is_same_v<net_type, face_test_net>) {
-            trainer_.get_net();
-            face_train_net copy = net_;
+            face_train_net copy = this->trained_net();
             return serialize_net(copy);
         }
         return std::string();
     }
 
-    std::string checkpoint() override {
-        trainer_.get_net();
-        net_.clean();  // drop cached activations/gradients (10x smaller); the next step reallocates them
-        return save_state(trainer_, sampler_.rnd(), step_);
-    }
-    void restore(const std::string& bytes) override { load_state(bytes, trainer_, sampler_.rnd(), step_); }
-
-    std::vector<std::pair<size_t, std::vector<float>>> parameters() override {
-        trainer_.get_net();
-        return parameters_of(net_);
-    }
+    std::vector<std::pair<size_t, std::vector<float>>> parameters() override { return parameters_of(this->trained_net()); }
 
 private:
-    net_type net_;
+    chip_type make_sample(size_t i) override {
+        return this->options_.augment ? augmented(data_.chips[i], this->sampler_.rnd()) : data_.chips[i];
+    }
+
     train_data data_;
-    train_options options_;
-    batch_sampler sampler_;
-    dlib::dnn_trainer<net_type> trainer_;
-    long step_ = 0;
 };
 
 // --------------------------------------------------------------------------------------------
@@ -337,53 +354,26 @@ private:
 using feature_type = matrix<float, 0, 1>;
 using head_net = loss_metric<fc_no_bias<128, input<feature_type>>>;
 
-class head_trainer : public face_trainer {
+class head_trainer : public dnn_trainer_run<head_net, feature_type> {
+    using base = dnn_trainer_run<head_net, feature_type>;
+
 public:
-    head_trainer(face_test_net base, train_data data, const train_options& options)
-        : base_(std::move(base)), options_(options), labels_(data.labels), sampler_(data.labels, options),
-          trainer_(head_, dlib::sgd(options.weight_decay, options.momentum)) {
+    head_trainer(face_test_net trunk, train_data data, const train_options& options)
+        : base(head_net(), data.labels, options), trunk_(std::move(trunk)), images_(data.labels.size()) {
         compute_features(data.chips);
         feature_type probe(256);
         probe = 0;
-        head_(probe);  // set up, then start from the base net's fc weights
-        copy_fc(layer<1>(base_).layer_details(), layer<1>(head_).layer_details());
-        trainer_.be_quiet();
-        trainer_.set_learning_rate(options.learning_rate);
-        trainer_.set_iterations_without_progress_threshold(1000000000);
-        trainer_.set_test_iterations_without_progress_threshold(1000000000);
+        net_(probe);  // set up, then start from the base net's fc weights
+        copy_fc(layer<1>(trunk_).layer_details(), layer<1>(net_).layer_details());
     }
-
-    double train(long steps) override {
-        trainer_.clear_average_loss();
-        std::vector<size_t> indices;
-        std::vector<unsigned long> labels;
-        std::vector<feature_type> batch;
-        const size_t copies = features_.size() / labels_.size();
-        for (long s = 0; s < steps; ++s) {
-            sampler_.next(indices, labels);
-            batch.clear();
-            for (size_t i : indices) batch.push_back(features_[i * copies + sampler_.rnd().get_random_32bit_number() % copies]);
-            trainer_.train_one_step(batch, labels);
-            ++step_;
-        }
-        return trainer_.get_average_loss();
-    }
-
-    long step() const override { return step_; }
-    double learning_rate() const override { return trainer_.get_learning_rate(); }
-    void set_learning_rate(double lr) override { trainer_.set_learning_rate(lr); }
 
     face_test_net testing_net() override {
-        trainer_.get_net();
-        face_test_net out = base_;
-        copy_fc(layer<1>(head_).layer_details(), layer<1>(out).layer_details());
+        face_test_net out = trunk_;
+        copy_fc(layer<1>(trained_net()).layer_details(), layer<1>(out).layer_details());
         return out;
     }
 
     std::string training_net_bytes() override { return std::string(); }
-
-    std::string checkpoint() override { return save_state(trainer_, sampler_.rnd(), step_); }
-    void restore(const std::string& bytes) override { load_state(bytes, trainer_, sampler_.rnd(), step_); }
 
     std::vector<std::pair<size_t, std::vector<float>>> parameters() override {
         auto net = testing_net();
@@ -409,7 +399,7 @@ private:
         // the trunk = everything below the fc layer: layer<2> is avg_pool_everything's output
         const int workers = std::max(1, options_.threads);
         set_blas_threads(1);
-        std::vector<face_test_net> nets(workers, base_);
+        std::vector<face_test_net> nets(workers, trunk_);
         features_.assign(views.size(), feature_type());
         parallel_slices(static_cast<long>(views.size()), workers, [&](long w, long begin, long end) {
             resizable_tensor x;
@@ -423,14 +413,14 @@ private:
         });
     }
 
-    face_test_net base_;
-    train_options options_;
-    std::vector<unsigned long> labels_;
+    feature_type make_sample(size_t i) override {
+        const size_t copies = features_.size() / images_;
+        return features_[i * copies + sampler_.rnd().get_random_32bit_number() % copies];
+    }
+
+    face_test_net trunk_;
+    size_t images_;
     std::vector<feature_type> features_;  // copies per image, image-major
-    batch_sampler sampler_;
-    head_net head_;
-    dlib::dnn_trainer<head_net> trainer_;
-    long step_ = 0;
 };
 
 }  // namespace

@@ -1,0 +1,46 @@
+"""Shared by the speed benchmarks: the dlib-johns chips, and running a measurement twice — with the
+machine's OpenBLAS settings as they are, and in a child process with them unset."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Callable
+
+import numpy as np
+
+BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
+
+
+def johns_chips() -> tuple[np.ndarray, list[int]]:
+    """The 55 dlib-johns chips and their identity indices (exits with a message when absent)."""
+    import pyfacedlib as pfd
+
+    root = Path(os.environ.get("PYFACEDLIB_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    files = sorted(p for p in (root / "dlib-johns").glob("*/*") if p.suffix.lower() in (".jpg", ".png"))
+    if not files:
+        sys.exit(f"dlib-johns chips not found under {root} (set PYFACEDLIB_DATA)")
+    names = sorted({p.parent.name for p in files})
+    return np.stack([pfd.load_image(p) for p in files]), [names.index(p.parent.name) for p in files]
+
+
+def blas_env() -> dict:
+    """The OpenBLAS variables as this process sees them."""
+    return {k: os.environ.get(k) for k in BLAS_VARS}
+
+
+def run_twice(script: str, child: bool, measure: Callable[[], dict], report: Callable[[dict, str], None],
+              child_args: list[str]) -> None:
+    """Measures here (machine settings) and in a child process of `script` with BLAS_VARS unset;
+    in the child (child=True) prints the measurement as JSON instead."""
+    result = measure()
+    if child:
+        print(json.dumps(result))
+        return
+    report(result, "machine settings as they are")
+    env = {k: v for k, v in os.environ.items() if k not in BLAS_VARS}
+    done = subprocess.run([sys.executable, script, "--child", *child_args], env=env, capture_output=True, text=True,
+                          check=True)
+    report(json.loads(done.stdout.strip().splitlines()[-1]), "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset")
