@@ -147,6 +147,8 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
         curves[name] = (result.roc_far, result.roc_tar)
         report["models"][name] = {
             "model": embedder.model_path,
+            "backend": embedder.backend,
+            "threads": embedder.threads,
             **result.to_dict(),
             "detection_failures": detection["missed_by_detector"],
             "seconds": round(time.perf_counter() - t, 1),
