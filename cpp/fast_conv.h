@@ -72,7 +72,12 @@ private:
     std::vector<float> scratch_;
 };
 
+#ifdef DLIB_USE_CUDA  // cuDNN's convolutions are the fast ones there
+template <long N, long NR, long NC, int SY, int SX, typename SUBNET>
+using fast_con = dlib::con<N, NR, NC, SY, SX, SUBNET>;
+#else
 template <long N, long NR, long NC, int SY, int SX, typename SUBNET>
 using fast_con = dlib::add_layer<fast_con_<N, NR, NC, SY, SX>, SUBNET>;
+#endif
 
 }  // namespace pfd

@@ -436,8 +436,10 @@ std::unique_ptr<face_trainer> make_trainer(const std::string& base_bytes, const 
         return std::make_unique<full_trainer<face_train_net>>(load_bn_net(base_bytes, base_label), std::move(data), options);
     if (train_bn_net)
         return std::make_unique<full_trainer<fast_train_net>>(fast_train_net(load_bn_net(base_bytes, base_label)), std::move(data), options);
+#ifndef DLIB_USE_CUDA  // CPU replicas; with CUDA one dnn_trainer feeds the GPU
     if (options.fast_path)
         return std::make_unique<parallel_affine_trainer>(fast_test_net(load_affine_net(base_bytes, base_label)), std::move(data), options);
+#endif
     return std::make_unique<full_trainer<face_test_net>>(load_affine_net(base_bytes, base_label), std::move(data), options);
 }
 
