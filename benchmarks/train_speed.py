@@ -5,8 +5,9 @@ con_ + dnn_trainer (the reference), for the frozen-BN (affine) and the calibrate
     python benchmarks/train_speed.py [--head-steps 2000] [--full-steps 6] [--threads N]
 
 Mini-batches of 5 identities x 5 dlib-johns chips degraded to 10 px (so the loss, and every
-gradient, is non-zero), no augmentation, so every step does the same work. Prints ms per step
-and ratios; runs once with the machine's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as they are and once
+gradient, is non-zero), no augmentation, so every step does the same work. Prints ms per step,
+ratios, and for full-net steps GFLOP/s (a step of strategy "all" costs 3x the forward pass:
+forward, data gradient, filter gradient) as a % of the float32 GEMM peak measured in the same run; runs once with the machine's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as they are and once
 (in a child process) with them unset.
 """
 from __future__ import annotations
@@ -39,8 +40,11 @@ def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
         t.parameters()  # waits for dnn_trainer's thread to finish queued steps
         return (time.perf_counter() - start) / steps
 
-    result = {"openblas_env": blas_env(),
-              "blas_core": pfd.build_info().get("blas_core"), "threads": threads}
+    from pyfacedlib import _core
+
+    result = {"openblas_env": blas_env(), "blas_core": pfd.build_info().get("blas_core"), "threads": threads,
+              "gemm_peak_gflops": _core.sgemm_gflops(2048, 1024, 2304, threads, 5),
+              "step_gflop": 3 * 2 * pfd.FaceEmbedder()._core.multiply_adds_per_face * 25 / 1e9}
     start = time.perf_counter()
     head = trainer(shipped, False, "head", 6)
     result["head_feature_caching_s"] = time.perf_counter() - start
@@ -58,12 +62,17 @@ def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
 def report(r: dict, label: str) -> None:
     print(f"--- {label}: OPENBLAS env {r['openblas_env']}, OpenBLAS kernel {r['blas_core']}, "
           f"{r['threads']} threads, 25 faces per step")
+    def rate(ms: float) -> str:
+        gflops = r["step_gflop"] / (ms / 1000)
+        return f"{gflops:6.1f} GFLOP/s, {100 * gflops / r['gemm_peak_gflops']:4.1f}% of peak"
+
+    print(f"  float32 GEMM peak {r['gemm_peak_gflops']:.1f} GFLOP/s; a full-net step = {r['step_gflop']:.1f} GFLOP")
     print(f"  head fast path (cached features)      {r['head_ms']:9.3f} ms/step  (caching once: {r['head_feature_caching_s']:.1f} s)")
-    print(f"  full net, frozen BN: pyfacedlib       {r['affine_fast_ms']:9.1f} ms/step")
-    print(f"  full net, frozen BN: dlib dnn_trainer {r['affine_dlib_ms']:9.1f} ms/step   "
+    print(f"  full net, frozen BN: pyfacedlib       {r['affine_fast_ms']:9.1f} ms/step   ({rate(r['affine_fast_ms'])})")
+    print(f"  full net, frozen BN: dlib dnn_trainer {r['affine_dlib_ms']:9.1f} ms/step   ({rate(r['affine_dlib_ms'])})  "
           f"-> {r['affine_dlib_ms'] / r['affine_fast_ms']:.2f}x")
-    print(f"  full net, bn_con:    pyfacedlib       {r['bn_fast_ms']:9.1f} ms/step")
-    print(f"  full net, bn_con:    dlib dnn_trainer {r['bn_dlib_ms']:9.1f} ms/step   "
+    print(f"  full net, bn_con:    pyfacedlib       {r['bn_fast_ms']:9.1f} ms/step   ({rate(r['bn_fast_ms'])})")
+    print(f"  full net, bn_con:    dlib dnn_trainer {r['bn_dlib_ms']:9.1f} ms/step   ({rate(r['bn_dlib_ms'])})  "
           f"-> {r['bn_dlib_ms'] / r['bn_fast_ms']:.2f}x")
     print(f"  head vs full frozen-BN step: {r['affine_fast_ms'] / r['head_ms']:,.0f}x")
 
