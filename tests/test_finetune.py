@@ -129,9 +129,13 @@ def test_bad_training_sets(tmp_path, johns_dir, lfw_dir):
         pfd.finetune(mixed, tmp_path / "o4", bn="warm", progress=False)
 
 
-def test_finetuned_model_is_a_dlib_drop_in(tmp_path, johns, dlib_bin):
+@pytest.mark.parametrize("strategy, steps", [("head", 50), ("all", 4)])  # "all": the fast_con, data-parallel path
+def test_finetuned_model_is_a_dlib_drop_in(tmp_path, johns, dlib_bin, strategy, steps):
     chips, labels = johns
-    result = pfd.finetune((chips, labels), tmp_path, strategy="head", steps=50, progress=False)
+    chips = datasets.degrade(chips, "lowres:10")  # a non-zero loss, so the weights really move
+    result = pfd.finetune((chips, labels), tmp_path, strategy=strategy, steps=steps, val_every=2, progress=False)
+    shipped = pfd.FaceEmbedder().embed_chips(chips[:8])
     theirs = np.array(dlib_bin.face_recognition_model_v1(result.affine_model).compute_face_descriptor(list(chips[:8])))
     ours = pfd.FaceEmbedder(result.affine_model).embed_chips(chips[:8])
     assert np.abs(ours - theirs).max() <= 1e-5
+    assert result.best_step > 0 and np.abs(ours - shipped).max() > 1e-4  # a trained model, not the shipped one
