@@ -86,8 +86,7 @@ void fast_conv_forward(const conv_shape& s, const float* input, const float* fil
                        std::vector<float>& scratch) {
     const conv_work w(s, scratch);
     const long k = w.k, plane = w.plane, group = w.group;
-    float* cols = w.cols;
-    float* product = w.matrix;
+    float *cols = w.cols, *product = w.matrix;
     for (long first = 0; first < s.samples; first += group) {
         const long count = std::min(group, s.samples - first), m = count * plane;
         im2col_rows<false>(s, first, count, input, nullptr, cols);
@@ -106,8 +105,7 @@ void fast_conv_backward(const conv_shape& s, const float* input, const float* fi
                         float* data_gradient, float* filter_gradient, std::vector<float>& scratch) {
     const conv_work w(s, scratch);
     const long k = w.k, plane = w.plane, group = w.group;
-    float* cols = w.cols;
-    float* dy = w.matrix;
+    float *cols = w.cols, *dy = w.matrix;
     for (long first = 0; first < s.samples; first += group) {
         const long count = std::min(group, s.samples - first), m = count * plane;
         for (long g = 0; g < count; ++g)

@@ -68,13 +68,8 @@ void face_embedder::set_backend(const std::string& backend) {
 void face_embedder::set_threads(int threads) {
     std::lock_guard<std::mutex> lock(mutex_);
     threads_ = std::max(1, threads);
-#ifdef DLIB_USE_CUDA
-    const int workers = 1;  // one GPU stream is fed by one net
-#else
-    const int workers = threads_;
-#endif
-    while (static_cast<int>(replicas_.size()) < workers) replicas_.push_back(replicas_.front());
-    replicas_.resize(workers);
+    // dlib-net replicas are made when the dlib forward pass first needs them (the folded pass does not)
+    replicas_.resize(std::min<size_t>(replicas_.size(), threads_));
     workspaces_.resize(threads_);
 }
 
@@ -94,7 +89,13 @@ void face_embedder::forward(const std::vector<chip_type>& chips, float* out) {
         });
         return;
     }
-    const long workers = std::max<long>(1, std::min<long>(replicas_.size(), n / min_chips_per_worker));
+#ifdef DLIB_USE_CUDA
+    const long max_workers = 1;  // one GPU stream is fed by one net
+#else
+    const long max_workers = threads_;
+#endif
+    const long workers = std::max<long>(1, std::min<long>(max_workers, n / min_chips_per_worker));
+    while (static_cast<long>(replicas_.size()) < workers) replicas_.push_back(replicas_.front());
     set_blas_threads(std::max<int>(1, threads_ / static_cast<int>(workers)));
 
     const auto run = [&](long worker, long begin, long end) {

@@ -49,7 +49,7 @@ private:
     std::mutex mutex_;
     int threads_ = 1;
     std::string backend_ = "dlib";
-    std::vector<face_test_net> replicas_;  // one network per worker thread (dlib nets are not reentrant)
+    std::vector<face_test_net> replicas_;  // dlib path: one net per worker thread (not reentrant), made on first use
     std::unique_ptr<folded_face_net> folded_;
     std::vector<folded_workspace> workspaces_;  // one per worker thread
 };

@@ -277,7 +277,8 @@ private:
         std::vector<unsigned long> labels;
         sampler_.next(indices, labels);
         const std::uint64_t step_seed = sampler_.rnd().get_random_64bit_number();
-        const long n = static_cast<long>(indices.size()), workers = static_cast<long>(replicas_.size());
+        const long n = static_cast<long>(indices.size());
+        const long workers = std::min<long>(static_cast<long>(replicas_.size()), n);  // no empty slices
 
         // forward: each worker its slice of the batch
         parallel_slices(n, workers, [&](long w, long begin, long end) {
@@ -320,10 +321,10 @@ private:
             for (long w = 1; w < workers; ++w)
                 if (grads[0][g]->size() != 0) tt::add(*grads[0][g], *grads[0][g], *grads[w][g]);
         replicas_.front().subnet().update_parameters(make_sstack(solvers_), learning_rate_);
-        if (workers > 1) {
+        if (replicas_.size() > 1) {
             std::vector<tensor*> master;
             visit_layer_parameters(replicas_.front(), [&](size_t, tensor& t) { master.push_back(&t); });
-            for (long w = 1; w < workers; ++w) {
+            for (size_t w = 1; w < replicas_.size(); ++w) {
                 size_t i = 0;
                 visit_layer_parameters(replicas_[w], [&](size_t, tensor& t) {
                     if (t.size() != 0) std::memcpy(t.host(), master[i]->host(), t.size() * sizeof(float));

@@ -8,8 +8,9 @@ frozen (`bn="frozen"`: the affine testing net is trained directly) or trainable
 
 Levels are counted from the input: 0 = stem (7x7 conv), 1..5 = dlib's level4..level0 (32, 64, 128,
 256, 256 channels), 6 = the head (fc_no_bias<128>). The training itself (batches, augmentation,
-dlib's dnn_trainer with loss_metric) runs in C++ with the GIL released; this module handles data,
-validation, the learning-rate schedule, checkpoints and outputs.
+dlib's loss_metric and sgd; frozen-BN nets data-parallel over threads, bn nets through dlib's
+dnn_trainer) runs in C++ with the GIL released; this module handles data, validation, the
+learning-rate schedule, checkpoints and outputs.
 """
 from __future__ import annotations
 

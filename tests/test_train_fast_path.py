@@ -86,3 +86,14 @@ def test_fast_path_checkpoint_round_trip(hard_johns):
     a.train(1), b.train(1)
     pa, pb = dict(a.parameters()), dict(b.parameters())
     assert pa.keys() == pb.keys() and all(np.array_equal(pa[i], pb[i]) for i in pa)
+
+
+def test_more_threads_than_faces_in_a_batch(hard_johns):
+    # 2 identities x 2 images = 4 faces a step on 8 threads: idle replicas must not break the step
+    chips, labels = hard_johns
+    base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    many = core.FaceTrainer(base, False, chips, labels, "all", 0, 1e-3, 2, 2, False, 1, 0, 8, True)
+    few = core.FaceTrainer(base, False, chips, labels, "all", 0, 1e-3, 2, 2, False, 1, 0, 1, True)
+    start = few.parameters()
+    assert many.train(2) == pytest.approx(few.train(2), rel=1e-5)
+    _assert_same_parameters(few.parameters(), many.parameters(), start)
