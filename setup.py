@@ -9,6 +9,7 @@ Environment variables:
 """
 from __future__ import annotations
 
+import hashlib
 import os
 import shutil
 import subprocess
@@ -22,7 +23,29 @@ from setuptools.command.build_ext import build_ext
 from setuptools.command.build_py import build_py
 
 DLIB_VERSION = "20.0.1"
+# sha256 of dlib-20.0.1.tar.gz as PyPI serves it; every archive used for the build is checked against it.
+DLIB_SDIST_SHA256 = "7cb2a09467de032332c743bc967007f016598c66c9c9ebc54a5b66d3d9e46d54"
 ROOT = Path(__file__).resolve().parent
+# Written into an unpacked tree after its archive's sha256 was checked; a tree without it is re-fetched.
+VERIFIED_STAMP = ".pyfacedlib-sdist-sha256"
+
+
+def file_sha256(path: Path) -> str:
+    """Hex sha256 of a file."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def verify_sdist(archive: Path) -> None:
+    """Raises unless `archive` is byte for byte the pinned dlib source distribution."""
+    actual = file_sha256(archive)
+    if actual != DLIB_SDIST_SHA256:
+        raise RuntimeError(
+            f"{archive} is not the pinned dlib {DLIB_VERSION} source distribution: its sha256 is {actual}, "
+            f"expected {DLIB_SDIST_SHA256} (setup.py pins it). Refusing to build from it.")
 
 
 def _unpack_sdist(archive: Path, dest: Path) -> Path:
@@ -35,6 +58,7 @@ def _unpack_sdist(archive: Path, dest: Path) -> Path:
                 raise RuntimeError(f"refusing unsafe path {member.name!r} in {archive}")
         tar.extractall(tmp)
     (tree,) = [p for p in tmp.iterdir() if (p / "dlib" / "CMakeLists.txt").exists()]
+    (tree / VERIFIED_STAMP).write_text(DLIB_SDIST_SHA256)
     if dest.exists():
         shutil.rmtree(dest)
     tree.rename(dest)
@@ -43,17 +67,25 @@ def _unpack_sdist(archive: Path, dest: Path) -> Path:
 
 
 def dlib_source(cache: Path) -> Path:
-    """The unpacked dlib source tree: from PYFACEDLIB_DLIB_SOURCE, the cache, or `pip download`."""
+    """The unpacked dlib source tree: from PYFACEDLIB_DLIB_SOURCE, the cache, or `pip download`.
+
+    Archives (downloaded or given) must match DLIB_SDIST_SHA256. An unpacked tree given in
+    PYFACEDLIB_DLIB_SOURCE cannot be checked that way: it is used as it is, with a warning.
+    """
     given = os.environ.get("PYFACEDLIB_DLIB_SOURCE")
+    tree = cache / f"dlib-{DLIB_VERSION}"
     if given:
         path = Path(given).resolve()
         if (path / "dlib" / "CMakeLists.txt").exists():
+            print(f"pyfacedlib: WARNING: building from the unpacked tree {path}, which cannot be checked "
+                  "against the pinned sha256 (give the .tar.gz to have it checked)", flush=True)
             return path
         if path.is_file():
-            return _unpack_sdist(path, cache / f"dlib-{DLIB_VERSION}")
+            verify_sdist(path)
+            return _unpack_sdist(path, tree)
         raise RuntimeError(f"PYFACEDLIB_DLIB_SOURCE={given} is neither a dlib source tree nor an sdist")
-    tree = cache / f"dlib-{DLIB_VERSION}"
-    if (tree / "dlib" / "CMakeLists.txt").exists():
+    stamp = tree / VERIFIED_STAMP
+    if (tree / "dlib" / "CMakeLists.txt").exists() and stamp.exists() and stamp.read_text() == DLIB_SDIST_SHA256:
         return tree
     cache.mkdir(parents=True, exist_ok=True)
     with tempfile.TemporaryDirectory(dir=cache) as download:
@@ -64,6 +96,7 @@ def dlib_source(cache: Path) -> Path:
             check=True,
         )
         (archive,) = Path(download).glob(f"dlib-{DLIB_VERSION}.tar.gz")
+        verify_sdist(archive)
         return _unpack_sdist(archive, tree)
 
 
@@ -101,13 +134,60 @@ class CMakeExtension(Extension):
         super().__init__(name, sources=[])
 
 
+def stable_pybind11(cache: Path) -> str:
+    """pybind11's CMake directory, from a copy under build/_deps.
+
+    Under `pip install .` pybind11 lives in pip's temporary build environment, which pip deletes
+    afterwards and which has another path on every run: pointing the persistent CMake cache at it
+    would break the next build, and a changing include path would recompile every file.
+    """
+    import pybind11
+
+    package = Path(pybind11.__file__).resolve().parent
+    copy = cache / f"pybind11-{pybind11.__version__}"
+    if not (copy / "share" / "cmake" / "pybind11").is_dir():
+        tmp = Path(tempfile.mkdtemp(dir=cache))
+        shutil.copytree(package, tmp / "pybind11", ignore=shutil.ignore_patterns("__pycache__"))
+        if copy.exists():
+            shutil.rmtree(copy)
+        (tmp / "pybind11").rename(copy)
+        shutil.rmtree(tmp)
+    return str(copy / "share" / "cmake" / "pybind11")
+
+
+def build_tools(build_dir: Path) -> list[str]:
+    """CMake arguments naming the build tools of *this* run, every run.
+
+    The CMake cache remembers tool paths (the make program, the compiler launcher). pip runs the
+    build with tools from a temporary environment that is gone by the next `pip install .`, so
+    the paths are passed again each time (an empty launcher when there is no ccache), and a cache
+    made with another generator than the one available now is discarded.
+    """
+    ninja = shutil.which("ninja")
+    generator = "Ninja" if ninja else "Unix Makefiles"
+    cache_file = build_dir / "CMakeCache.txt"
+    if cache_file.exists():
+        recorded = next((line.split("=", 1)[1].strip() for line in cache_file.read_text().splitlines()
+                         if line.startswith("CMAKE_GENERATOR:")), generator)
+        if recorded != generator:
+            print(f"pyfacedlib: the build directory was made with {recorded}; starting it over with {generator}",
+                  flush=True)
+            cache_file.unlink()
+            shutil.rmtree(build_dir / "CMakeFiles", ignore_errors=True)
+    args = [f"-G{generator}"]
+    if ninja:
+        args.append(f"-DCMAKE_MAKE_PROGRAM={ninja}")
+    ccache = shutil.which("ccache") or ""
+    args += [f"-DCMAKE_CXX_COMPILER_LAUNCHER={ccache}", f"-DCMAKE_C_COMPILER_LAUNCHER={ccache}"]
+    return args
+
+
 class CMakeBuild(build_ext):
     def build_extension(self, ext: Extension) -> None:
-        import pybind11
-
         build_dir = Path(os.environ.get("PYFACEDLIB_BUILD_DIR", ROOT / "build" / "cmake")).resolve()
         build_dir.mkdir(parents=True, exist_ok=True)
-        source = dlib_source(ROOT / "build" / "_deps")
+        deps = ROOT / "build" / "_deps"
+        source = dlib_source(deps)
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
         native = os.environ.get("PYFACEDLIB_NATIVE", "0").lower() in ("1", "on", "true", "yes")
         args = [
@@ -116,22 +196,20 @@ class CMakeBuild(build_ext):
             f"-DPYFACEDLIB_BLAS_LIBRARY={blas_library()}",
             f"-DPYFACEDLIB_CUDA={os.environ.get('PYFACEDLIB_CUDA', 'AUTO')}",
             f"-DPYFACEDLIB_NATIVE={'ON' if native else 'OFF'}",
-            f"-Dpybind11_DIR={pybind11.get_cmake_dir()}",
+            f"-Dpybind11_DIR={stable_pybind11(deps)}",
             f"-DPython_EXECUTABLE={sys.executable}",
             "-DCMAKE_BUILD_TYPE=Release",
             f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={build_dir / 'lib'}",
+            *build_tools(build_dir),
         ]
         cudnn = cudnn_root()
         if cudnn:
             args.append(f"-DCUDNN_ROOT={cudnn}")
-        ccache = shutil.which("ccache")
-        if ccache:
-            args += [f"-DCMAKE_CXX_COMPILER_LAUNCHER={ccache}", f"-DCMAKE_C_COMPILER_LAUNCHER={ccache}"]
-        if not (build_dir / "CMakeCache.txt").exists() and shutil.which("ninja"):
-            args.append("-GNinja")
-        subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build_dir), *args], check=True)
+        # ccache: paths under the checkout hashed relative to it, so another clone reuses the cache
+        env = {**os.environ, "CCACHE_BASEDIR": str(ROOT)}
+        subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build_dir), *args], check=True, env=env)
         jobs = os.environ.get("PYFACEDLIB_JOBS", str(os.cpu_count() or 2))
-        subprocess.run(["cmake", "--build", str(build_dir), "--target", "_core", "-j", jobs], check=True)
+        subprocess.run(["cmake", "--build", str(build_dir), "--target", "_core", "-j", jobs], check=True, env=env)
         (built,) = (build_dir / "lib").glob("_core*.so")
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / (built.name + ".tmp")
