@@ -30,7 +30,7 @@ def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
     threads = threads or pfd.embedder.default_threads()
 
     def trainer(base: str, bn: bool, strategy: str, level: int, fast: bool = True):
-        return core.FaceTrainer(base, bn, chips, labels, strategy, level, 1e-4, 5, 5, False, 1, 0, threads, fast)
+        return core.FaceTrainer(base, bn, chips, labels, level, 1e-4, 5, 5, False, 1, 0, threads, fast)
 
     def per_step(t, steps: int) -> float:
         t.train(1)  # warm-up (allocations)

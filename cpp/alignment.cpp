@@ -10,6 +10,11 @@ namespace pfd {
 namespace {
 
 // Every detection rectangle mapped back to the original image after `upsample` pyramid_up steps.
+void check_upsample(unsigned upsample) {
+    if (upsample > max_upsample)
+        throw std::invalid_argument("upsample must be at most " + std::to_string(max_upsample) + ", got " + std::to_string(upsample));
+}
+
 std::vector<detection> rects_down(std::vector<detection> dets, unsigned upsample) {
     dlib::pyramid_down<2> pyr;
     for (auto& d : dets) d.box = pyr.rect_down(d.box, upsample);
@@ -21,6 +26,7 @@ std::vector<detection> rects_down(std::vector<detection> dets, unsigned upsample
 hog_face_detector::hog_face_detector() : detector_(dlib::get_frontal_face_detector()) {}
 
 std::vector<detection> hog_face_detector::detect(const rgb_image_view& img, unsigned upsample) {
+    check_upsample(upsample);
     std::vector<dlib::rect_detection> found;
     std::lock_guard<std::mutex> lock(mutex_);
     if (upsample == 0) {
@@ -56,6 +62,7 @@ cnn_face_detector::cnn_face_detector(const std::string& model_path) : net_(new n
 cnn_face_detector::~cnn_face_detector() = default;
 
 std::vector<detection> cnn_face_detector::detect(const rgb_image_view& img, unsigned upsample) {
+    check_upsample(upsample);
     dlib::matrix<dlib::rgb_pixel> image;
     dlib::assign_image(image, img);
     dlib::pyramid_down<2> pyr;
@@ -82,7 +89,8 @@ void extract_face_chip(const rgb_image_view& img, const std::vector<dlib::point>
                        unsigned long size, double padding, unsigned char* out) {
     if (parts.size() != 5 && parts.size() != 68)
         throw std::invalid_argument("face chips need 5 or 68 landmarks, got " + std::to_string(parts.size()));
-    if (size == 0 || !(padding >= 0)) throw std::invalid_argument("chip size must be > 0 and padding >= 0");
+    if (size == 0 || size > max_chip_size || !(padding >= 0) || !(padding <= 10))
+        throw std::invalid_argument("chip size must be in 1.." + std::to_string(max_chip_size) + " and padding in 0..10");
     const dlib::full_object_detection face(dlib::rectangle(), parts);
     dlib::matrix<dlib::rgb_pixel> chip;
     dlib::extract_image_chip(img, dlib::get_face_chip_details(face, size, padding), chip);

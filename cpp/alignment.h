@@ -15,6 +15,10 @@
 
 namespace pfd {
 
+// Limits that keep a bad argument from allocating an absurd image (each upsample doubles both sides).
+constexpr unsigned max_upsample = 8;
+constexpr unsigned long max_chip_size = 4096;
+
 struct detection {
     dlib::rectangle box;
     double score;

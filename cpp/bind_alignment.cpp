@@ -23,11 +23,16 @@ py::tuple detections_to_arrays(const std::vector<detection>& dets) {
     return py::make_tuple(boxes, scores);
 }
 
-std::vector<dlib::point> points_of(const py::array_t<long long, py::array::c_style | py::array::forcecast>& pts) {
-    if (pts.ndim() != 2 || pts.shape(1) != 2) throw py::value_error("expected landmarks as a (K, 2) array of x, y");
-    std::vector<dlib::point> parts;
-    for (py::ssize_t i = 0; i < pts.shape(0); ++i) parts.emplace_back(pts.at(i, 0), pts.at(i, 1));
-    return parts;
+// detector.detect(image, upsample) without the GIL: (boxes, scores) arrays.
+template <typename detector_type>
+py::tuple detect_faces(detector_type& detector, const py::array& image, unsigned upsample) {
+    const auto view = checked_rgb_image(image);
+    std::vector<detection> dets;
+    {
+        py::gil_scoped_release release;
+        dets = detector.detect(view, upsample);
+    }
+    return detections_to_arrays(dets);
 }
 
 }  // namespace
@@ -35,40 +40,20 @@ std::vector<dlib::point> points_of(const py::array_t<long long, py::array::c_sty
 void bind_alignment(py::module_& m) {
     py::class_<hog_face_detector>(m, "HogFaceDetector", "dlib's frontal face detector (HOG + linear SVM).")
         .def(py::init<>())
-        .def("detect",
-             [](hog_face_detector& self, const u8_array& image, unsigned upsample) {
-                 const auto view = rgb_view_of(image);
-                 std::vector<detection> dets;
-                 {
-                     py::gil_scoped_release release;
-                     dets = self.detect(view, upsample);
-                 }
-                 return detections_to_arrays(dets);
-             },
-             py::arg("image").noconvert(), py::arg("upsample"),
+        .def("detect", &detect_faces<hog_face_detector>, py::arg("image").noconvert(), py::arg("upsample"),
              "(boxes (N,4) int64 [left, top, right, bottom], scores (N,)) as dlib's detector(image, upsample).");
 
     py::class_<cnn_face_detector>(m, "CnnFaceDetector", "dlib's CNN (MMOD) face detector.")
         .def(py::init<const std::string&>(), py::arg("model_path"))
-        .def("detect",
-             [](cnn_face_detector& self, const u8_array& image, unsigned upsample) {
-                 const auto view = rgb_view_of(image);
-                 std::vector<detection> dets;
-                 {
-                     py::gil_scoped_release release;
-                     dets = self.detect(view, upsample);
-                 }
-                 return detections_to_arrays(dets);
-             },
-             py::arg("image").noconvert(), py::arg("upsample"),
+        .def("detect", &detect_faces<cnn_face_detector>, py::arg("image").noconvert(), py::arg("upsample"),
              "(boxes (N,4) int64, confidences (N,)) as dlib.cnn_face_detection_model_v1(image, upsample).");
 
     py::class_<landmark_predictor>(m, "LandmarkPredictor", "A dlib shape predictor (5- or 68-point landmarks).")
         .def(py::init<const std::string&>(), py::arg("model_path"))
         .def_property_readonly("num_parts", &landmark_predictor::num_parts)
         .def("predict",
-             [](const landmark_predictor& self, const u8_array& image, long left, long top, long right, long bottom) {
-                 const auto view = rgb_view_of(image);
+             [](const landmark_predictor& self, const py::array& image, long left, long top, long right, long bottom) {
+                 const auto view = checked_rgb_image(image);
                  std::vector<dlib::point> parts;
                  {
                      py::gil_scoped_release release;
@@ -86,10 +71,10 @@ void bind_alignment(py::module_& m) {
              "(K,2) int64 landmark x, y for the face in the box.");
 
     m.def("extract_face_chip",
-          [](const u8_array& image, const py::array_t<long long, py::array::c_style | py::array::forcecast>& landmarks,
-             unsigned long size, double padding) {
-              const auto view = rgb_view_of(image);
-              const auto parts = points_of(landmarks);
+          [](const py::array& image, const py::array& landmarks, unsigned long size, double padding) {
+              const auto view = checked_rgb_image(image);
+              const auto parts = checked_landmarks(landmarks);
+              if (size == 0 || size > max_chip_size) throw py::value_error("size must be in 1..4096");
               py::array_t<unsigned char> chip({static_cast<py::ssize_t>(size), static_cast<py::ssize_t>(size),
                                                static_cast<py::ssize_t>(3)});
               unsigned char* dst = chip.mutable_data();
@@ -99,7 +84,7 @@ void bind_alignment(py::module_& m) {
               }
               return chip;
           },
-          py::arg("image").noconvert(), py::arg("landmarks"), py::arg("size") = 150, py::arg("padding") = 0.25,
+          py::arg("image").noconvert(), py::arg("landmarks").noconvert(), py::arg("size") = 150, py::arg("padding") = 0.25,
           "The aligned face chip, pixel for pixel what dlib.get_face_chip returns.");
 }
 

@@ -10,8 +10,8 @@ namespace pfd {
 
 void bind_clustering(py::module_& m) {
     m.def("chinese_whispers",
-          [](const py::array_t<double, py::array::c_style>& descriptors, double threshold) {
-              if (descriptors.ndim() != 2) throw py::value_error("expected (N, D) descriptors");
+          [](const py::array& descriptor_array, double threshold) {
+              const auto descriptors = checked_array<double>(descriptor_array, "descriptors", {-1, -1});
               const long n = descriptors.shape(0), dims = descriptors.shape(1);
               const double* d = descriptors.data();
               std::vector<unsigned long> labels;
@@ -31,7 +31,7 @@ void bind_clustering(py::module_& m) {
               }
               return labels;
           },
-          py::arg("descriptors"), py::arg("threshold"),
+          py::arg("descriptors").noconvert(), py::arg("threshold"),
           "Cluster label per descriptor from dlib::chinese_whispers over edges closer than threshold.");
 }
 

@@ -14,20 +14,14 @@ namespace {
 
 const char* const face_net_what = "dlib face recognition network (.dat)";
 
-std::vector<chip_type> chips_arg(const u8_array& chips) {
-    if (chips.ndim() != 4 || chips.shape(1) != chip_size || chips.shape(2) != chip_size || chips.shape(3) != 3)
-        throw py::value_error("expected face chips as a (N, 150, 150, 3) uint8 array");
-    return chips_from_bytes(chips.data(), chips.shape(0));
-}
-
 py::bytes as_bytes(const std::string& s) { return py::bytes(s.data(), s.size()); }
 
 class calibrator {
 public:
     calibrator(const std::string& affine_path, int threads)
         : stats_(load_affine_net(read_model_bytes(affine_path, face_net_what), affine_path), threads) {}
-    void add(const u8_array& chips) {
-        auto batch = chips_arg(chips);
+    void add(const py::array& chips) {
+        auto batch = checked_chips(chips);
         py::gil_scoped_release release;
         stats_.add(batch);
     }
@@ -67,12 +61,17 @@ void bind_conversion(py::module_& m) {
               const auto affine = load_affine_net(read_model_bytes(affine_path, face_net_what), affine_path);
               std::vector<channel_stats> stats;
               if (!statistics.is_none()) {
-                  for (const auto& item : statistics.cast<py::list>()) {
-                      const auto t = item.cast<py::tuple>();
-                      channel_stats s;
-                      s.mean = t[0].cast<std::vector<double>>();
-                      s.var = t[1].cast<std::vector<double>>();
-                      stats.push_back(std::move(s));
+                  try {
+                      for (const auto& item : statistics.cast<py::list>()) {
+                          const auto t = item.cast<py::tuple>();
+                          if (t.size() < 2) throw py::cast_error();
+                          channel_stats s;
+                          s.mean = t[0].cast<std::vector<double>>();
+                          s.var = t[1].cast<std::vector<double>>();
+                          stats.push_back(std::move(s));
+                      }
+                  } catch (const py::cast_error&) {
+                      throw py::type_error("statistics: expected a list of (mean, variance, ...) per batch-norm layer");
                   }
               }
               std::string bytes;
@@ -100,10 +99,10 @@ void bind_conversion(py::module_& m) {
           py::arg("bn_path"), "Serialized affine testing net (loadable by dlib.face_recognition_model_v1).");
 
     m.def("bn_net_descriptors",
-          [](const std::string& bn_path, const u8_array& chips, long batch_size) {
+          [](const std::string& bn_path, const py::array& chips, long batch_size) {
               if (batch_size < 1) throw py::value_error("batch_size must be >= 1");
+              const auto batch = checked_chips(chips);
               const auto net = load_bn_net(read_model_bytes(bn_path, face_net_what), bn_path);
-              const auto batch = chips_arg(chips);
               py::array_t<float> out({static_cast<py::ssize_t>(batch.size()), static_cast<py::ssize_t>(descriptor_size)});
               std::vector<float> values;
               {
@@ -118,10 +117,10 @@ void bind_conversion(py::module_& m) {
           "inference mode (running statistics), > 1 training mode (each batch's own statistics).");
 
     m.def("metric_loss",
-          [](const std::string& path, const u8_array& chips, const std::vector<unsigned long>& labels) {
+          [](const std::string& path, const py::array& chips, const py::object& label_list) {
+              const auto batch = checked_chips(chips);
+              const auto labels = checked_labels(label_list, batch.size());
               const auto bytes = read_model_bytes(path, face_net_what);
-              const auto batch = chips_arg(chips);
-              if (labels.size() != batch.size()) throw py::value_error("one label per chip is needed");
               py::gil_scoped_release release;
               if (detect_net_kind(bytes, path) == net_kind::bn) return metric_loss(load_bn_net(bytes, path), batch, labels);
               return metric_loss(load_affine_net(bytes, path), batch, labels);

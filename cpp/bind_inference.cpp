@@ -1,6 +1,7 @@
 // Bindings: descriptors from face chips.
 #include "bindings.h"
 
+#include "blas.h"
 #include "inference.h"
 
 #include <cstring>
@@ -8,24 +9,14 @@
 
 namespace pfd {
 
-namespace {
-
-std::vector<chip_type> chips_of(const u8_array& chips) {
-    if (chips.ndim() != 4 || chips.shape(1) != chip_size || chips.shape(2) != chip_size || chips.shape(3) != 3)
-        throw py::value_error("expected face chips as a (N, 150, 150, 3) uint8 array");
-    return chips_from_bytes(chips.data(), chips.shape(0));
-}
-
-}  // namespace
-
 void bind_inference(py::module_& m) {
     py::class_<face_embedder>(m, "FaceEmbedderCore",
                               "dlib's face-recognition ResNet (affine testing net) run on batches of chips.")
         .def(py::init<const std::string&, int>(), py::arg("model_path"), py::arg("threads"),
              "Loads an affine testing-net .dat; raises ModelFormatError when the file is not one.")
         .def("embed_chips",
-             [](face_embedder& self, const u8_array& chips, int num_jitters, std::uint64_t seed) {
-                 auto batch = chips_of(chips);
+             [](face_embedder& self, const py::array& chips, int num_jitters, std::uint64_t seed) {
+                 auto batch = checked_chips(chips);
                  py::array_t<float> out({static_cast<py::ssize_t>(batch.size()), static_cast<py::ssize_t>(descriptor_size)});
                  float* dst = out.mutable_data();
                  {
@@ -38,8 +29,9 @@ void bind_inference(py::module_& m) {
              "(N,150,150,3) uint8 chips -> (N,128) float32 descriptors. num_jitters > 1 averages that many "
              "jittered copies (dlib's jitter_image), drawn from a generator seeded with `seed`.")
         .def_static("jitter_chips",
-             [](const u8_array& chips, int num_jitters, std::uint64_t seed) {
-                 const auto crops = jittered_chips(chips_of(chips), num_jitters, seed);
+             [](const py::array& chips, int num_jitters, std::uint64_t seed) {
+                 if (num_jitters < 1) throw py::value_error("num_jitters must be >= 1");
+                 const auto crops = jittered_chips(checked_chips(chips), num_jitters, seed);
                  py::array_t<unsigned char> out({static_cast<py::ssize_t>(crops.size()), static_cast<py::ssize_t>(chip_size),
                                                  static_cast<py::ssize_t>(chip_size), static_cast<py::ssize_t>(3)});
                  for (size_t i = 0; i < crops.size(); ++i)

@@ -8,12 +8,6 @@
 
 namespace pfd {
 
-rgb_image_view rgb_view_of(const u8_array& image) {
-    if (image.ndim() != 3 || image.shape(2) != 3 || image.shape(0) == 0 || image.shape(1) == 0)
-        throw py::value_error("expected a non-empty (H, W, 3) uint8 RGB image");
-    return rgb_image_view(image.data(), image.shape(0), image.shape(1));
-}
-
 void bind_build_info(py::module_& m) {
     m.def("build_info", [] {
         py::dict info;

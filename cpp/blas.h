@@ -18,4 +18,8 @@ inline void sgemm_row_major(long m, long n, long k, const float* a, long lda, co
     sgemm(false, false, m, n, k, a, lda, b, ldb, c, ldc, beta);
 }
 
+// Measured single-call float32 GEMM rate (GFLOP/s) of the linked BLAS at an m x n x k shape, best
+// of `repeats`, with `threads` BLAS threads: the reference peak the speed benchmarks report against.
+double measure_sgemm_gflops(long m, long n, long k, int threads, int repeats);
+
 }  // namespace pfd

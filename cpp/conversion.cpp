@@ -16,6 +16,8 @@
 
 namespace pfd {
 
+using namespace dlib;  // this file works on dlib nets throughout (never in a header)
+
 namespace {
 
 // Merges a batch's (count, mean, M2) into running ones (Chan et al.'s parallel Welford update).
@@ -195,7 +197,7 @@ struct bn_input_statistics::impl {
     std::mutex mutex;
 };
 
-bn_input_statistics::bn_input_statistics(const face_test_net& net, int threads) : impl_(new impl) {
+bn_input_statistics::bn_input_statistics(const face_test_net& net, int threads) : impl_(std::make_unique<impl>()) {
     impl_->threads = std::max(1, threads);
     face_probe_net probe;
     set_up(probe);
@@ -208,7 +210,7 @@ bn_input_statistics::bn_input_statistics(const face_test_net& net, int threads) 
     impl_->replicas.assign(impl_->threads, probe);
 }
 
-bn_input_statistics::~bn_input_statistics() { delete impl_; }
+bn_input_statistics::~bn_input_statistics() = default;
 
 long bn_input_statistics::faces() const { return impl_->faces; }
 
@@ -307,6 +309,8 @@ std::vector<float> train_mode_descriptors(const face_train_net& source, const st
 namespace {
 template <typename net_type>
 double loss_of(const net_type& source, const std::vector<chip_type>& chips, const std::vector<unsigned long>& labels) {
+    if (chips.size() < 2 || labels.size() != chips.size())
+        throw std::invalid_argument("loss_metric needs at least 2 chips and one label per chip");
     net_type net = source;
     resizable_tensor x;
     net.to_tensor(chips.begin(), chips.end(), x);
@@ -319,6 +323,20 @@ double metric_loss(const face_train_net& net, const std::vector<chip_type>& chip
 }
 double metric_loss(const face_test_net& net, const std::vector<chip_type>& chips, const std::vector<unsigned long>& labels) {
     return loss_of(net, chips, labels);
+}
+
+double mean_metric_loss(const face_test_net& net, const std::vector<chip_type>& chips,
+                        const std::vector<unsigned long>& labels, long batch_size) {
+    if (batch_size < 2) throw std::invalid_argument("batch_size must be >= 2 (loss_metric needs pairs)");
+    if (labels.size() != chips.size()) throw std::invalid_argument("one label per chip is needed");
+    double total = 0;
+    long batches = 0;
+    for (size_t b = 0; b + batch_size <= chips.size(); b += batch_size, ++batches) {
+        const std::vector<chip_type> chunk(chips.begin() + b, chips.begin() + b + batch_size);
+        const std::vector<unsigned long> chunk_labels(labels.begin() + b, labels.begin() + b + batch_size);
+        total += metric_loss(net, chunk, chunk_labels);
+    }
+    return batches ? total / batches : 0.0;
 }
 
 }  // namespace pfd

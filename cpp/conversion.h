@@ -1,10 +1,11 @@
 // affine (testing) <-> bn_con (training) conversion of the face net, and the measurements behind it.
 #pragma once
 
+#include "chip.h"
 #include "face_net.h"
-#include "inference.h"
 #include "net_io.h"
 
+#include <memory>
 #include <string>
 #include <vector>
 
@@ -22,13 +23,15 @@ class bn_input_statistics {
 public:
     bn_input_statistics(const face_test_net& net, int threads);
     ~bn_input_statistics();
+    bn_input_statistics(const bn_input_statistics&) = delete;
+    bn_input_statistics& operator=(const bn_input_statistics&) = delete;
     void add(const std::vector<chip_type>& chips);
     std::vector<channel_stats> result() const;  // one per BN layer, bottom (input side) first... see .cpp
     long faces() const;
 
 private:
     struct impl;
-    impl* impl_;
+    std::unique_ptr<impl> impl_;
 };
 
 // The training net computing the same function as `affine` in inference. With `stats` (one per BN
@@ -47,5 +50,10 @@ double metric_loss(const face_train_net& net, const std::vector<chip_type>& chip
                    const std::vector<unsigned long>& labels);
 double metric_loss(const face_test_net& net, const std::vector<chip_type>& chips,
                    const std::vector<unsigned long>& labels);
+
+// Mean loss_metric loss of `net` (inference mode) over consecutive mini-batches of `batch_size`
+// (a trailing partial batch is left out); 0 when there is no whole batch.
+double mean_metric_loss(const face_test_net& net, const std::vector<chip_type>& chips,
+                        const std::vector<unsigned long>& labels, long batch_size);
 
 }  // namespace pfd

@@ -8,28 +8,27 @@
 // trainers run. It serializes to the same bytes and converts to and from face_net<BN>.
 #pragma once
 
+#include "chip.h"
 #include "fast_conv.h"
 
 #include <dlib/dnn.h>
 
 namespace pfd {
 
-using namespace dlib;
+template <template <int, template <typename> class, int, typename> class block, int N,
+          template <typename> class BN, typename SUBNET>
+using residual = dlib::add_prev1<block<N, BN, 1, dlib::tag1<SUBNET>>>;
 
 template <template <int, template <typename> class, int, typename> class block, int N,
           template <typename> class BN, typename SUBNET>
-using residual = add_prev1<block<N, BN, 1, tag1<SUBNET>>>;
+using residual_down = dlib::add_prev2<dlib::avg_pool<2, 2, 2, 2, dlib::skip1<dlib::tag2<block<N, BN, 2, dlib::tag1<SUBNET>>>>>>;
 
-template <template <int, template <typename> class, int, typename> class block, int N,
-          template <typename> class BN, typename SUBNET>
-using residual_down = add_prev2<avg_pool<2, 2, 2, 2, skip1<tag2<block<N, BN, 2, tag1<SUBNET>>>>>>;
-
-template <template <typename> class BN, template <long, long, long, int, int, typename> class CON = con>
+template <template <typename> class BN, template <long, long, long, int, int, typename> class CON = dlib::con>
 struct face_levels {
     template <int N, template <typename> class B, int stride, typename SUBNET>
-    using block = B<CON<N, 3, 3, 1, 1, relu<B<CON<N, 3, 3, stride, stride, SUBNET>>>>>;
-    template <int N, typename SUBNET> using res = relu<residual<block, N, BN, SUBNET>>;
-    template <int N, typename SUBNET> using res_down = relu<residual_down<block, N, BN, SUBNET>>;
+    using block = B<CON<N, 3, 3, 1, 1, dlib::relu<B<CON<N, 3, 3, stride, stride, SUBNET>>>>>;
+    template <int N, typename SUBNET> using res = dlib::relu<residual<block, N, BN, SUBNET>>;
+    template <int N, typename SUBNET> using res_down = dlib::relu<residual_down<block, N, BN, SUBNET>>;
 
     template <typename SUBNET> using level0 = res_down<256, SUBNET>;
     template <typename SUBNET> using level1 = res<256, res<256, res_down<256, SUBNET>>>;
@@ -38,16 +37,16 @@ struct face_levels {
     template <typename SUBNET> using level4 = res<32, res<32, res<32, SUBNET>>>;
 
     // The net from the input up, one level at a time (dlib numbers its levels top-down).
-    using stem = max_pool<3, 3, 2, 2, relu<BN<CON<32, 7, 7, 2, 2, input_rgb_image_sized<150>>>>>;
+    using stem = dlib::max_pool<3, 3, 2, 2, dlib::relu<BN<CON<32, 7, 7, 2, 2, dlib::input_rgb_image_sized<chip_size>>>>>;
     using up_to_level4 = level4<stem>;
     using up_to_level3 = level3<up_to_level4>;
     using up_to_level2 = level2<up_to_level3>;
     using up_to_level1 = level1<up_to_level2>;
     using up_to_level0 = level0<up_to_level1>;
-    using net = loss_metric<fc_no_bias<128, avg_pool_everything<up_to_level0>>>;
+    using net = dlib::loss_metric<dlib::fc_no_bias<128, dlib::avg_pool_everything<up_to_level0>>>;
 
     // Fine-tuning levels counted from the input: 0 = stem (7x7 conv), 1..5 = dlib's level4..level0
-    // (32, 64, 128, 256, 256 channels), 6 = the head (fc_no_bias<128>).
+    // (32, 64, 128, 256, 256 channels), 6 = the head (dlib::fc_no_bias<128>).
     static constexpr int num_levels = 7;
 
     // Index (as in layer<i>(net)) of the top layer of level k; every layer with a larger index is below it.
@@ -60,7 +59,7 @@ struct face_levels {
             case 3: return n - up_to_level2::num_layers;
             case 4: return n - up_to_level1::num_layers;
             case 5: return n - up_to_level0::num_layers;
-            default: return 1;  // layer<1> is fc_no_bias<128>
+            default: return 1;  // layer<1> is dlib::fc_no_bias<128>
         }
     }
 };
@@ -72,14 +71,11 @@ template <template <typename> class BN>
 using face_fast_net = typename face_levels<BN, fast_con>::net;
 
 // Level structure (identical for both instantiations).
-using face_net_levels = face_levels<bn_con>;
+using face_net_levels = face_levels<dlib::bn_con>;
 
-using face_train_net = face_net<bn_con>;   // batch norm: what dnn_trainer trains
-using face_test_net = face_net<affine>;    // batch norm folded: what the shipped .dat holds
-using fast_train_net = face_fast_net<bn_con>;  // what the trainers run
-using fast_test_net = face_fast_net<affine>;
-
-constexpr long chip_size = 150;
-constexpr long descriptor_size = 128;
+using face_train_net = face_net<dlib::bn_con>;   // batch norm: what dnn_trainer trains
+using face_test_net = face_net<dlib::affine>;    // batch norm folded: what the shipped .dat holds
+using fast_train_net = face_fast_net<dlib::bn_con>;  // what the trainers run
+using fast_test_net = face_fast_net<dlib::affine>;
 
 }  // namespace pfd

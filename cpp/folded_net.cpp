@@ -3,7 +3,6 @@
 #include "blas.h"
 
 #include <algorithm>
-#include <chrono>
 #include <cstring>
 #include <limits>
 #include <sstream>
@@ -12,6 +11,8 @@
 #include <typeinfo>
 
 namespace pfd {
+
+using namespace dlib;  // this file works on dlib nets throughout (never in a header)
 
 namespace {
 
@@ -198,10 +199,12 @@ struct folded_net_builder {
                     for (long kx = 0; kx < c.nc(); ++kx)
                         o.weights[((ky * c.nc() + kx) * in + ch) * filters + f] = w[((f * in + ch) * c.nr() + ky) * c.nc() + kx];
         if (!c.bias_is_disabled()) std::copy(w + weight_count, w + weight_count + filters, o.bias.begin());
+        o.relu = !c.relu_is_disabled();  // dlib's fuse_layers() moves a following ReLU into the con_
         net.ops_.push_back(std::move(o));
     }
 
     void add(const affine_& a) {
+        if (a.is_disabled()) return;  // fused away by dlib (fuse_layers): the identity
         if (a.get_mode() != CONV_MODE) unsupported("affine_ in fc mode");
         auto gamma_alias = a.get_gamma(), beta_alias = a.get_beta();  // not in get_layer_params()
         const tensor& gamma_tensor = gamma_alias;
@@ -224,7 +227,8 @@ struct folded_net_builder {
         net.ops_.push_back(std::move(o));
     }
 
-    void add(const relu_&) {
+    void add(const relu_& r) {
+        if (r.is_disabled()) return;  // fused into the con_ below by dlib
         op* prev = last();
         if (prev && !prev->relu && (prev->kind == kind::conv || prev->kind == kind::scale_shift || prev->kind == kind::add_tag)) {
             prev->relu = true;
@@ -289,31 +293,121 @@ folded_face_net::folded_face_net(const face_test_net& source) {
         throw std::runtime_error("folded_face_net: the net does not start with a 150x150 RGB input and end with an fc layer");
 }
 
-void folded_face_net::forward(const dlib::matrix<dlib::rgb_pixel>* chips, long count, float* out, folded_workspace& ws) const {
-    if (count <= 0) return;
-    const long n = count, side = input_size_;
-    // slot -> tensor; tags point at slots, so a tagged tensor is never overwritten while needed
+namespace {
+
+// The tensors of one forward pass: workspace buffers ("slots") with their shapes, the slot holding
+// the current tensor, and the slot each tag points at (a tagged slot is never overwritten).
+struct forward_state {
+    std::vector<std::vector<float>>& bufs;
     std::vector<shape> shapes;
-    std::vector<int> tag_slot(16, -1);
-    auto& bufs = ws.buffers;
-    const auto reserve_slot = [&](long floats, int avoid_a, int avoid_b) {
+    std::vector<int> tag_slot = std::vector<int>(16, -1);
+    int cur = -1;
+
+    explicit forward_state(std::vector<std::vector<float>>& buffers) : bufs(buffers), shapes(buffers.size()) {}
+
+    bool tagged(int slot) const { return std::find(tag_slot.begin(), tag_slot.end(), slot) != tag_slot.end(); }
+
+    // A slot of at least `floats` that is neither tagged nor one of the two given.
+    int reserve(long floats, int avoid_a = -1, int avoid_b = -1) {
         for (int s = 0;; ++s) {
             if (s == static_cast<int>(bufs.size())) bufs.emplace_back(), shapes.emplace_back();
-            if (static_cast<int>(shapes.size()) < static_cast<int>(bufs.size())) shapes.resize(bufs.size());
-            if (s == avoid_a || s == avoid_b || std::find(tag_slot.begin(), tag_slot.end(), s) != tag_slot.end()) continue;
+            if (s == avoid_a || s == avoid_b || tagged(s)) continue;
             if (static_cast<long>(bufs[s].size()) < floats) bufs[s].resize(floats);
             return s;
         }
-    };
-    shapes.resize(bufs.size());
+    }
+    const shape& current() const { return shapes[cur]; }
+    float* data(int slot) { return bufs[slot].data(); }
+};
 
-    int cur = reserve_slot(n * side * side * 3, -1, -1);
-    shapes[cur] = {n, side, side, 3};
+using op = folded_face_net::op;
+
+void run_conv(forward_state& st, const op& o, std::vector<float>& columns) {
+    const shape s = st.current();
+    const long max_out = s.n * pooled(s.h, o.window_y, o.stride_y, o.pad_y) * pooled(s.w, o.window_x, o.stride_x, o.pad_x) * o.out_channels;
+    const int dst = st.reserve(max_out, st.cur);
+    conv(st.data(st.cur), s, o, st.data(dst), st.shapes[dst], columns);
+    st.cur = dst;
+}
+
+// scale_shift (an affine that could not be folded) and a ReLU that could not be fused, in place
+// unless the current tensor is tagged (then on a copy).
+void run_pointwise(forward_state& st, const op& o) {
+    const shape s = st.current();
+    int dst = st.cur;
+    if (st.tagged(st.cur)) {
+        dst = st.reserve(s.size(), st.cur);
+        std::copy(st.bufs[st.cur].begin(), st.bufs[st.cur].begin() + s.size(), st.bufs[dst].begin());
+        st.shapes[dst] = s;
+    }
+    float* data = st.data(dst);
+    if (o.kind == folded_face_net::op_kind::scale_shift) {
+        for (long p = 0; p < s.size() / s.c; ++p)
+            for (long c = 0; c < s.c; ++c) data[p * s.c + c] = data[p * s.c + c] * o.weights[c] + o.bias[c];
+    }
+    if (o.kind == folded_face_net::op_kind::relu || o.relu) relu_in_place(data, s.size());
+    st.cur = dst;
+}
+
+void run_pool(forward_state& st, const op& o) {
+    const shape s = st.current();
+    const int dst = st.reserve(s.n * pooled(s.h, o.window_y, o.stride_y, o.pad_y) * pooled(s.w, o.window_x, o.stride_x, o.pad_x) * s.c, st.cur);
+    pool(st.data(st.cur), s, o, st.data(dst), st.shapes[dst]);
+    st.cur = dst;
+}
+
+void run_add_tag(forward_state& st, const op& o) {
+    const int other = st.tag_slot.at(o.tag);
+    if (other < 0) throw std::runtime_error("folded_face_net: add_prev of an unset tag");
+    const shape s = st.current(), t = st.shapes[other];
+    const long floats = std::max(s.n, t.n) * std::max(s.h, t.h) * std::max(s.w, t.w) * std::max(s.c, t.c);
+    const int dst = st.reserve(floats, st.cur, other);
+    add_tensors(st.data(st.cur), s, st.data(other), t, st.data(dst), st.shapes[dst], o.relu);
+    st.cur = dst;
+}
+
+void run_global_avg(forward_state& st) {
+    const shape s = st.current();
+    const int dst = st.reserve(s.n * s.c, st.cur);
+    float* d = st.data(dst);
+    const float* in = st.data(st.cur);
+    const float inv = 1.0f / static_cast<float>(s.h * s.w);
+    for (long i = 0; i < s.n; ++i) {
+        std::fill(d + i * s.c, d + (i + 1) * s.c, 0.0f);
+        for (long p = 0; p < s.h * s.w; ++p)
+            for (long c = 0; c < s.c; ++c) d[i * s.c + c] += in[(i * s.h * s.w + p) * s.c + c];
+        for (long c = 0; c < s.c; ++c) d[i * s.c + c] *= inv;
+    }
+    st.shapes[dst] = {s.n, 1, 1, s.c};
+    st.cur = dst;
+}
+
+void run_fc(forward_state& st, const op& o) {
+    const shape s = st.current();
+    const long in = s.h * s.w * s.c;
+    if (in != o.in_channels) throw std::runtime_error("folded_face_net: fc input size mismatch");
+    const int dst = st.reserve(s.n * o.out_channels, st.cur);
+    for (long i = 0; i < s.n; ++i)
+        std::memcpy(st.data(dst) + i * o.out_channels, o.bias.data(), o.out_channels * sizeof(float));
+    sgemm_row_major(s.n, o.out_channels, in, st.data(st.cur), in, o.weights.data(), o.out_channels, st.data(dst),
+                    o.out_channels, 1.0f);
+    st.shapes[dst] = {s.n, 1, 1, o.out_channels};
+    st.cur = dst;
+}
+
+}  // namespace
+
+void folded_face_net::forward(const dlib::matrix<dlib::rgb_pixel>* chips, long count, float* out, folded_workspace& ws) const {
+    if (count <= 0) return;
+    const long n = count, side = input_size_;
+    forward_state st(ws.buffers);
+    st.cur = st.reserve(n * side * side * 3);
+    st.shapes[st.cur] = {n, side, side, 3};
     const float avg[3] = {avg_red_, avg_green_, avg_blue_};
     for (long i = 0; i < n; ++i) {
         const auto& chip = chips[i];
         if (chip.nr() != side || chip.nc() != side) throw std::invalid_argument("folded_face_net: chips must be 150x150");
-        float* dst = bufs[cur].data() + i * side * side * 3;
+        float* dst = st.data(st.cur) + i * side * side * 3;
         const dlib::rgb_pixel* src = &chip(0, 0);
         for (long p = 0; p < side * side; ++p) {
             dst[3 * p + 0] = (src[p].red - avg[0]) / 256.0f;
@@ -321,89 +415,26 @@ void folded_face_net::forward(const dlib::matrix<dlib::rgb_pixel>* chips, long c
             dst[3 * p + 2] = (src[p].blue - avg[2]) / 256.0f;
         }
     }
-
     for (const auto& o : ops_) {
-        const shape s = shapes[cur];
         switch (o.kind) {
-            case op_kind::conv: {
-                const long max_out = s.n * pooled(s.h, o.window_y, o.stride_y, o.pad_y) * pooled(s.w, o.window_x, o.stride_x, o.pad_x) * o.out_channels;
-                const int dst = reserve_slot(max_out, cur, -1);
-                conv(bufs[cur].data(), s, o, bufs[dst].data(), shapes[dst], ws.columns);
-                cur = dst;
-                break;
-            }
+            case op_kind::conv: run_conv(st, o, ws.columns); break;
             case op_kind::scale_shift:
-            case op_kind::relu: {
-                int dst = cur;
-                if (std::find(tag_slot.begin(), tag_slot.end(), cur) != tag_slot.end()) {
-                    dst = reserve_slot(s.size(), cur, -1);
-                    std::copy(bufs[cur].begin(), bufs[cur].begin() + s.size(), bufs[dst].begin());
-                    shapes[dst] = s;
-                }
-                float* data = bufs[dst].data();
-                if (o.kind == op_kind::scale_shift) {
-                    for (long p = 0; p < s.size() / s.c; ++p)
-                        for (long c = 0; c < s.c; ++c) data[p * s.c + c] = data[p * s.c + c] * o.weights[c] + o.bias[c];
-                }
-                if (o.kind == op_kind::relu || o.relu) relu_in_place(data, s.size());
-                cur = dst;
-                break;
-            }
+            case op_kind::relu: run_pointwise(st, o); break;
             case op_kind::max_pool:
-            case op_kind::avg_pool: {
-                const int dst = reserve_slot(s.n * pooled(s.h, o.window_y, o.stride_y, o.pad_y) * pooled(s.w, o.window_x, o.stride_x, o.pad_x) * s.c, cur, -1);
-                pool(bufs[cur].data(), s, o, bufs[dst].data(), shapes[dst]);
-                cur = dst;
-                break;
-            }
-            case op_kind::tag:
-                tag_slot.at(o.tag) = cur;
-                break;
+            case op_kind::avg_pool: run_pool(st, o); break;
+            case op_kind::tag: st.tag_slot.at(o.tag) = st.cur; break;
             case op_kind::skip:
-                if (tag_slot.at(o.tag) < 0) throw std::runtime_error("folded_face_net: skip to an unset tag");
-                cur = tag_slot[o.tag];
+                if (st.tag_slot.at(o.tag) < 0) throw std::runtime_error("folded_face_net: skip to an unset tag");
+                st.cur = st.tag_slot[o.tag];
                 break;
-            case op_kind::add_tag: {
-                const int other = tag_slot.at(o.tag);
-                if (other < 0) throw std::runtime_error("folded_face_net: add_prev of an unset tag");
-                const shape t = shapes[other];
-                const long floats = std::max(s.n, t.n) * std::max(s.h, t.h) * std::max(s.w, t.w) * std::max(s.c, t.c);
-                const int dst = reserve_slot(floats, cur, other);
-                add_tensors(bufs[cur].data(), s, bufs[other].data(), t, bufs[dst].data(), shapes[dst], o.relu);
-                cur = dst;
-                break;
-            }
-            case op_kind::global_avg: {
-                const int dst = reserve_slot(s.n * s.c, cur, -1);
-                float* d = bufs[dst].data();
-                const float inv = 1.0f / static_cast<float>(s.h * s.w);
-                for (long i = 0; i < s.n; ++i) {
-                    std::fill(d + i * s.c, d + (i + 1) * s.c, 0.0f);
-                    for (long p = 0; p < s.h * s.w; ++p)
-                        for (long c = 0; c < s.c; ++c) d[i * s.c + c] += bufs[cur][(i * s.h * s.w + p) * s.c + c];
-                    for (long c = 0; c < s.c; ++c) d[i * s.c + c] *= inv;
-                }
-                shapes[dst] = {s.n, 1, 1, s.c};
-                cur = dst;
-                break;
-            }
-            case op_kind::fc: {
-                const long in = s.h * s.w * s.c;
-                if (in != o.in_channels) throw std::runtime_error("folded_face_net: fc input size mismatch");
-                const int dst = reserve_slot(s.n * o.out_channels, cur, -1);
-                for (long i = 0; i < s.n; ++i)
-                    std::memcpy(bufs[dst].data() + i * o.out_channels, o.bias.data(), o.out_channels * sizeof(float));
-                sgemm_row_major(s.n, o.out_channels, in, bufs[cur].data(), in, o.weights.data(), o.out_channels,
-                                bufs[dst].data(), o.out_channels, 1.0f);
-                shapes[dst] = {s.n, 1, 1, o.out_channels};
-                cur = dst;
-                break;
-            }
+            case op_kind::add_tag: run_add_tag(st, o); break;
+            case op_kind::global_avg: run_global_avg(st); break;
+            case op_kind::fc: run_fc(st, o); break;
         }
     }
-    const shape s = shapes[cur];
-    if (s.size() != n * descriptor_size) throw std::runtime_error("folded_face_net: the net does not output 128 values per face");
-    std::memcpy(out, bufs[cur].data(), n * descriptor_size * sizeof(float));
+    if (st.current().size() != n * descriptor_size)
+        throw std::runtime_error("folded_face_net: the net does not output 128 values per face");
+    std::memcpy(out, st.data(st.cur), n * descriptor_size * sizeof(float));
 }
 
 double folded_face_net::multiply_adds_per_face() const {
@@ -451,23 +482,6 @@ std::string folded_face_net::describe() const {
         out << "\n";
     }
     return out.str();
-}
-
-double measure_sgemm_gflops(long m, long n, long k, int threads, int repeats) {
-    std::vector<float> a(m * k), b(k * n), c(m * n);
-    for (size_t i = 0; i < a.size(); ++i) a[i] = static_cast<float>((i * 7919) % 1000) / 1000.0f - 0.5f;
-    for (size_t i = 0; i < b.size(); ++i) b[i] = static_cast<float>((i * 104729) % 1000) / 1000.0f - 0.5f;
-    const int previous = blas_threads();
-    set_blas_threads(threads);
-    double best = 0;
-    for (int r = 0; r < repeats + 1; ++r) {  // the first call warms up
-        const auto start = std::chrono::steady_clock::now();
-        sgemm_row_major(m, n, k, a.data(), k, b.data(), n, c.data(), n, 0.0f);
-        const double seconds = std::chrono::duration<double>(std::chrono::steady_clock::now() - start).count();
-        if (r > 0) best = std::max(best, 2.0 * m * n * k / seconds / 1e9);
-    }
-    set_blas_threads(previous);
-    return best;
 }
 
 }  // namespace pfd

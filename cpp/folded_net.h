@@ -55,8 +55,5 @@ private:
     friend struct folded_net_builder;
 };
 
-// Measured single-call float32 GEMM rate (GFLOP/s) of the linked BLAS at an m x n x k shape, best
-// of `repeats`, with `threads` BLAS threads: the reference peak the speed benchmarks report against.
-double measure_sgemm_gflops(long m, long n, long k, int threads, int repeats);
 
 }  // namespace pfd

@@ -16,16 +16,6 @@ constexpr long folded_batch_size = 8;          // faces per batched GEMM pass of
 constexpr long min_chips_per_worker = 4;       // below this, one worker with a threaded BLAS wins
 }  // namespace
 
-std::vector<chip_type> chips_from_bytes(const unsigned char* data, long count) {
-    std::vector<chip_type> chips(count);
-    const long bytes = chip_size * chip_size * 3;
-    for (long i = 0; i < count; ++i) {
-        chips[i].set_size(chip_size, chip_size);
-        std::memcpy(&chips[i](0, 0), data + i * bytes, bytes);
-    }
-    return chips;
-}
-
 std::vector<chip_type> jittered_chips(const std::vector<chip_type>& chips, int num_jitters, std::uint64_t seed) {
     dlib::rand rnd;
     rnd.set_seed(seed == 0 ? std::string() : std::to_string(seed));

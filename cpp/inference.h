@@ -1,6 +1,7 @@
 // Batched, multi-threaded descriptors from the testing (affine) face net.
 #pragma once
 
+#include "chip.h"
 #include "face_net.h"
 #include "folded_net.h"
 
@@ -11,11 +12,6 @@
 #include <vector>
 
 namespace pfd {
-
-using chip_type = dlib::matrix<dlib::rgb_pixel>;
-
-// Copies `count` contiguous 150x150x3 uint8 RGB chips into dlib matrices.
-std::vector<chip_type> chips_from_bytes(const unsigned char* data, long count);
 
 // dlib's jitter_image() applied `num_jitters` times to every chip, drawn from one generator seeded
 // with `seed` (seed 0 = dlib::rand's default state, i.e. what a freshly loaded dlib model uses).

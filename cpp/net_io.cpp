@@ -9,6 +9,8 @@
 
 namespace pfd {
 
+using namespace dlib;  // this file works on dlib nets throughout (never in a header)
+
 namespace {
 
 const char* const kind_names[] = {"affine testing net (dlib_face_recognition_resnet_model_v1 format)",

@@ -4,10 +4,12 @@
 #include "model_io.h"
 #include "net_io.h"
 #include "parallel.h"
+#include "sampler.h"
 
 #include <dlib/image_transforms.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <map>
 #include <mutex>
@@ -18,53 +20,11 @@
 
 namespace pfd {
 
+using namespace dlib;  // this file works on dlib nets throughout (never in a header)
+
 namespace {
 
 // Mini-batches of N identities x M images: both positive and negative pairs in every batch.
-class batch_sampler {
-public:
-    batch_sampler(const std::vector<unsigned long>& labels, const train_options& options)
-        : ids_(options.identities_per_batch), per_id_(options.images_per_identity) {
-        for (size_t i = 0; i < labels.size(); ++i) by_label_[labels[i]].push_back(i);
-        for (auto& [label, members] : by_label_) identities_.push_back(label);
-        if (identities_.size() < 2) throw std::invalid_argument("training needs at least 2 identities");
-        if (ids_ < 2 || per_id_ < 2) throw std::invalid_argument("batches need >= 2 identities x >= 2 images");
-        rnd_.set_seed("pyfacedlib-sampler-" + std::to_string(options.seed));
-    }
-
-    // Indices of one mini-batch and their labels.
-    void next(std::vector<size_t>& indices, std::vector<unsigned long>& labels) {
-        indices.clear();
-        labels.clear();
-        std::vector<unsigned long> chosen = identities_;
-        const size_t ids = std::min<size_t>(ids_, chosen.size());
-        for (size_t i = 0; i < ids; ++i) std::swap(chosen[i], chosen[i + rnd_.get_random_32bit_number() % (chosen.size() - i)]);
-        for (size_t i = 0; i < ids; ++i) {
-            auto members = by_label_[chosen[i]];
-            for (int j = 0; j < per_id_; ++j) {
-                size_t pick;
-                if (j < static_cast<int>(members.size())) {  // without replacement while possible
-                    const size_t k = j + rnd_.get_random_32bit_number() % (members.size() - j);
-                    std::swap(members[j], members[k]);
-                    pick = members[j];
-                } else {
-                    pick = members[rnd_.get_random_32bit_number() % members.size()];
-                }
-                indices.push_back(pick);
-                labels.push_back(chosen[i]);
-            }
-        }
-    }
-
-    dlib::rand& rnd() { return rnd_; }
-
-private:
-    int ids_, per_id_;
-    std::map<unsigned long, std::vector<size_t>> by_label_;
-    std::vector<unsigned long> identities_;
-    dlib::rand rnd_;
-};
-
 // jitter_image's random crop/scale/rotation/flip plus a random colour offset, as in dlib's
 // metric-learning example.
 chip_type augmented(const chip_type& chip, dlib::rand& rnd) {
@@ -150,7 +110,7 @@ public:
 
 protected:
     dnn_trainer_run(net_type net, const std::vector<unsigned long>& labels, const train_options& options)
-        : options_(options), sampler_(labels, options), net_(std::move(net)),
+        : options_(options), sampler_(labels, options.identities_per_batch, options.images_per_identity, options.seed), net_(std::move(net)),
           trainer_(net_, dlib::sgd(options.weight_decay, options.momentum)) {
         trainer_.be_quiet();
         trainer_.set_learning_rate(options.learning_rate);
@@ -225,7 +185,7 @@ struct embedding_batch {
 class parallel_affine_trainer : public face_trainer {
 public:
     parallel_affine_trainer(fast_test_net net, train_data data, const train_options& options)
-        : data_(std::move(data)), options_(options), sampler_(data_.labels, options), learning_rate_(options.learning_rate),
+        : data_(std::move(data)), options_(options), sampler_(data_.labels, options.identities_per_batch, options.images_per_identity, options.seed), learning_rate_(options.learning_rate),
           solvers_(fast_test_net::num_computational_layers, dlib::sgd(options.weight_decay, options.momentum)) {
         const int k = options.first_trained_level;
         set_multipliers(net, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1));
@@ -426,12 +386,29 @@ private:
 
 }  // namespace
 
+namespace {
+
+void check_run(const train_data& data, const train_options& o) {
+    constexpr int head_level = face_net_levels::num_levels - 1;
+    if (data.chips.size() != data.labels.size()) throw std::invalid_argument("one label per chip is needed");
+    std::map<unsigned long, long> per_identity;
+    for (const auto label : data.labels) ++per_identity[label];
+    if (per_identity.size() < 2) throw std::invalid_argument("training needs at least 2 identities");
+    if (o.first_trained_level < 0 || o.first_trained_level > head_level)
+        throw std::invalid_argument("the first trained level must be in 0.." + std::to_string(head_level));
+    if (!(o.learning_rate >= 0) || !std::isfinite(o.learning_rate))
+        throw std::invalid_argument("learning_rate must be a finite number >= 0");
+    if (o.identities_per_batch < 2 || o.images_per_identity < 2)
+        throw std::invalid_argument("mini-batches need >= 2 identities of >= 2 images each (loss_metric's pairs)");
+    if (o.threads < 1 || o.head_feature_copies < 1) throw std::invalid_argument("threads and head_feature_copies must be >= 1");
+}
+
+}  // namespace
+
 std::unique_ptr<face_trainer> make_trainer(const std::string& base_bytes, const std::string& base_label,
                                            bool train_bn_net, train_data data, const train_options& options) {
-    if (data.chips.size() != data.labels.size()) throw std::invalid_argument("one label per chip is needed");
-    if (options.first_trained_level < 0 || options.first_trained_level > 6)
-        throw std::invalid_argument("from_level must be in 0..6");
-    if (options.first_trained_level == 6)  // head only: the trunk, batch norm included, is frozen
+    check_run(data, options);
+    if (options.first_trained_level == face_net_levels::num_levels - 1)  // head only: the trunk, batch norm included, is frozen
         return std::make_unique<head_trainer>(load_test_net(base_bytes, base_label), std::move(data), options);
     if (train_bn_net && !options.fast_path)
         return std::make_unique<full_trainer<face_train_net>>(load_bn_net(base_bytes, base_label), std::move(data), options);

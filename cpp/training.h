@@ -11,16 +11,17 @@
 
 namespace pfd {
 
+// Every field is set by the caller: the user-facing defaults live in one place, pyfacedlib's
+// FinetuneConfig. make_trainer() rejects values out of range.
 struct train_options {
-    std::string strategy = "head";  // "head", "all", "from_level:K"
-    int first_trained_level = 6;    // parsed from strategy: levels >= this learn (6 = head only)
-    double learning_rate = 0.01;
+    int first_trained_level = 0;    // levels >= this learn (face_net_levels::num_levels - 1 = head only)
+    double learning_rate = 0;
     double weight_decay = 0.0001;
     double momentum = 0.9;
     int identities_per_batch = 5;
     int images_per_identity = 5;
     bool augment = true;
-    int head_feature_copies = 8;    // head fast path: augmented copies whose features are cached
+    int head_feature_copies = 1;    // head fast path: augmented copies whose features are cached
     std::uint64_t seed = 0;
     int threads = 1;
     // full-net runs: fast_con convolutions, and for frozen BN each batch split over `threads` net

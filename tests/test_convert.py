@@ -129,6 +129,6 @@ def test_training_starts_from_the_pretrained_loss_when_calibrated(tmp_path, ship
     assert abs(calibrated_loss - pretrained) < 0.25 * pretrained + 1e-3
     assert abs(exact_loss - pretrained) > abs(calibrated_loss - pretrained)
     # one real training step of the whole calibrated bn net: finite and near the pretrained loss
-    trainer = core.FaceTrainer(str(calibrated), True, chips, labels, "all", 0, 1e-4, 5, 5, False, 1, 0, 2)
+    trainer = core.FaceTrainer(str(calibrated), True, chips, labels, 0, 1e-4, 5, 5, False, 1, 0, 2)
     step_loss = trainer.train(1)
     assert np.isfinite(step_loss) and abs(step_loss - pretrained) < 0.5 * pretrained + 1e-3

@@ -58,7 +58,7 @@ def test_each_strategy_freezes_exactly_what_it_says(tmp_path, johns, strategy, b
     # labels that contradict the faces: a non-zero loss, so every trainable layer gets a gradient
     # (with the true johns labels the loss is 0 and only weight decay would move anything)
     wrong = [i % 5 for i in range(len(labels))]
-    trainer = core.FaceTrainer(base, train_bn, chips, wrong, strategy, level, 0.05, 3, 3, False, 1, 0, 2)
+    trainer = core.FaceTrainer(base, train_bn, chips, wrong, level, 0.05, 3, 3, False, 1, 0, 2)
     before = trainer.parameters()
     trainer.train(2)
     changed = _changed_layers(before, trainer.parameters())
@@ -90,6 +90,7 @@ def test_resume_after_kill_9(tmp_path, johns_dir):
     state = tmp_path / "checkpoint.json"
     deadline = time.time() + 300
     while time.time() < deadline and not state.exists():
+        assert child.poll() is None, f"the training process died by itself (exit {child.returncode})"
         time.sleep(0.5)
     time.sleep(3)
     child.send_signal(signal.SIGKILL)

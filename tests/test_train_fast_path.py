@@ -17,7 +17,7 @@ def hard_johns(johns):
 
 
 def _trainer(base, train_bn, chips, labels, threads, fast, augment=False, strategy="all", level=0):
-    return core.FaceTrainer(base, train_bn, chips, labels, strategy, level, 1e-3, 5, 5, augment, 1, 0, threads, fast)
+    return core.FaceTrainer(base, train_bn, chips, labels, level, 1e-3, 5, 5, augment, 1, 0, threads, fast)
 
 
 def _assert_same_parameters(a, b, start, rtol=1e-3):
@@ -92,8 +92,8 @@ def test_more_threads_than_faces_in_a_batch(hard_johns):
     # 2 identities x 2 images = 4 faces a step on 8 threads: idle replicas must not break the step
     chips, labels = hard_johns
     base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
-    many = core.FaceTrainer(base, False, chips, labels, "all", 0, 1e-3, 2, 2, False, 1, 0, 8, True)
-    few = core.FaceTrainer(base, False, chips, labels, "all", 0, 1e-3, 2, 2, False, 1, 0, 1, True)
+    many = core.FaceTrainer(base, False, chips, labels, 0, 1e-3, 2, 2, False, 1, 0, 8, True)
+    few = core.FaceTrainer(base, False, chips, labels, 0, 1e-3, 2, 2, False, 1, 0, 1, True)
     start = few.parameters()
     assert many.train(2) == pytest.approx(few.train(2), rel=1e-5)
     _assert_same_parameters(few.parameters(), many.parameters(), start)

@@ -1,0 +1,186 @@
+"""
+pyfacedlib's C++ core over dlib's DNN module (use the pyfacedlib package, not this module).
+"""
+from __future__ import annotations
+import numpy
+import numpy.typing
+import typing
+__all__: list[str] = ['BnCalibrator', 'CnnFaceDetector', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'extract_face_chip', 'identity_batches', 'metric_loss', 'net_kind', 'sgemm_gflops']
+class FaceEmbedderCore:
+    """
+    dlib's face-recognition ResNet (affine testing net) run on batches of chips.
+    """
+    @staticmethod
+    def jitter_chips(chips: numpy.ndarray, num_jitters: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.uint8]:
+        """
+        The jittered copies embed_chips averages: (N*num_jitters,150,150,3), face-major.
+        """
+    def __init__(self, model_path: str, threads: typing.SupportsInt | typing.SupportsIndex) -> None:
+        """
+        Loads an affine testing-net .dat; raises ModelFormatError when the file is not one.
+        """
+    def embed_chips(self, chips: numpy.ndarray, num_jitters: typing.SupportsInt | typing.SupportsIndex = 0, seed: typing.SupportsInt | typing.SupportsIndex = 0) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        (N,150,150,3) uint8 chips -> (N,128) float32 descriptors. num_jitters > 1 averages that many jittered copies (dlib's jitter_image), drawn from a generator seeded with `seed`.
+        """
+    @property
+    def backend(self) -> str:
+        """
+        'folded' (affine folded into convolutions, batched GEMMs, fused ReLU) or 'dlib' (dlib's own forward pass, the reference).
+        """
+    @backend.setter
+    def backend(self, arg1: str) -> None:
+        ...
+    @property
+    def folded_ops(self) -> str:
+        """
+        The folded net's operations, one per line.
+        """
+    @property
+    def multiply_adds_per_face(self) -> float:
+        """
+        Multiply-adds of one forward pass (from the folded net's op list).
+        """
+    @property
+    def threads(self) -> int:
+        """
+        Worker threads used for one batch.
+        """
+    @threads.setter
+    def threads(self, arg1: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+class HogFaceDetector:
+    """
+    dlib's frontal face detector (HOG + linear SVM).
+    """
+    def __init__(self) -> None:
+        ...
+    def detect(self, image: numpy.ndarray, upsample: typing.SupportsInt | typing.SupportsIndex) -> tuple:
+        """
+        (boxes (N,4) int64 [left, top, right, bottom], scores (N,)) as dlib's detector(image, upsample).
+        """
+class CnnFaceDetector:
+    """
+    dlib's CNN (MMOD) face detector.
+    """
+    def __init__(self, model_path: str) -> None:
+        ...
+    def detect(self, image: numpy.ndarray, upsample: typing.SupportsInt | typing.SupportsIndex) -> tuple:
+        """
+        (boxes (N,4) int64, confidences (N,)) as dlib.cnn_face_detection_model_v1(image, upsample).
+        """
+class LandmarkPredictor:
+    """
+    A dlib shape predictor (5- or 68-point landmarks).
+    """
+    def __init__(self, model_path: str) -> None:
+        ...
+    def predict(self, image: numpy.ndarray, left: typing.SupportsInt | typing.SupportsIndex, top: typing.SupportsInt | typing.SupportsIndex, right: typing.SupportsInt | typing.SupportsIndex, bottom: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.int64]:
+        """
+        (K,2) int64 landmark x, y for the face in the box.
+        """
+    @property
+    def num_parts(self) -> int:
+        ...
+class BnCalibrator:
+    """
+    Per-channel mean/variance of every BN layer's input, streamed.
+    """
+    def __init__(self, affine_path: str, threads: typing.SupportsInt | typing.SupportsIndex) -> None:
+        ...
+    def add(self, chips: numpy.ndarray) -> None:
+        """
+        Accumulates a (N,150,150,3) uint8 batch.
+        """
+    def statistics(self) -> list:
+        """
+        [(mean (K,), variance (K,), count)] per BN layer, by layer index.
+        """
+    @property
+    def faces(self) -> int:
+        ...
+class FaceTrainer:
+    """
+    One fine-tuning run of the face net (loss_metric, dlib's sgd; fast_path=False: dlib's con_ and dnn_trainer unchanged, the reference).
+    """
+    def __init__(self, base_path: str, train_bn_net: bool, chips: numpy.ndarray, labels: typing.Any, first_level: typing.SupportsInt | typing.SupportsIndex, learning_rate: typing.SupportsFloat | typing.SupportsIndex, identities_per_batch: typing.SupportsInt | typing.SupportsIndex, images_per_identity: typing.SupportsInt | typing.SupportsIndex, augment: bool, head_feature_copies: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, fast_path: bool = True) -> None:
+        ...
+    def affine_bytes(self) -> bytes:
+        """
+        The current model as an affine .dat (what dlib.face_recognition_model_v1 loads).
+        """
+    def bn_bytes(self) -> bytes:
+        """
+        The current bn_con training net (.dat bytes); empty when the run trains the affine net.
+        """
+    def checkpoint(self) -> bytes:
+        ...
+    def embedder(self, threads: typing.SupportsInt | typing.SupportsIndex) -> FaceEmbedderCore:
+        """
+        A FaceEmbedderCore on the current model (affine testing net).
+        """
+    def parameters(self) -> dict:
+        """
+        {layer index: learnable parameters} of every computational layer (empty for affine layers).
+        """
+    def restore(self, arg0: bytes) -> None:
+        ...
+    def train(self, steps: typing.SupportsInt | typing.SupportsIndex) -> float:
+        """
+        Runs `steps` mini-batches; returns their mean loss.
+        """
+    def validation_loss(self, chips: numpy.ndarray, labels: typing.Any, batch_size: typing.SupportsInt | typing.SupportsIndex) -> float:
+        """
+        Mean loss_metric loss of the current model (inference mode) over consecutive mini-batches.
+        """
+    @property
+    def learning_rate(self) -> float:
+        ...
+    @learning_rate.setter
+    def learning_rate(self, arg1: typing.SupportsFloat | typing.SupportsIndex) -> None:
+        ...
+    @property
+    def step(self) -> int:
+        ...
+def affine_to_bn(affine_path: str, statistics: typing.Any = None) -> bytes:
+    """
+    Serialized (clean) bn_con training net from an affine file; exact without statistics, calibrated with.
+    """
+def bn_net_descriptors(bn_path: str, chips: numpy.ndarray, batch_size: typing.SupportsInt | typing.SupportsIndex = 25) -> numpy.typing.NDArray[numpy.float32]:
+    """
+    Descriptors of the bn net itself over consecutive batches of batch_size: batch_size 1 is dlib's inference mode (running statistics), > 1 training mode (each batch's own statistics).
+    """
+def bn_to_affine(bn_path: str) -> bytes:
+    """
+    Serialized affine testing net (loadable by dlib.face_recognition_model_v1).
+    """
+def build_info() -> dict:
+    """
+    What this build of the extension contains: dlib version, BLAS, CUDA, SIMD and compiler flags.
+    """
+def chinese_whispers(descriptors: numpy.ndarray, threshold: typing.SupportsFloat | typing.SupportsIndex) -> list[int]:
+    """
+    Cluster label per descriptor from dlib::chinese_whispers over edges closer than threshold.
+    """
+def extract_face_chip(image: numpy.ndarray, landmarks: numpy.ndarray, size: typing.SupportsInt | typing.SupportsIndex = 150, padding: typing.SupportsFloat | typing.SupportsIndex = 0.25) -> numpy.typing.NDArray[numpy.uint8]:
+    """
+    The aligned face chip, pixel for pixel what dlib.get_face_chip returns.
+    """
+def identity_batches(labels: typing.Any, identities: typing.SupportsInt | typing.SupportsIndex, per_identity: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex = 0) -> list[list[int]]:
+    """
+    Disjoint evaluation mini-batches (lists of indices): `identities` identities x `per_identity` faces each, every face at most once (see cpp/sampler.h).
+    """
+def metric_loss(path: str, chips: numpy.ndarray, labels: typing.Any) -> float:
+    """
+    loss_metric's loss of one mini-batch (a bn net runs in training mode).
+    """
+def net_kind(path: str) -> str:
+    """
+    'affine' or 'bn' for a face-net file; ModelFormatError for anything else.
+    """
+def sgemm_gflops(m: typing.SupportsInt | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex, k: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, repeats: typing.SupportsInt | typing.SupportsIndex = 5) -> float:
+    """
+    float32 GEMM rate (GFLOP/s) of the linked BLAS at an m x n x k shape, best of `repeats`: the machine's reference peak for the speed benchmarks.
+    """
+LEVEL_TOP_LAYER: dict = {0: 127, 1: 103, 2: 68, 3: 41, 4: 14, 5: 3, 6: 1}
+NUM_LEVELS: int = 7
