@@ -14,7 +14,7 @@ from .embedder import Face, FaceEmbedder, distance
 from . import finetune as finetune_module
 from .finetune import FinetuneResult, finetune
 from .errors import ImageError, ModelFormatError, ModelNotFoundError
-from .images import as_rgb, load_image
+from .images import as_rgb, from_bgr, load_image
 
 __version__ = "0.1.0"
 
@@ -28,5 +28,5 @@ def build_info() -> dict:
 
 __all__ = [
     "ConversionReport", "convert_affine_to_bn", "convert_bn_to_affine", "Face", "FaceEmbedder", "ImageError", "ModelFormatError", "ModelNotFoundError", "align", "as_rgb",
-    "FinetuneResult", "build_info", "finetune_module", "datasets", "finetune", "distance", "evaluate", "load_image", "models",
+    "FinetuneResult", "build_info", "finetune_module", "datasets", "finetune", "distance", "evaluate", "from_bgr", "load_image", "models",
 ]

@@ -5,11 +5,11 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 
-from . import _atomic
+from . import _atomic, _plots
 from .datasets import AlignmentSettings, ChipCache, pair_images, read_lfw_pairs
 from .embedder import FaceEmbedder
 from .evaluate import verification
@@ -119,7 +119,7 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
                    f"primary detector misses -> fallback '{settings.fallback}' (each counted); "
                    "unreadable -> pair dropped"),
     }
-    report = {
+    report: dict[str, Any] = {
         "lfw_variant": variant,
         "images_dir": str(images_dir),
         "pairs_file": str(pairs_file),
@@ -190,16 +190,11 @@ def render_markdown(report: dict) -> str:
 
 def plot_roc(curves: dict[str, tuple[list[float], list[float]]], path: Path, title: str) -> None:
     """All models' ROC curves on one plot, log false-accept-rate axis (written atomically)."""
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, ax = plt.subplots(figsize=(6, 4.5))
-    for name, (far, tar) in curves.items():
-        far = np.asarray(far)
+    fig, ax = _plots.pyplot().subplots(figsize=(6, 4.5))
+    for name, (far_list, tar_list) in curves.items():
+        far = np.asarray(far_list)
         mask = far > 0
-        ax.plot(far[mask], np.asarray(tar)[mask], label=name)
+        ax.plot(far[mask], np.asarray(tar_list)[mask], label=name)
     ax.set_xscale("log")
     ax.set_xlabel("false accept rate")
     ax.set_ylabel("true accept rate")
@@ -207,6 +202,4 @@ def plot_roc(curves: dict[str, tuple[list[float], list[float]]], path: Path, tit
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(loc="lower right")
     fig.tight_layout()
-    with _atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=120)
-    plt.close(fig)
+    _plots.save_figure(fig, path, dpi=120)

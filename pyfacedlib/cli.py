@@ -10,6 +10,10 @@ from pathlib import Path
 import numpy as np
 
 from . import _atomic
+from .align import DETECTORS
+from .datasets import FALLBACKS
+from .embedder import BACKENDS
+from .finetune import BN_MODES
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -32,13 +36,16 @@ def _cmd_info(args: argparse.Namespace) -> int:
 def _cmd_embed(args: argparse.Namespace) -> int:
     from .embedder import FaceEmbedder
     from .errors import ImageError
+    from .images import load_image
 
     embedder = FaceEmbedder(model=args.model, threads=args.threads, backend=args.backend)
     records, failed, faceless = [], 0, 0
     for image in args.images:
         try:
-            faces = embedder.embed_image(image, detector=args.detector, upsample=args.upsample,
-                                         num_jitters=args.num_jitters, seed=args.seed)
+            pixels = load_image(image, exif_orientation=not args.no_exif)
+            faces = embedder.embed_image(pixels, detector=args.detector, upsample=args.upsample,
+                                         num_jitters=args.num_jitters, seed=args.seed,
+                                         min_face_size=args.min_face_size)
         except (ImageError, TypeError) as exc:
             print(f"{image}: ERROR {exc}", file=sys.stderr)
             failed += 1
@@ -142,13 +149,18 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("images", nargs="+", help="image files")
     embed.add_argument("--out", help="write descriptors to FILE.npy (N,128) or FILE.json (with boxes, landmarks)")
     embed.add_argument("--model", help="affine .dat model (default: the shipped dlib model)")
-    embed.add_argument("--detector", choices=["hog", "cnn"], default="hog")
+    embed.add_argument("--detector", choices=DETECTORS, default="hog")
     embed.add_argument("--upsample", type=int, default=1)
     embed.add_argument("--num-jitters", type=int, default=0)
     embed.add_argument("--seed", type=int, default=0)
     embed.add_argument("--threads", type=int, default=None)
-    embed.add_argument("--backend", choices=["folded", "dlib"], default=None,
+    embed.add_argument("--backend", choices=BACKENDS, default=None,
                        help="forward pass: folded (CPU default) or dlib's own (the reference)")
+    embed.add_argument("--min-face-size", type=float, default=None,
+                       help="smallest face wanted, in pixels: large photos are scanned on a resized copy "
+                            "(default: dlib's own scan up to 800 px on the shorter side, else 1/20 of it; 0: always dlib's)")
+    embed.add_argument("--no-exif", action="store_true",
+                       help="do not turn photos upright by their EXIF orientation (read pixels as dlib does)")
     embed.add_argument("--quiet", action="store_true", help="do not print descriptors")
     embed.set_defaults(run=_cmd_embed)
 
@@ -172,9 +184,9 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--flip", action="store_true", help="average each descriptor with its mirror image's")
     bench.add_argument("--strict", action="store_true",
                        help="drop pairs with an image the detector missed (instead of the fallback)")
-    bench.add_argument("--fallback", choices=["cnn+center", "cnn", "center", "none"], default="cnn+center",
+    bench.add_argument("--fallback", choices=FALLBACKS, default="cnn+center",
                        help="when the detector finds no face: dlib's CNN detector, then a centred box (default)")
-    bench.add_argument("--detector", choices=["hog", "cnn"], default="hog")
+    bench.add_argument("--detector", choices=DETECTORS, default="hog")
     bench.add_argument("--upsample", type=int, default=1)
     bench.add_argument("--out", default="lfw-bench")
     bench.add_argument("--cache-dir", help="aligned-chip cache (default: ~/.cache/pyfacedlib/chips)")
@@ -187,7 +199,7 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("out_dir")
     tune.add_argument("--base-model", help="affine .dat to start from (default: the shipped model)")
     tune.add_argument("--strategy", default="head", help="head | all | from_level:K (K = 0..6, counted from the input)")
-    tune.add_argument("--bn", choices=["frozen", "calibrated"], default="frozen")
+    tune.add_argument("--bn", choices=BN_MODES, default="frozen")
     tune.add_argument("--steps", type=int, default=None)
     tune.add_argument("--max-minutes", type=float, default=None)
     tune.add_argument("--lr", type=float, default=None)

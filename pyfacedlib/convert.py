@@ -83,31 +83,17 @@ def _faces(calibration: Calibration, progress: bool) -> AlignedFaces:
 
 def identity_batches(labels: Sequence[str], identities: int = 5, per_identity: int = 5,
                      seed: int = 0) -> list[np.ndarray]:
-    """Index batches of `identities` distinct identities x `per_identity` faces each (dlib's
-    metric-learning mini-batches: positive and negative pairs in every batch).
+    """Disjoint index batches of `identities` distinct identities x `per_identity` faces each (dlib's
+    metric-learning mini-batches: positive and negative pairs in every batch), every face at most once.
 
-    Each identity contributes disjoint groups of `per_identity` faces; every batch takes one group
-    from each of the `identities` identities with the most groups left. When fewer than
-    `identities` identities have a full group, batches are consecutive runs of the shuffled faces.
+    Drawn by the C++ sampler that also draws the training batches (cpp/sampler.h): each identity is
+    cut into groups of `per_identity` faces, and every batch takes one group from each of the
+    `identities` identities with the most groups left; with fewer such identities, batches are
+    consecutive runs of the shuffled faces.
     """
-    rng = np.random.default_rng(seed)
-    groups: dict[str, list[list[int]]] = {}
-    for index, label in enumerate(labels):
-        groups.setdefault(label, []).append(index)
-    for label, members in groups.items():
-        members = [int(m) for m in rng.permutation(members)]
-        groups[label] = [members[i:i + per_identity] for i in range(0, len(members) - per_identity + 1, per_identity)]
-    batches = []
-    while True:
-        ready = sorted((name for name in groups if groups[name]), key=lambda n: (-len(groups[n]), n))
-        if len(ready) < identities:
-            break
-        batches.append(np.array([i for name in ready[:identities] for i in groups[name].pop()]))
-    if batches:
-        return [batches[i] for i in rng.permutation(len(batches))]
-    order = rng.permutation(len(labels))
-    size = identities * per_identity
-    return [order[i:i + size] for i in range(0, len(order) - size + 1, size)]
+    ids = {name: i for i, name in enumerate(sorted(set(labels)))}
+    batches = core.identity_batches([ids[name] for name in labels], identities, per_identity, seed)
+    return [np.asarray(batch, np.int64) for batch in batches]
 
 
 def batch_mode_drift(bn_path: str | os.PathLike, affine_descriptors: np.ndarray, chips: np.ndarray,

@@ -169,8 +169,8 @@ def degrade(chips: np.ndarray, kind: str) -> np.ndarray:
             raise ValueError(f"lowres size must be in 2..150, got {size}")
         out = np.empty_like(chips)
         for i, chip in enumerate(chips):
-            small = Image.fromarray(chip).resize((size, size), Image.BILINEAR)
-            out[i] = np.asarray(small.resize(chip.shape[1::-1], Image.BILINEAR))
+            small = Image.fromarray(chip).resize((size, size), Image.Resampling.BILINEAR)
+            out[i] = np.asarray(small.resize(chip.shape[1::-1], Image.Resampling.BILINEAR))
         return out
     raise ValueError(f"unknown degradation {kind!r}; use 'lowres:N', 'gray' or 'none'")
 
@@ -193,7 +193,10 @@ class AlignmentSettings:
     # When `detector` finds no face: 'cnn+center' (try dlib's CNN detector, then landmarks in a
     # centred box), 'cnn', 'center', or 'none' (skip the image).
     fallback: str = "cnn+center"
-    version: int = 1           # bump when the alignment code changes
+    # smallest face wanted in pixels: large photos are scanned on a resized copy (align.detection_scale)
+    min_face_size: float | None = None
+    exif_orientation: bool = True  # turn phone photos upright as their EXIF tag says
+    version: int = 2           # bump when the alignment code changes
 
     def __post_init__(self) -> None:
         if self.fallback not in FALLBACKS:
@@ -240,13 +243,14 @@ def _align_one(args: tuple[str, str, AlignmentSettings, str]) -> ChipRecord:
 
     source, sha, settings, folder = args
     try:
-        image = load_image(source)
+        image = load_image(source, exif_orientation=settings.exif_orientation)
     except ImageError as exc:
         return ChipRecord(source, sha, "skipped", str(exc))
-    boxes = align.detect(image, detector=settings.detector, upsample=settings.upsample)
+    boxes = align.detect(image, detector=settings.detector, upsample=settings.upsample,
+                         min_face_size=settings.min_face_size)
     status = "detected"
     if not len(boxes) and settings.fallback.startswith("cnn") and settings.detector != "cnn":
-        boxes = align.detect(image, detector="cnn", upsample=settings.upsample)
+        boxes = align.detect(image, detector="cnn", upsample=settings.upsample, min_face_size=settings.min_face_size)
         status = "detected_cnn"
     if len(boxes):
         box = boxes[align.nearest_to_center(boxes, image.shape)]
@@ -350,8 +354,8 @@ class ChipCache:
         """Chips of `sources` (aligned now where not cached), with per-image records."""
         from tqdm import tqdm
 
-        sources = [str(s) for s in sources]
-        unique = list(dict.fromkeys(sources))
+        files = [str(s) for s in sources]
+        unique = list(dict.fromkeys(files))
         hashes = {s: (_file_sha256(s) if os.path.exists(s) else "") for s in unique}
         todo = []
         for source in unique:
@@ -365,7 +369,7 @@ class ChipCache:
             workers = workers or max(1, len(os.sched_getaffinity(0)))
             bar = tqdm(total=len(jobs), desc="aligning", unit="img", disable=not progress)
             try:
-                results = []
+                results: list[ChipRecord] = []
 
                 def collect(record: ChipRecord) -> None:
                     results.append(record)
@@ -382,13 +386,13 @@ class ChipCache:
                 self._records[record.source] = asdict(record)
             _atomic.write_text(self.manifest_path, json.dumps(
                 {"settings": asdict(self.settings), "records": self._records}, indent=0))
-        chips = np.zeros((len(sources), self.settings.size, self.settings.size, 3), np.uint8)
-        ok = np.zeros(len(sources), bool)
+        chips = np.zeros((len(files), self.settings.size, self.settings.size, 3), np.uint8)
+        ok = np.zeros(len(files), bool)
         records = []
-        for i, source in enumerate(sources):
-            record = self._records[source]
-            records.append(ChipRecord(**record))
-            if record["status"] != "skipped":
-                chips[i] = np.load(self.folder / f"{record['sha256']}.npy")
+        for i, source in enumerate(files):
+            fields = self._records[source]
+            records.append(ChipRecord(**fields))
+            if fields["status"] != "skipped":
+                chips[i] = np.load(self.folder / f"{fields['sha256']}.npy")
                 ok[i] = True
         return ChipSet(chips, ok, records)

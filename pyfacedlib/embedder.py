@@ -115,13 +115,18 @@ class FaceEmbedder:
         return self._core.embed_chips(batch, int(num_jitters), int(seed))
 
     def embed_image(self, image: ImageLike, detector: str = "hog", upsample: int = 1, num_jitters: int = 0,
-                    seed: int = 0) -> list[Face]:
-        """Every face in `image` (path or uint8 array): detect -> 5-point landmarks -> chip -> descriptor.
+                    seed: int = 0, min_face_size: float | None = None) -> list[Face]:
+        """Every face in `image`: detect -> 5-point landmarks -> chip -> descriptor.
 
-        Returns a list of Face (empty when no face is found), in the detector's order.
+        image: a path (EXIF orientation applied), a uint8 RGB array, a PIL.Image, or an OpenCV frame
+        through pyfacedlib.from_bgr. min_face_size: smallest face wanted in pixels; large photos are
+        scanned on a resized copy (pyfacedlib.align.detection_scale), landmarks and chips always come
+        from the full-resolution image. Returns a list of Face (empty when no face is found), in
+        the detector's order.
         """
         rgb = as_rgb(image)
-        boxes, scores = align.detect(rgb, detector=detector, upsample=upsample, return_scores=True)
+        boxes, scores = align.detect(rgb, detector=detector, upsample=upsample, return_scores=True,
+                                     min_face_size=min_face_size)
         if len(boxes) == 0:
             return []
         points = [align.landmarks(rgb, box) for box in boxes]

@@ -70,8 +70,8 @@ def best_threshold(distances: np.ndarray, issame: np.ndarray) -> float:
     return float((lower + upper) / 2)
 
 
-def verification(distances_or_embedding_pairs: PairInput, issame: Sequence[bool], folds: int = 10,
-                 fold_ids: Sequence[int] | None = None) -> VerificationReport:
+def verification(distances_or_embedding_pairs: PairInput, issame: Sequence[bool] | np.ndarray, folds: int = 10,
+                 fold_ids: Sequence[int] | np.ndarray | None = None) -> VerificationReport:
     """The standard verification protocol.
 
     distances_or_embedding_pairs: (N,) distances, (N,2,D) embedding pairs, or (emb1, emb2).
@@ -115,17 +115,26 @@ def verification(distances_or_embedding_pairs: PairInput, issame: Sequence[bool]
     )
 
 
+def distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:
+    """Euclidean distances between every row of a (M, D) and every row of b (N, D): (M, N) float64.
+
+    Computed as sqrt(|a|^2 + |b|^2 - 2 a.b) with one matrix product, so no (M, N, D) array is built.
+    """
+    a64, b64 = np.asarray(a, np.float64), np.asarray(b, np.float64)
+    squared = (a64 * a64).sum(1)[:, None] + (b64 * b64).sum(1)[None, :] - 2.0 * (a64 @ b64.T)
+    return np.sqrt(np.maximum(squared, 0.0))
+
+
 def identification(gallery: np.ndarray, gallery_labels: Sequence, probes: np.ndarray,
                    probe_labels: Sequence, ranks: Sequence[int] = (1, 5)) -> dict[str, float]:
     """Closed-set identification: fraction of probes whose identity is among the `rank` nearest
     gallery identities (nearest descriptor per identity). Returns {'rank1': .., 'rank5': ..}."""
-    gallery, probes = np.asarray(gallery, np.float64), np.asarray(probes, np.float64)
-    gallery_labels, probe_labels = np.asarray(gallery_labels), np.asarray(probe_labels)
-    identities = np.unique(gallery_labels)
-    distances = np.linalg.norm(probes[:, None, :] - gallery[None, :, :], axis=2)
-    per_identity = np.stack([distances[:, gallery_labels == name].min(axis=1) for name in identities], axis=1)
+    gallery_names, probe_names = np.asarray(gallery_labels), np.asarray(probe_labels)
+    identities = np.unique(gallery_names)
+    distances = distance_matrix(probes, gallery)
+    per_identity = np.stack([distances[:, gallery_names == name].min(axis=1) for name in identities], axis=1)
     order = identities[np.argsort(per_identity, axis=1, kind="mergesort")]
-    return {f"rank{r}": float(np.mean([label in row[:r] for label, row in zip(probe_labels, order)])) for r in ranks}
+    return {f"rank{r}": float(np.mean([label in row[:r] for label, row in zip(probe_names, order)])) for r in ranks}
 
 
 def chinese_whispers(descriptors: np.ndarray, threshold: float = DLIB_THRESHOLD) -> np.ndarray:
@@ -140,14 +149,17 @@ def chinese_whispers(descriptors: np.ndarray, threshold: float = DLIB_THRESHOLD)
 
 
 def pairwise_precision_recall(true_labels: Sequence, cluster_labels: Sequence) -> dict[str, float]:
-    """Pairwise precision/recall of a clustering: over all pairs put in one cluster, the fraction
-    of the same identity (precision); over all same-identity pairs, the fraction put together (recall)."""
-    true_labels, cluster_labels = np.asarray(true_labels), np.asarray(cluster_labels)
-    iu = np.triu_indices(len(true_labels), 1)
-    same = (true_labels[:, None] == true_labels[None])[iu]
-    together = (cluster_labels[:, None] == cluster_labels[None])[iu]
-    tp = float(np.sum(same & together))
-    precision = tp / together.sum() if together.any() else 1.0
-    recall = tp / same.sum() if same.any() else 1.0
+    """Pairwise precision/recall of a clustering (scikit-learn's pair_confusion_matrix): over all pairs
+    put in one cluster, the fraction of the same identity (precision); over all same-identity pairs,
+    the fraction put together (recall)."""
+    from sklearn.metrics.cluster import pair_confusion_matrix
+
+    # [[apart in both, joined but not the same identity], [same identity but split, joined rightly]]
+    (_, false_joined), (false_split, together_right) = pair_confusion_matrix(np.asarray(true_labels),
+                                                                              np.asarray(cluster_labels))
+    put_together = together_right + false_joined
+    same_identity = together_right + false_split
+    precision = together_right / put_together if put_together else 1.0
+    recall = together_right / same_identity if same_identity else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"precision": precision, "recall": recall, "f1": f1}
+    return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}

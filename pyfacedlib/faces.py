@@ -39,15 +39,18 @@ def align_images(paths: Iterable[str | os.PathLike], labels: Iterable[str] | Non
 
     Images without a detected face, or that cannot be read, are skipped and listed in `.skipped`.
     """
-    paths = [str(p) for p in paths]
-    labels = list(labels) if labels is not None else [Path(p).parent.name for p in paths]
-    iterator = paths
+    files = [str(p) for p in paths]
+    names = list(labels) if labels is not None else [Path(p).parent.name for p in files]
+    iterator = files
     if progress:
         from tqdm import tqdm
 
         iterator = tqdm(paths, desc="aligning", unit="img")
-    chips, kept, kept_labels, skipped = [], [], [], {}
-    for path, label in zip(iterator, labels):
+    chips: list[np.ndarray] = []
+    kept: list[str] = []
+    kept_labels: list[str] = []
+    skipped: dict[str, str] = {}
+    for path, label in zip(iterator, names):
         try:
             image = load_image(path)
         except ImageError as exc:

@@ -24,7 +24,7 @@ from typing import Sequence, Union
 
 import numpy as np
 
-from . import _atomic, models
+from . import _atomic, _plots, models
 from ._native import core
 from .datasets import ChipCache, IdentityDataset, identity_folders, identity_split
 from .embedder import as_chips, default_threads
@@ -35,6 +35,8 @@ STRATEGY_DEFAULTS = {  # lr, steps, val_every, checkpoint_every
     "from_level": (0.0001, 300, 50, 25),
     "all": (0.00005, 300, 50, 25),
 }
+
+BN_MODES = ("frozen", "calibrated")
 
 TrainInput = Union[str, os.PathLike, IdentityDataset, tuple]
 
@@ -203,12 +205,7 @@ def _fingerprint(*parts) -> str:
 
 
 def _plot(history: list[dict], path: Path) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    fig, (ax1, ax2) = plt.subplots(1, 2, figsize=(10, 4))
+    fig, (ax1, ax2) = _plots.pyplot().subplots(1, 2, figsize=(10, 4))
     train = [h for h in history if h["kind"] == "train"]
     val = [h for h in history if h["kind"] == "validation"]
     ax1.plot([h["step"] for h in train], [h["loss"] for h in train], label="training loss")
@@ -223,9 +220,7 @@ def _plot(history: list[dict], path: Path) -> None:
     if val:
         ax2.legend()
     fig.tight_layout()
-    with _atomic.atomic_path(path) as tmp:
-        fig.savefig(tmp, format="png", dpi=100)
-    plt.close(fig)
+    _plots.save_figure(fig, path, dpi=100)
 
 
 def finetune(train: TrainInput, output_dir: str | os.PathLike, base_model: str | os.PathLike | None = None,
@@ -250,8 +245,8 @@ def finetune(train: TrainInput, output_dir: str | os.PathLike, base_model: str |
     256-D features; the batch-norm mode then only decides how the bn output file is made.
     """
     kind, level = parse_strategy(strategy)
-    if bn not in ("frozen", "calibrated"):
-        raise ValueError(f"bn must be 'frozen' or 'calibrated', got {bn!r}")
+    if bn not in BN_MODES:
+        raise ValueError(f"bn must be one of {BN_MODES}, got {bn!r}")
     default_lr, default_steps, default_val, default_ckpt = STRATEGY_DEFAULTS[kind]
     lr = float(lr or default_lr)
     steps = int(steps if steps is not None else default_steps)
@@ -302,7 +297,7 @@ def finetune(train: TrainInput, output_dir: str | os.PathLike, base_model: str |
               "images_per_identity": images_per_identity, "augment": augment, "seed": seed,
               "base": _fingerprint(Path(base).read_bytes()),
               "data": _fingerprint(train_faces.chips.tobytes(), labels)}
-    trainer = core.FaceTrainer(start_model, train_bn, train_faces.chips, labels, strategy, level, lr,
+    trainer = core.FaceTrainer(start_model, train_bn, train_faces.chips, labels, level, lr,
                                identities_per_batch, images_per_identity, augment, head_feature_copies, seed, threads)
 
     history: list[dict] = []
@@ -326,6 +321,7 @@ def finetune(train: TrainInput, output_dir: str | os.PathLike, base_model: str |
         nonlocal best
         if val_faces is None:
             return
+        assert validation is not None
         metrics = validate(trainer, validation, threads)
         history.append({"kind": "validation", "step": trainer.step, "lr": trainer.learning_rate, **metrics})
         if best is None or (metrics["accuracy"], -metrics["loss"]) > (best["accuracy"], -best["loss"]):

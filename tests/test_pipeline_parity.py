@@ -25,7 +25,7 @@ def test_lfw_pipeline_matches_dlib(lfw_sample, dlib_bin, embedder):
     assert len(lfw_sample) >= 20
     faces_checked = 0
     for path in lfw_sample:
-        image = pfd.load_image(path)
+        image = pfd.load_image(path, exif_orientation=False)
         ours = embedder.embed_image(image)
         ref = _dlib_faces(dlib_bin, image)
         assert len(ours) == len(ref), path
@@ -45,12 +45,12 @@ def test_embed_image_accepts_a_path_and_a_grayscale_array(lfw_sample, embedder):
     face = from_path[0]
     assert face.box.shape == (4,) and face.landmarks.shape == (5, 2)
     assert face.chip.shape == (150, 150, 3) and face.descriptor.shape == (128,)
-    gray = pfd.load_image(path).mean(axis=2).round().astype(np.uint8)
+    gray = pfd.load_image(path, exif_orientation=False).mean(axis=2).round().astype(np.uint8)
     assert len(embedder.embed_image(gray)) >= 1
 
 
 def test_align_functions_match_dlib(lfw_sample, dlib_bin):
-    image = pfd.load_image(lfw_sample[1])
+    image = pfd.load_image(lfw_sample[1], exif_orientation=False)
     boxes, scores = pfd.align.detect(image, upsample=0, return_scores=True)
     rects, ref_scores, _ = dlib_bin.get_frontal_face_detector().run(image, 0)
     assert boxes.tolist() == [[r.left(), r.top(), r.right(), r.bottom()] for r in rects]
@@ -67,7 +67,7 @@ def test_align_functions_match_dlib(lfw_sample, dlib_bin):
 def test_cnn_detector_matches_dlib(lfw_sample, dlib_bin):
     cnn = dlib_bin.cnn_face_detection_model_v1(pfd.models.path("mmod_human_face_detector"))
     for path in lfw_sample[:3]:
-        image = pfd.load_image(path)
+        image = pfd.load_image(path, exif_orientation=False)
         boxes, confidences = pfd.align.detect(image, detector="cnn", upsample=0, return_scores=True)
         ref = cnn(image, 0)
         assert boxes.tolist() == [[d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()] for d in ref]
