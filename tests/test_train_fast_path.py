@@ -20,7 +20,11 @@ def _trainer(base, train_bn, chips, labels, threads, fast, augment=False, strate
     return core.FaceTrainer(base, train_bn, chips, labels, level, 1e-3, 5, 5, augment, 1, 0, threads, fast)
 
 
-def _assert_same_parameters(a, b, start, rtol=1e-3):
+# The two paths sum the same gradients in different orders (per-sample GEMMs in one net vs several
+# samples per GEMM over replicas). On a machine where OpenBLAS picks its Haswell kernel the
+# input-side convolutions (tens of thousands of terms per weight) then differ by up to 0.2% of their
+# step (measured 1.8e-3 at layer 122, <= 9e-4 elsewhere); a wrong gradient would differ by ~100%.
+def _assert_same_parameters(a, b, start, rtol=5e-3):
     start, a, b = dict(start), dict(a), dict(b)
     moved = 0
     for index, before in start.items():
@@ -28,7 +32,10 @@ def _assert_same_parameters(a, b, start, rtol=1e-3):
             continue
         step_a, step_b = a[index] - before, b[index] - before
         scale = max(np.abs(step_a).max(), 1e-12)
-        assert np.abs(step_a - step_b).max() <= rtol * scale + 1e-9, f"layer {index}"
+        # plus two float32 steps of the parameters' own resolution (a step of 1e-6 on a weight of 0.5
+        # is only ~30 representable values: one rounding differs by 3e-8)
+        ulp = float(np.spacing(np.abs(before).max().astype(np.float32)))
+        assert np.abs(step_a - step_b).max() <= rtol * scale + 2 * ulp, f"layer {index}"
         moved += scale > 1e-12
     return moved
 
