@@ -70,7 +70,9 @@ def main() -> None:
 
     embedder = pfd.FaceEmbedder()
     info = pfd.build_info()
-    print(f"CPU: {platform.processor() or platform.machine()}, {os.cpu_count()} cores; {info['simd']}; "
+    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
+                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
+    print(f"CPU: {cpu}, {os.cpu_count()} cores; {info['simd']}; "
           f"embedding threads {embedder.threads}")
     modes = {"full": 0, "default": None, "min60": 60}
     for set_name, face_range in (("large faces 150-450 px", (150, 450)), ("small faces 60-140 px", (60, 140))):
