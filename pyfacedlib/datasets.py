@@ -14,6 +14,7 @@ from typing import Iterable, Sequence
 import numpy as np
 
 from . import _atomic
+from ._system import available_cpus, file_sha256
 from .faces import IMAGE_SUFFIXES
 
 # ------------------------------------------------------------------------------------------------
@@ -227,14 +228,6 @@ class ChipRecord:
     faces_found: int = 0
 
 
-def _file_sha256(path: str) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 def _align_one(args: tuple[str, str, AlignmentSettings, str]) -> ChipRecord:
     """Worker: detect, align and store one chip (as .npy named by the file's hash)."""
     from . import align
@@ -356,7 +349,7 @@ class ChipCache:
 
         files = [str(s) for s in sources]
         unique = list(dict.fromkeys(files))
-        hashes = {s: (_file_sha256(s) if os.path.exists(s) else "") for s in unique}
+        hashes = {s: (file_sha256(s) if os.path.exists(s) else "") for s in unique}
         todo = []
         for source in unique:
             cached = self._records.get(source)
@@ -366,7 +359,7 @@ class ChipCache:
             todo.append(source)
         if todo:
             jobs = [(s, hashes[s], self.settings, str(self.folder)) for s in todo]
-            workers = workers or max(1, len(os.sched_getaffinity(0)))
+            workers = workers or available_cpus()
             bar = tqdm(total=len(jobs), desc="aligning", unit="img", disable=not progress)
             try:
                 results: list[ChipRecord] = []

@@ -8,6 +8,7 @@ import numpy as np
 
 from . import align, models
 from ._native import core
+from ._system import available_cpus
 from .images import ImageLike, as_rgb
 
 CHIP_SIZE = 150
@@ -15,11 +16,8 @@ DESCRIPTOR_SIZE = 128
 
 
 def default_threads() -> int:
-    """CPUs this process may run on."""
-    try:
-        return max(1, len(os.sched_getaffinity(0)))
-    except AttributeError:  # pragma: no cover - non-Linux
-        return max(1, os.cpu_count() or 1)
+    """Default worker threads: the CPUs this process may run on."""
+    return available_cpus()
 
 
 def as_chips(chips: np.ndarray) -> np.ndarray:

@@ -1,13 +1,13 @@
 """Model files: resolved by name and verified against the manifest kept in models/."""
 from __future__ import annotations
 
-import hashlib
 import importlib.util
 import json
 import os
 from functools import lru_cache
 from pathlib import Path
 
+from ._system import file_sha256
 from .errors import ModelFormatError, ModelNotFoundError
 
 FACE_RECOGNITION = "dlib_face_recognition_resnet_model_v1"
@@ -45,11 +45,8 @@ def _search_dirs() -> list[Path]:
 
 @lru_cache(maxsize=None)
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
-    digest = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
+    """file_sha256, remembered per (path, size, mtime): models are verified once per process."""
+    return file_sha256(path)
 
 
 def verify(path: str | os.PathLike, name: str) -> None:

@@ -72,3 +72,27 @@ def test_cnn_detector_matches_dlib(lfw_sample, dlib_bin):
         ref = cnn(image, 0)
         assert boxes.tolist() == [[d.rect.left(), d.rect.top(), d.rect.right(), d.rect.bottom()] for d in ref]
         assert np.allclose(confidences, [d.confidence for d in ref], atol=1e-4)
+
+
+@pytest.mark.parametrize("upsample, size", [(0, (1200, 1600)), (1, (600, 800))])
+def test_hog_on_large_images_matches_dlib(dlib_bin, lfw_sample, upsample, size):
+    # >= 1 MP as scanned: the multi-threaded scan (cpp/alignment.cpp) must give dlib's own detections
+    from PIL import Image
+
+    rows, cols = size
+    tile = rows // 3
+    canvas = np.full((rows, cols, 3), 100, np.uint8)
+    for i, path in enumerate(lfw_sample[:12]):
+        y, x = divmod(i, cols // tile)
+        if (y + 1) * tile > rows:
+            break
+        image = pfd.load_image(path, exif_orientation=False)
+        canvas[y * tile:(y + 1) * tile, x * tile:(x + 1) * tile] = np.asarray(
+            Image.fromarray(image).resize((tile, tile), Image.Resampling.BILINEAR))
+    assert rows * cols * 4 ** upsample >= 1_000_000
+    boxes, scores = pfd.align.detect(canvas, upsample=upsample, min_face_size=0, return_scores=True)
+    dets, dlib_scores, _ = dlib_bin.get_frontal_face_detector().run(canvas, upsample, 0.0)
+    expected = np.array([[d.left(), d.top(), d.right(), d.bottom()] for d in dets], np.int64).reshape(-1, 4)
+    assert len(expected) >= 6
+    assert np.array_equal(boxes, expected)
+    assert np.allclose(scores, dlib_scores, atol=1e-6)
