@@ -44,3 +44,19 @@ def run_twice(script: str, child: bool, measure: Callable[[], dict], report: Cal
     done = subprocess.run([sys.executable, script, "--child", *child_args], env=env, capture_output=True, text=True,
                           check=True)
     report(json.loads(done.stdout.strip().splitlines()[-1]), "OPENBLAS_CORETYPE/OPENBLAS_L2_SIZE unset")
+
+
+def aligned_faces(paths: list[str], labels: list[str] | None = None):
+    """FaceSet of the images through the chip cache (~/.cache/pyfacedlib/chips), default settings."""
+    from pyfacedlib.chipcache import ChipCache, default_cache_dir
+
+    return ChipCache(default_cache_dir()).faces(paths, labels)
+
+
+def pair_chips(unique: list[str]) -> np.ndarray:
+    """Chips of every pair image, in order (the default alignment falls back to a centred box, so
+    only an unreadable file can be missing: that stops the benchmark)."""
+    faces = aligned_faces(unique)
+    if faces.skipped:
+        sys.exit(f"unreadable pair images: {faces.skipped}")
+    return faces.chips

@@ -20,8 +20,11 @@ import numpy as np
 import pyfacedlib as pfd
 from pyfacedlib import datasets
 from pyfacedlib._native import core
-from pyfacedlib.bench import default_cache_dir, default_lfw_dir, resolve_lfw
-from pyfacedlib.convert import batch_mode_drift, identity_batches
+from pyfacedlib.bench import default_lfw_dir, resolve_lfw
+from pyfacedlib.convert import batch_mode_drift
+from pyfacedlib.faces import identity_batches
+
+from _common import aligned_faces, pair_chips
 from pyfacedlib.evaluate import verification
 
 
@@ -29,8 +32,8 @@ def faces_of(images: Path, people_file: Path, min_images: int, max_images: int):
     people = [(n, c) for n, c in datasets.read_lfw_people(people_file)[0] if c >= min_images]
     paths = [datasets.lfw_image(images, n, i) for n, c in people for i in range(1, min(c, max_images) + 1)]
     labels = [n for n, c in people for _ in range(1, min(c, max_images) + 1)]
-    chipset = datasets.ChipCache(default_cache_dir()).chips(paths)
-    return chipset.chips[chipset.ok], np.asarray(labels)[chipset.ok]
+    faces = aligned_faces(paths, labels)
+    return faces.chips, faces.labels
 
 
 def main() -> None:
@@ -47,7 +50,7 @@ def main() -> None:
     held_chips, held_labels = faces_of(images, root / "peopleDevTest.txt", 5, 10)
     pairs = datasets.read_lfw_pairs(root / "pairsDevTest.txt")
     unique, first, second = datasets.pair_images(pairs, images)
-    test = datasets.ChipCache(default_cache_dir()).chips(unique)
+    test_chips = pair_chips(unique)
     same = np.array([p.same for p in pairs])
     folds = np.arange(len(same)) % 10
 
@@ -57,7 +60,7 @@ def main() -> None:
 
     print(f"{variant}; calibration: {len(calib_chips)} peopleDevTrain faces; drift: {len(held_chips)} peopleDevTest "
           f"faces; accuracy: {len(same)} pairsDevTest pairs")
-    affine_descriptors = pfd.FaceEmbedder().embed_chips(test.chips)
+    affine_descriptors = pfd.FaceEmbedder().embed_chips(test_chips)
     print(f"affine net (inference):                 accuracy {100 * accuracy(affine_descriptors):.2f}%")
     reference = pfd.FaceEmbedder().embed_chips(held_chips).astype(np.float64)
     batches = identity_batches(held_labels.tolist())
@@ -72,7 +75,7 @@ def main() -> None:
             seconds = time.perf_counter() - t
             drift = batch_mode_drift(dst, reference, held_chips, batches)
             train_mode = affine_descriptors.copy()
-            train_mode[order[:n]] = core.bn_net_descriptors(str(dst), np.ascontiguousarray(test.chips[order[:n]]), 25)
+            train_mode[order[:n]] = core.bn_net_descriptors(str(dst), np.ascontiguousarray(test_chips[order[:n]]), 25)
             print(f"{mode:<10} bn net, training mode, batches of 25: accuracy {100 * accuracy(train_mode):.2f}% "
                   f"(last {len(order) - n} images in inference mode); drift mean {drift.mean():.4f} "
                   f"max {drift.max():.4f} over {len(drift)} faces in {len(batches)} batches; conversion {seconds:.1f} s")

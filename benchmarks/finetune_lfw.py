@@ -21,8 +21,10 @@ import numpy as np
 
 import pyfacedlib as pfd
 from pyfacedlib import datasets
-from pyfacedlib.bench import default_cache_dir, default_lfw_dir, resolve_lfw
+from pyfacedlib.bench import default_lfw_dir, resolve_lfw
 from pyfacedlib.evaluate import verification
+
+from _common import aligned_faces, pair_chips
 
 
 def devtrain_faces(images: Path, lfw_root: Path, min_images: int, max_images: int):
@@ -33,15 +35,14 @@ def devtrain_faces(images: Path, lfw_root: Path, min_images: int, max_images: in
             for i in range(1, min(count, max_images) + 1):
                 paths.append(datasets.lfw_image(images, name, i))
                 labels.append(name)
-    chipset = datasets.ChipCache(default_cache_dir()).chips(paths)
-    return chipset.chips[chipset.ok], np.asarray(labels)[chipset.ok]
+    faces = aligned_faces(paths, labels)
+    return faces.chips, faces.labels
 
 
 def devtest_pairs(images: Path, lfw_root: Path):
     pairs = datasets.read_lfw_pairs(lfw_root / "pairsDevTest.txt")
     unique, first, second = datasets.pair_images(pairs, images)
-    chipset = datasets.ChipCache(default_cache_dir()).chips(unique)
-    return chipset.chips, first, second, np.array([p.same for p in pairs])
+    return pair_chips(unique), first, second, np.array([p.same for p in pairs])
 
 
 def evaluate(model: str | None, chips, first, second, same) -> dict:

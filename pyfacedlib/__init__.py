@@ -7,13 +7,14 @@
 """
 from __future__ import annotations
 
-from . import align, datasets, evaluate, models
+from . import align, chipcache, datasets, evaluate, models
+from ._finetune import FinetuneConfig, FinetuneResult, finetune, parse_strategy
 from ._native import core as _core
+from .chipcache import AlignmentSettings, ChipCache
 from .convert import ConversionReport, convert_affine_to_bn, convert_bn_to_affine
 from .embedder import Face, FaceEmbedder, distance
-from . import finetune as finetune_module
-from .finetune import FinetuneResult, finetune
 from .errors import ImageError, ModelFormatError, ModelNotFoundError
+from .faces import FaceSet, load_faces
 from .images import as_rgb, from_bgr, load_image
 
 __version__ = "0.1.0"
@@ -27,6 +28,8 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "ConversionReport", "convert_affine_to_bn", "convert_bn_to_affine", "Face", "FaceEmbedder", "ImageError", "ModelFormatError", "ModelNotFoundError", "align", "as_rgb",
-    "FinetuneResult", "build_info", "finetune_module", "datasets", "finetune", "distance", "evaluate", "from_bgr", "load_image", "models",
+    "AlignmentSettings", "ChipCache", "ConversionReport", "Face", "FaceEmbedder", "FaceSet", "FinetuneConfig",
+    "FinetuneResult", "ImageError", "ModelFormatError", "ModelNotFoundError", "align", "as_rgb", "build_info",
+    "chipcache", "convert_affine_to_bn", "convert_bn_to_affine", "datasets", "distance", "evaluate", "finetune",
+    "from_bgr", "load_faces", "load_image", "models", "parse_strategy",
 ]

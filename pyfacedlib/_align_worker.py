@@ -1,6 +1,6 @@
 """Alignment worker process for the chip cache (started by ChipCache with JOBS.json as argument).
 
-Reads [source, sha256, settings, folder] jobs, aligns each (pyfacedlib.datasets._align_one) and
+Reads [source, sha256, settings, folder] jobs, aligns each (pyfacedlib.chipcache._align_one) and
 prints one JSON record per line as it finishes. Started as a fresh interpreter by ChipCache, so it
 never inherits threads through fork and never re-imports the caller's __main__.
 """
@@ -12,7 +12,7 @@ from dataclasses import asdict
 
 
 def main() -> None:
-    from .datasets import AlignmentSettings, _align_one
+    from .chipcache import AlignmentSettings, _align_one
 
     with open(sys.argv[-1]) as f:
         jobs = json.load(f)

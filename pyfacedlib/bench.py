@@ -10,7 +10,8 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _atomic, _plots
-from .datasets import AlignmentSettings, ChipCache, pair_images, read_lfw_pairs
+from .chipcache import AlignmentSettings, ChipCache, default_cache_dir
+from .datasets import pair_images, read_lfw_pairs
 from .embedder import FaceEmbedder
 from .evaluate import verification
 
@@ -25,13 +26,6 @@ def default_lfw_dir() -> Path:
     if os.environ.get("PYFACEDLIB_DATA"):
         return Path(os.environ["PYFACEDLIB_DATA"]) / "lfw"
     return Path("..") / "shared" / "datasets" / "lfw"
-
-
-def default_cache_dir() -> Path:
-    """$PYFACEDLIB_CACHE, else $XDG_CACHE_HOME/pyfacedlib/chips (~/.cache/pyfacedlib/chips)."""
-    if os.environ.get("PYFACEDLIB_CACHE"):
-        return Path(os.environ["PYFACEDLIB_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pyfacedlib" / "chips"
 
 
 def resolve_lfw(lfw_dir: str | os.PathLike | None, pairs: str | os.PathLike | None) -> tuple[Path, Path, str]:
@@ -91,10 +85,15 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
     unique, first, second = pair_images(pair_list, images_dir)
 
     t = time.perf_counter()
-    chipset = ChipCache(cache_dir or default_cache_dir(), settings).chips(unique, workers=workers, progress=progress)
+    faces = ChipCache(cache_dir or default_cache_dir(), settings).faces(unique, workers=workers, progress=progress)
     align_seconds = time.perf_counter() - t
-    bad = {"skipped"} | ({"fallback", "detected_cnn"} if strict else set())
-    usable = np.array([r.status not in bad for r in chipset.records])
+    # row[j]: the face of unique image j in `faces`, -1 where it has none
+    position = {source: j for j, source in enumerate(unique)}
+    row = np.full(len(unique), -1, np.int64)
+    row[[position[s] for s in faces.sources]] = np.arange(len(faces))
+    dropped = {"fallback", "detected_cnn"} if strict else set()
+    usable = row >= 0
+    usable[row >= 0] = [faces.records[r].status not in dropped for r in row[row >= 0]]
     n = len(pair_list)
     keep = usable[first] & usable[second]
     same = np.array([p.same for p in pair_list])[keep]
@@ -102,19 +101,19 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
     if len(np.unique(folds)) == 1:  # a dev file: one fold; use 10 interleaved folds
         folds = np.arange(n) % 10
     folds = folds[keep]
-    first, second = first[keep], second[keep]
+    first, second = row[first[keep]], row[second[keep]]
     used = np.unique(np.concatenate([first, second]))
 
     detection = {
         "images": len(unique),
-        "detected": sum(r.status == "detected" for r in chipset.records),
-        "missed_by_detector": sum(r.status in ("detected_cnn", "fallback", "skipped") for r in chipset.records),
-        "found_by_cnn_fallback": len(chipset.cnn_rescued),
-        "fallback_center_box": len(chipset.fallbacks),
-        "unreadable_skipped": len(chipset.skipped),
-        "cnn_fallback_images": chipset.cnn_rescued,
-        "center_box_images": chipset.fallbacks,
-        "skipped_images": chipset.skipped,
+        "detected": sum(r.status == "detected" for r in faces.records),
+        "missed_by_detector": sum(r.status in ("detected_cnn", "fallback") for r in faces.records) + len(faces.skipped),
+        "found_by_cnn_fallback": len(faces.cnn_rescued),
+        "fallback_center_box": len(faces.fallbacks),
+        "unreadable_skipped": len(faces.skipped),
+        "cnn_fallback_images": faces.cnn_rescued,
+        "center_box_images": faces.fallbacks,
+        "skipped_images": faces.skipped,
         "policy": ("strict: pairs with an image the primary detector missed are dropped" if strict else
                    f"primary detector misses -> fallback '{settings.fallback}' (each counted); "
                    "unreadable -> pair dropped"),
@@ -140,8 +139,8 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
     for name, model in zip(_model_names(list(models)), models):
         t = time.perf_counter()
         embedder = FaceEmbedder(model, threads=threads)
-        descriptors = np.zeros((len(unique), 128), np.float32)
-        descriptors[used] = _embed(embedder, chipset.chips[used], num_jitters, flip, progress)
+        descriptors = np.zeros((len(faces), 128), np.float32)
+        descriptors[used] = _embed(embedder, faces.chips[used], num_jitters, flip, progress)
         distances = np.linalg.norm(descriptors[first].astype(np.float64) - descriptors[second], axis=1)
         result = verification(distances, same, fold_ids=folds)
         curves[name] = (result.roc_far, result.roc_tar)

@@ -11,9 +11,8 @@ import numpy as np
 
 from . import _atomic
 from .align import DETECTORS
-from .datasets import FALLBACKS
+from .chipcache import FALLBACKS
 from .embedder import BACKENDS
-from .finetune import BN_MODES
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -100,7 +99,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 
 def _cmd_bench_lfw(args: argparse.Namespace) -> int:
     from .bench import bench_lfw
-    from .datasets import AlignmentSettings
+    from .chipcache import AlignmentSettings
 
     settings = AlignmentSettings(detector=args.detector, upsample=args.upsample, fallback=args.fallback)
     try:
@@ -115,15 +114,35 @@ def _cmd_bench_lfw(args: argparse.Namespace) -> int:
     return 0
 
 
-def _cmd_finetune(args: argparse.Namespace) -> int:
-    from .finetune import finetune
+def _config_arguments(parser: argparse.ArgumentParser) -> None:
+    """One option per FinetuneConfig field (--no-X for the ones that default to True)."""
+    import dataclasses
+    import typing
 
-    result = finetune(args.train_dir, args.out_dir, base_model=args.base_model, strategy=args.strategy, bn=args.bn,
-                      steps=args.steps, max_minutes=args.max_minutes, lr=args.lr,
-                      identities_per_batch=args.identities_per_batch, images_per_identity=args.images_per_identity,
-                      augment=not args.no_augment, val=args.val_dir, val_every=args.val_every,
-                      checkpoint_every=args.checkpoint_every, resume=not args.no_resume, seed=args.seed,
-                      threads=args.threads)
+    from ._finetune import FinetuneConfig
+
+    hints = typing.get_type_hints(FinetuneConfig)
+    for f in dataclasses.fields(FinetuneConfig):
+        option = "--" + f.name.replace("_", "-")
+        text = f.metadata.get("help", "")
+        if hints[f.name] is bool:
+            if f.default:
+                parser.add_argument("--no-" + f.name.replace("_", "-"), dest=f.name, action="store_false", help="no: " + text)
+            else:
+                parser.add_argument(option, dest=f.name, action="store_true", help=text)
+            continue
+        kind = next(t for t in (int, float, str) if t in (hints[f.name], *typing.get_args(hints[f.name])))
+        parser.add_argument(option, dest=f.name, type=kind, default=f.default, choices=f.metadata.get("choices"),
+                            help=f"{text} (default: {f.default})" if f.default is not None else text)
+
+
+def _cmd_finetune(args: argparse.Namespace) -> int:
+    import dataclasses
+
+    from ._finetune import FinetuneConfig, finetune
+
+    config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)})
+    result = finetune(args.train_dir, args.out_dir, base_model=args.base_model, val=args.val_dir, config=config)
     print(f"trained {result.steps} steps in {result.minutes:.1f} min on {result.train_faces} faces of "
           f"{result.train_identities} identities (resumed from step {result.resumed_from_step})")
     if result.best_validation:
@@ -198,20 +217,8 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("train_dir")
     tune.add_argument("out_dir")
     tune.add_argument("--base-model", help="affine .dat to start from (default: the shipped model)")
-    tune.add_argument("--strategy", default="head", help="head | all | from_level:K (K = 0..6, counted from the input)")
-    tune.add_argument("--bn", choices=BN_MODES, default="frozen")
-    tune.add_argument("--steps", type=int, default=None)
-    tune.add_argument("--max-minutes", type=float, default=None)
-    tune.add_argument("--lr", type=float, default=None)
-    tune.add_argument("--identities-per-batch", type=int, default=5)
-    tune.add_argument("--images-per-identity", type=int, default=5)
-    tune.add_argument("--no-augment", action="store_true")
     tune.add_argument("--val-dir", help="held-out identities (default: a fifth of TRAIN_DIR's identities)")
-    tune.add_argument("--val-every", type=int, default=None)
-    tune.add_argument("--checkpoint-every", type=int, default=None)
-    tune.add_argument("--no-resume", action="store_true", help="start over even if OUT_DIR has a checkpoint")
-    tune.add_argument("--seed", type=int, default=0)
-    tune.add_argument("--threads", type=int, default=None)
+    _config_arguments(tune)
     tune.set_defaults(run=_cmd_finetune)
     return parser
 

@@ -18,17 +18,17 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Sequence, Union
+from typing import Union
 
 import numpy as np
 
 from . import _atomic
 from ._native import core
-from .embedder import FaceEmbedder, as_chips, default_threads
+from .embedder import FaceEmbedder, default_threads
 from .errors import ModelFormatError
-from .faces import AlignedFaces, align_images, image_files
+from .faces import FaceInput, identity_batches, load_faces
 
-Calibration = Union[np.ndarray, str, os.PathLike, AlignedFaces, None]
+Calibration = Union[FaceInput, None]
 
 DRIFT_BATCH = 25
 
@@ -69,33 +69,6 @@ class ConversionReport:
         return "\n".join(lines)
 
 
-def _faces(calibration: Calibration, progress: bool) -> AlignedFaces:
-    if isinstance(calibration, AlignedFaces):
-        return calibration
-    if isinstance(calibration, np.ndarray):
-        chips = as_chips(calibration)
-        return AlignedFaces(chips, [""] * len(chips), [str(i) for i in range(len(chips))])
-    if isinstance(calibration, (str, os.PathLike)):
-        return align_images(image_files(calibration), progress=progress)
-    raise TypeError("calibration must be None, face chips (N,150,150,3) uint8, a folder of images, or AlignedFaces; "
-                    f"got {type(calibration).__name__}")
-
-
-def identity_batches(labels: Sequence[str], identities: int = 5, per_identity: int = 5,
-                     seed: int = 0) -> list[np.ndarray]:
-    """Disjoint index batches of `identities` distinct identities x `per_identity` faces each (dlib's
-    metric-learning mini-batches: positive and negative pairs in every batch), every face at most once.
-
-    Drawn by the C++ sampler that also draws the training batches (cpp/sampler.h): each identity is
-    cut into groups of `per_identity` faces, and every batch takes one group from each of the
-    `identities` identities with the most groups left; with fewer such identities, batches are
-    consecutive runs of the shuffled faces.
-    """
-    ids = {name: i for i, name in enumerate(sorted(set(labels)))}
-    batches = core.identity_batches([ids[name] for name in labels], identities, per_identity, seed)
-    return [np.asarray(batch, np.int64) for batch in batches]
-
-
 def batch_mode_drift(bn_path: str | os.PathLike, affine_descriptors: np.ndarray, chips: np.ndarray,
                      batches: list[np.ndarray]) -> np.ndarray:
     """Per-face L2 distance between a bn net's training-mode descriptors (given batches) and `affine_descriptors`."""
@@ -118,12 +91,13 @@ def _check_src(src: str | os.PathLike, expected: str) -> str:
 
 
 def convert_affine_to_bn(src: str | os.PathLike, dst: str | os.PathLike, calibration: Calibration = None,
-                         holdout: Calibration = None, threads: int | None = None,
-                         progress: bool = False) -> ConversionReport:
+                         holdout: Calibration = None, threads: int | None = None, progress: bool = False,
+                         cache_dir: str | os.PathLike | None = None) -> ConversionReport:
     """Writes the bn_con training net recovered from the affine testing net `src` to `dst` (atomically, clean()ed).
 
     calibration: None (exact conversion), or faces to measure batch-norm statistics on: face chips
-    (N,150,150,3) uint8, a folder of images (faces found and aligned; skips counted), or AlignedFaces.
+    (N,150,150,3) uint8, a FaceSet, or a folder of images (aligned through the chip cache in
+    `cache_dir`, as fine-tuning aligns them; skips counted).
     holdout: faces for the batch-mode drift measurement (never used for calibration). When it is
     None and calibration has at least 50 faces, a fifth of them (>= 25) is held out instead.
     Raises ModelFormatError when `src` is not an affine face-net file.
@@ -133,18 +107,14 @@ def convert_affine_to_bn(src: str | os.PathLike, dst: str | os.PathLike, calibra
     threads = threads or default_threads()
     report = ConversionReport(src=src, dst=dst, direction="affine->bn",
                               mode="exact" if calibration is None else "calibrated")
-    calib = _faces(calibration, progress) if calibration is not None else None
-    held = _faces(holdout, progress) if holdout is not None else None
+    calib = load_faces(calibration, cache_dir, progress=progress) if calibration is not None else None
+    held = load_faces(holdout, cache_dir, progress=progress) if holdout is not None else None
     if calib is not None:
         report.calibration_skipped = len(calib.skipped)
         if held is None and len(calib.chips) >= 50:
             n_hold = max(DRIFT_BATCH, len(calib.chips) // 5)
             order = np.random.default_rng(0).permutation(len(calib.chips))
-            hold_idx, calib_idx = np.sort(order[:n_hold]), np.sort(order[n_hold:])
-            held = AlignedFaces(calib.chips[hold_idx], [calib.paths[i] for i in hold_idx],
-                                [calib.labels[i] for i in hold_idx])
-            calib = AlignedFaces(calib.chips[calib_idx], [calib.paths[i] for i in calib_idx],
-                                 [calib.labels[i] for i in calib_idx], calib.skipped)
+            held, calib = calib.take(np.sort(order[:n_hold])), calib.take(np.sort(order[n_hold:]))
         if len(calib.chips) < 2:
             raise ValueError(f"calibration needs at least 2 faces, found {len(calib.chips)}")
         calibrator = core.BnCalibrator(src, threads)
@@ -168,7 +138,7 @@ def convert_affine_to_bn(src: str | os.PathLike, dst: str | os.PathLike, calibra
     _atomic.write_bytes(dst, data)
 
     if held is not None and len(held.chips) >= DRIFT_BATCH:
-        batches = identity_batches(held.labels)
+        batches = identity_batches(held.labels.tolist())
         reference = FaceEmbedder(src, threads=threads).embed_chips(held.chips).astype(np.float64)
         drift = batch_mode_drift(dst, reference, held.chips, batches)
         report.holdout_faces = int(len(drift))

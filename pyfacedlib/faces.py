@@ -1,68 +1,175 @@
-"""Aligned face chips from image files (one face per image: the one nearest the centre)."""
+"""The one container for faces (FaceSet) and the one way in (load_faces).
+
+A FaceSet is aligned 150x150 chips with, for each, its identity, the file it came from and how it
+was aligned, plus what was left out and why. The chip cache makes them from photos; conversion
+calibrates on them, fine-tuning trains and validates on them, benchmarks evaluate them.
+"""
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable
+from typing import TYPE_CHECKING, Sequence, Union
 
 import numpy as np
 
-from . import align
-from .errors import ImageError
-from .images import load_image
+from ._native import core
 
-IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+if TYPE_CHECKING:
+    from .chipcache import AlignmentSettings
+    from .datasets import IdentityDataset
+
+CHIP_SIZE = 150
 
 
 @dataclass
-class AlignedFaces:
-    """Chips (N,150,150,3) uint8, the file and identity of each, and what was skipped and why."""
+class ChipRecord:
+    """How one source image was aligned (as the chip cache's manifest stores it)."""
+
+    source: str
+    sha256: str
+    status: str                      # 'detected', 'detected_cnn' (fallback detector), 'fallback' (centred box), 'skipped'
+    reason: str = ""
+    box: list[int] = field(default_factory=list)
+    landmarks: list[list[int]] = field(default_factory=list)
+    faces_found: int = 0
+
+
+@dataclass
+class FaceSet:
+    """Aligned chips (N, 150, 150, 3) uint8, each with its identity, source file and alignment record,
+    and what was left out: `skipped` images (path -> why no chip) and `skipped_identities` (name -> why)."""
 
     chips: np.ndarray
-    paths: list[str]
-    labels: list[str]
-    skipped: dict[str, str] = field(default_factory=dict)  # path -> reason
+    labels: np.ndarray                                      # (N,) identity names; "" where unknown
+    sources: list[str] = field(default_factory=list)        # file of each chip; "" for chips given as arrays
+    records: list[ChipRecord] = field(default_factory=list)  # one per chip when made by the chip cache, else empty
+    skipped: dict[str, str] = field(default_factory=dict)
+    skipped_identities: dict[str, str] = field(default_factory=dict)
+
+    def __post_init__(self) -> None:
+        self.labels = np.asarray([str(v) for v in self.labels]) if len(self.labels) else np.zeros(0, "<U1")
+        if not self.sources:
+            self.sources = [""] * len(self.chips)
+        if len(self.labels) != len(self.chips) or len(self.sources) != len(self.chips) or \
+                (self.records and len(self.records) != len(self.chips)):
+            raise ValueError(f"{len(self.chips)} chips but {len(self.labels)} labels, {len(self.sources)} sources "
+                             f"and {len(self.records)} records")
+
+    @classmethod
+    def from_chips(cls, chips: np.ndarray, labels: Sequence | None = None) -> "FaceSet":
+        """Ready chips (validated as the embedder validates them), with labels or none."""
+        from .embedder import as_chips
+
+        array = as_chips(chips)
+        return cls(array, np.asarray(labels if labels is not None else [""] * len(array)))
+
+    def __len__(self) -> int:
+        return len(self.chips)
+
+    @property
+    def identities(self) -> list[str]:
+        """Identity names, sorted."""
+        return sorted(set(self.labels.tolist()))
+
+    def take(self, indices: Sequence[int] | np.ndarray) -> "FaceSet":
+        """The faces at `indices` (an index array or boolean mask), in that order; what was skipped is kept."""
+        index = np.flatnonzero(indices) if np.asarray(indices).dtype == bool else np.asarray(indices, np.int64)
+        return FaceSet(self.chips[index], self.labels[index], [self.sources[i] for i in index],
+                       [self.records[i] for i in index] if self.records else [], self.skipped, self.skipped_identities)
+
+    def subset(self, identities: Sequence[str]) -> "FaceSet":
+        """Only the faces of `identities`."""
+        return self.take(np.isin(self.labels, list(identities)))
+
+    def with_min_images(self, minimum: int = 2) -> "FaceSet":
+        """Only identities with at least `minimum` faces; the others are added to skipped_identities."""
+        names, counts = np.unique(self.labels, return_counts=True)
+        too_few = {str(n): f"{c} image(s); at least {minimum} are needed" for n, c in zip(names, counts) if c < minimum}
+        kept = self.take(~np.isin(self.labels, list(too_few)))
+        kept.skipped_identities = {**self.skipped_identities, **too_few}
+        return kept
+
+    @property
+    def fallbacks(self) -> list[str]:
+        """Images where no detector found a face (aligned in the centred box instead)."""
+        return [r.source for r in self.records if r.status == "fallback"]
+
+    @property
+    def cnn_rescued(self) -> list[str]:
+        """Images the primary detector missed and dlib's CNN detector found."""
+        return [r.source for r in self.records if r.status == "detected_cnn"]
 
 
-def image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files under `folder` (recursively), sorted."""
-    root = Path(folder)
-    if not root.is_dir():
-        raise NotADirectoryError(f"not a folder: {root}")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+def identity_batches(labels: Sequence[str], identities: int = 5, per_identity: int = 5,
+                     seed: int = 0) -> list[np.ndarray]:
+    """Disjoint index batches of `identities` distinct identities x `per_identity` faces each (dlib's
+    metric-learning mini-batches: positive and negative pairs in every batch), every face at most once.
 
-
-def align_images(paths: Iterable[str | os.PathLike], labels: Iterable[str] | None = None, detector: str = "hog",
-                 upsample: int = 1, progress: bool = False) -> AlignedFaces:
-    """Detects the face nearest each image's centre, aligns it (5 points, padding 0.25) to a 150x150 chip.
-
-    Images without a detected face, or that cannot be read, are skipped and listed in `.skipped`.
+    Drawn by the C++ sampler that also draws the training batches (cpp/sampler.h): each identity is
+    cut into groups of `per_identity` faces, and every batch takes one group from each of the
+    `identities` identities with the most groups left; with fewer such identities, batches are
+    consecutive runs of the shuffled faces.
     """
-    files = [str(p) for p in paths]
-    names = list(labels) if labels is not None else [Path(p).parent.name for p in files]
-    iterator = files
-    if progress:
-        from tqdm import tqdm
+    ids = {name: i for i, name in enumerate(sorted(set(labels)))}
+    batches = core.identity_batches([ids[name] for name in labels], identities, per_identity, seed)
+    return [np.asarray(batch, np.int64) for batch in batches]
 
-        iterator = tqdm(paths, desc="aligning", unit="img")
-    chips: list[np.ndarray] = []
-    kept: list[str] = []
-    kept_labels: list[str] = []
-    skipped: dict[str, str] = {}
-    for path, label in zip(iterator, names):
+
+FaceInput = Union[FaceSet, np.ndarray, tuple, str, os.PathLike, "IdentityDataset"]
+
+
+def _ready_chips(paths: list[str]) -> np.ndarray | None:
+    """The images themselves when every one is already a 150x150 chip (no alignment needed), else None."""
+    from PIL import Image
+
+    from .images import load_image
+
+    for path in paths:
         try:
-            image = load_image(path)
-        except ImageError as exc:
-            skipped[path] = str(exc)
-            continue
-        boxes = align.detect(image, detector=detector, upsample=upsample)
-        if len(boxes) == 0:
-            skipped[path] = "no face detected"
-            continue
-        box = boxes[align.nearest_to_center(boxes, image.shape)]
-        chips.append(align.extract_chip(image, align.landmarks(image, box)))
-        kept.append(path)
-        kept_labels.append(label)
-    array = np.stack(chips) if chips else np.zeros((0, 150, 150, 3), np.uint8)
-    return AlignedFaces(array, kept, kept_labels, skipped)
+            with Image.open(path) as img:
+                if img.size != (CHIP_SIZE, CHIP_SIZE):
+                    return None
+        except OSError:
+            return None
+    return np.stack([load_image(p) for p in paths])
+
+
+def load_faces(data: FaceInput, cache_dir: str | os.PathLike | None = None,
+               settings: "AlignmentSettings | None" = None, progress: bool = False) -> FaceSet:
+    """Faces from whatever a user has, always aligned the same way (through the chip cache):
+
+    - a FaceSet (returned as it is), chips (N, 150, 150, 3) uint8, or (chips, labels);
+    - a folder: every image under it, recursively, labelled by the folder it is in (identity
+      folders root/Name/*.jpg give identities); folders of ready 150x150 chips are used as they are;
+    - an IdentityDataset.
+    Unreadable images and images without a face are listed in `skipped`.
+    """
+    from .chipcache import ChipCache, default_cache_dir
+    from .datasets import IdentityDataset, image_files
+
+    if isinstance(data, FaceSet):
+        return data
+    if isinstance(data, np.ndarray):
+        return FaceSet.from_chips(data)
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise TypeError("expected (chips, labels)")
+        chips, labels = data
+        if len(labels) != len(chips):
+            raise ValueError(f"{len(chips)} chips but {len(labels)} labels")
+        return FaceSet.from_chips(chips, labels)
+    if isinstance(data, IdentityDataset):
+        paths, labels = list(data.paths), list(data.labels)
+    elif isinstance(data, (str, os.PathLike)):
+        files = image_files(data)
+        if not files:
+            raise ValueError(f"no images found under {data}")
+        paths, labels = [str(p) for p in files], [Path(p).parent.name for p in files]
+    else:
+        raise TypeError("faces must be a FaceSet, chips (N,150,150,3) uint8, (chips, labels), a folder of images "
+                        f"or an IdentityDataset; got {type(data).__name__}")
+    ready = _ready_chips(paths)
+    if ready is not None:
+        return FaceSet(ready, np.asarray(labels), paths)
+    return ChipCache(cache_dir or default_cache_dir(), settings).faces(paths, labels, progress=progress)

@@ -54,7 +54,7 @@ def test_calibrated_conversion_keeps_inference_exact_and_cuts_batch_drift(tmp_pa
     calib, hold = chips[:30], chips[30:55]
     dst = tmp_path / "calibrated_bn.dat"
     report = pfd.convert_affine_to_bn(shipped, dst, calibration=calib,
-                                      holdout=pfd.faces.AlignedFaces(hold, [""] * 25, list(labels[30:55])))
+                                      holdout=pfd.FaceSet.from_chips(hold, labels[30:55]))
     assert report.mode == "calibrated" and report.calibration_faces == 30 and len(report.layers) == 29
     assert report.holdout_faces == 25
     assert report.drift_mean is not None and report.exact_drift_mean is not None
@@ -113,8 +113,9 @@ def hard_batch(lfw_dir, tmp_path_factory):
 
     people = [n for n, c in datasets.read_lfw_people(lfw_dir.parent / "peopleDevTrain.txt")[0] if c >= 5][:5]
     paths = [datasets.lfw_image(lfw_dir, n, i) for n in people for i in range(1, 6)]
-    chipset = datasets.ChipCache(tmp_path_factory.mktemp("cache")).chips(paths, progress=False)
-    return datasets.degrade(chipset.chips, "lowres:24"), [i // 5 for i in range(25)]
+    faces = pfd.ChipCache(tmp_path_factory.mktemp("cache")).faces(paths, [i // 5 for i in range(25)], progress=False)
+    assert len(faces) == 25
+    return datasets.degrade(faces.chips, "lowres:24"), [int(v) for v in faces.labels]
 
 
 def test_training_starts_from_the_pretrained_loss_when_calibrated(tmp_path, shipped, hard_batch, lfw_dir):

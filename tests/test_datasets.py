@@ -7,6 +7,7 @@ import pytest
 
 import pyfacedlib as pfd
 from pyfacedlib import datasets
+from pyfacedlib.chipcache import AlignmentSettings, ChipCache
 
 
 @pytest.fixture(scope="module")
@@ -85,12 +86,12 @@ def test_chip_cache(tmp_path, lfw_sample):
     broken.write_bytes(b"not a jpeg")
     sources += [str(gray), str(rgba), str(blank), str(broken)]
 
-    cache = datasets.ChipCache(tmp_path / "cache", datasets.AlignmentSettings(fallback="center"))
-    chipset = cache.chips(sources, workers=2, progress=False)
+    cache = ChipCache(tmp_path / "cache", AlignmentSettings(fallback="center"))
+    chipset = cache.faces(sources, workers=2, progress=False)
     statuses = [r.status for r in chipset.records]
-    assert statuses == ["detected"] * 6 + ["fallback", "skipped"]
+    assert statuses == ["detected"] * 6 + ["fallback"]
     assert chipset.fallbacks == [str(blank)] and list(chipset.skipped) == [str(broken)]
-    assert chipset.ok.tolist() == [True] * 7 + [False]
+    assert chipset.sources == sources[:7] and len(chipset) == 7
     # the cached chip is exactly the aligned chip
     image = pfd.load_image(sources[0])
     boxes = pfd.align.detect(image)
@@ -100,26 +101,33 @@ def test_chip_cache(tmp_path, lfw_sample):
 
     manifest = cache.manifest_path
     stamp = manifest.stat().st_mtime_ns
-    again = datasets.ChipCache(tmp_path / "cache", cache.settings).chips(sources, workers=1, progress=False)
+    again = ChipCache(tmp_path / "cache", cache.settings).faces(sources, workers=1, progress=False)
     assert manifest.stat().st_mtime_ns == stamp  # nothing re-aligned
     assert np.array_equal(again.chips, chipset.chips)
 
     shutil.copy(lfw_sample[6], sources[1])  # source changed -> rebuilt
-    changed = datasets.ChipCache(tmp_path / "cache", cache.settings).chips(sources, workers=1, progress=False)
+    changed = ChipCache(tmp_path / "cache", cache.settings).faces(sources, workers=1, progress=False)
     assert manifest.stat().st_mtime_ns != stamp
     assert not np.array_equal(changed.chips[1], chipset.chips[1])
 
-    strict = datasets.ChipCache(tmp_path / "cache", datasets.AlignmentSettings(fallback="none"))
+    strict = ChipCache(tmp_path / "cache", AlignmentSettings(fallback="none"))
     assert strict.folder != cache.folder
-    assert strict.chips(sources, workers=1, progress=False).skipped[str(blank)] == "no face detected"
+    assert strict.faces(sources, workers=1, progress=False).skipped[str(blank)] == "no face detected"
     with pytest.raises(ValueError):
-        datasets.AlignmentSettings(fallback="guess")
+        AlignmentSettings(fallback="guess")
+
+    # the one way in: a folder given to load_faces (conversion, fine-tuning) is aligned by this cache,
+    # labelled by folder, skips listed
+    loaded = pfd.load_faces(images, cache_dir=tmp_path / "cache", settings=cache.settings)
+    order = [loaded.sources.index(source) for source in changed.sources]
+    assert np.array_equal(loaded.chips[order], changed.chips) and set(loaded.labels.tolist()) == {"images"}
+    assert list(loaded.skipped) == [str(broken)]
 
 
 def test_cnn_fallback_finds_what_hog_misses(tmp_path, lfw_dir):
     missed_by_hog = str(lfw_dir / "James_Jones" / "James_Jones_0001.jpg")
     assert len(pfd.align.detect(missed_by_hog)) == 0
-    chipset = datasets.ChipCache(tmp_path / "cache").chips([missed_by_hog], workers=1, progress=False)
+    chipset = ChipCache(tmp_path / "cache").faces([missed_by_hog], workers=1, progress=False)
     assert chipset.records[0].status == "detected_cnn" and chipset.cnn_rescued == [missed_by_hog]
-    center = datasets.ChipCache(tmp_path / "cache", datasets.AlignmentSettings(fallback="center"))
-    assert center.chips([missed_by_hog], workers=1, progress=False).fallbacks == [missed_by_hog]
+    center = ChipCache(tmp_path / "cache", AlignmentSettings(fallback="center"))
+    assert center.faces([missed_by_hog], workers=1, progress=False).fallbacks == [missed_by_hog]

@@ -22,8 +22,8 @@ def shifted_lfw(lfw_dir, tmp_path_factory):
     people = [(n, c) for n, c in datasets.read_lfw_people(lfw_dir.parent / "peopleDevTrain.txt")[0] if c >= 6][:50]
     paths = [datasets.lfw_image(lfw_dir, n, i) for n, _ in people for i in range(1, 7)]
     labels = np.array([n for n, _ in people for _ in range(6)])
-    chipset = datasets.ChipCache(tmp_path_factory.mktemp("cache")).chips(paths, progress=False)
-    return datasets.degrade(chipset.chips, "lowres:16"), labels
+    faces = pfd.ChipCache(tmp_path_factory.mktemp("cache")).faces(paths, labels, progress=False)
+    return datasets.degrade(faces.chips, "lowres:16"), faces.labels
 
 
 def test_head_training_reduces_validation_loss(tmp_path, shifted_lfw):
@@ -50,7 +50,7 @@ def _changed_layers(before: dict, after: dict) -> set:
 def test_each_strategy_freezes_exactly_what_it_says(tmp_path, johns, strategy, bn):
     chips, labels = johns
     base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
-    kind, level = pfd.finetune_module.parse_strategy(strategy)
+    kind, level = pfd.parse_strategy(strategy)
     train_bn = bn == "calibrated" and kind != "head"
     if train_bn:
         pfd.convert_affine_to_bn(base, tmp_path / "bn.dat", calibration=chips)
@@ -140,3 +140,22 @@ def test_finetuned_model_is_a_dlib_drop_in(tmp_path, johns, dlib_bin, strategy, 
     ours = pfd.FaceEmbedder(result.affine_model).embed_chips(chips[:8])
     assert np.abs(ours - theirs).max() <= 1e-5
     assert result.best_step > 0 and np.abs(ours - shipped).max() > 1e-4  # a trained model, not the shipped one
+
+
+def test_finetune_config_validates_instead_of_defaulting():
+    # the old keyword handling turned lr=0, val_every=0, threads=0 silently into defaults
+    for bad in ({"lr": 0}, {"val_every": 0}, {"threads": 0}, {"steps": -1}, {"strategy": "from_level:7"},
+                {"bn": "batch"}, {"identities_per_batch": 1}, {"lr": float("nan")}, {"patience": True}):
+        with pytest.raises(ValueError):
+            pfd.FinetuneConfig(**bad)
+    config = pfd.FinetuneConfig(strategy="from_level:3")
+    assert (config.kind, config.first_level, config.learning_rate, config.total_steps) == ("from_level", 3, 1e-4, 300)
+    assert pfd.FinetuneConfig(steps=0).total_steps == 0
+    with pytest.raises(TypeError, match="unknown fine-tuning option"):
+        pfd.finetune("nowhere", "nowhere", learning_rate=0.1)
+    # every setting is reachable from the command line
+    from pyfacedlib.cli import build_parser
+
+    args = build_parser().parse_args(["finetune", "T", "O", "--patience", "5", "--lr-floor", "1e-7", "--cache-dir", "C",
+                                      "--head-feature-copies", "2", "--no-augment"])
+    assert (args.patience, args.lr_floor, args.cache_dir, args.head_feature_copies, args.augment) == (5, 1e-7, "C", 2, False)

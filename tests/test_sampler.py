@@ -2,7 +2,7 @@
 import numpy as np
 import pytest
 
-from pyfacedlib.convert import identity_batches
+from pyfacedlib.faces import identity_batches
 
 
 def test_batches_are_disjoint_identity_groups():

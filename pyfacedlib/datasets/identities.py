@@ -1,0 +1,75 @@
+"""Identity folders (root/Name/*.jpg), image listings, and identity-disjoint splits."""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterable, Sequence
+
+import numpy as np
+
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
+
+
+def image_files(folder: str | os.PathLike) -> list[Path]:
+    """Image files under `folder` (recursively), sorted."""
+    root = Path(folder)
+    if not root.is_dir():
+        raise NotADirectoryError(f"not a folder: {root}")
+    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+
+
+@dataclass
+class IdentityDataset:
+    """Images grouped by identity: root/Name/*.jpg."""
+
+    root: Path
+    paths: list[str]
+    labels: list[str]
+
+    @property
+    def identities(self) -> list[str]:
+        """Identity names, sorted."""
+        return sorted(set(self.labels))
+
+    def __len__(self) -> int:
+        return len(self.paths)
+
+    def subset(self, identities: Iterable[str]) -> "IdentityDataset":
+        """Only the images of `identities`."""
+        keep = set(identities)
+        pairs = [(p, l) for p, l in zip(self.paths, self.labels) if l in keep]
+        return IdentityDataset(self.root, [p for p, _ in pairs], [l for _, l in pairs])
+
+    def with_min_images(self, minimum: int) -> "IdentityDataset":
+        """Only identities that have at least `minimum` images."""
+        counts: dict[str, int] = {}
+        for label in self.labels:
+            counts[label] = counts.get(label, 0) + 1
+        return self.subset(name for name, n in counts.items() if n >= minimum)
+
+
+def identity_folders(root: str | os.PathLike) -> IdentityDataset:
+    """Reads root/Name/image files. Raises NotADirectoryError / ValueError when there are no images."""
+    root = Path(root)
+    if not root.is_dir():
+        raise NotADirectoryError(f"dataset folder not found: {root}")
+    paths, labels = [], []
+    for person in sorted(p for p in root.iterdir() if p.is_dir()):
+        for image in sorted(p for p in person.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
+            paths.append(str(image))
+            labels.append(person.name)
+    if not paths:
+        raise ValueError(f"no images found in identity folders under {root} (expected root/Name/*.jpg)")
+    return IdentityDataset(root, paths, labels)
+
+
+def identity_split(identities: Sequence[str], fractions: Sequence[float], seed: int = 0) -> list[list[str]]:
+    """Splits identities (not images) into disjoint groups of the given fractions."""
+    if abs(sum(fractions) - 1) > 1e-9 or any(f < 0 for f in fractions):
+        raise ValueError(f"fractions must be >= 0 and sum to 1, got {fractions}")
+    order = [identities[i] for i in np.random.default_rng(seed).permutation(len(identities))]
+    bounds = np.round(np.cumsum([0, *fractions]) * len(order)).astype(int)
+    return [sorted(order[a:b]) for a, b in zip(bounds[:-1], bounds[1:])]
+
+
