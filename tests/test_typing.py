@@ -22,9 +22,13 @@ def _tool(module: str) -> None:
 
 def test_core_stubs_match_the_built_extension(tmp_path):
     _tool("pybind11_stubgen")
+    # the imported package (installed, or built in place); cwd elsewhere, so `-m` cannot pick up a
+    # checkout's source folder that has no compiled _core
     env = {**os.environ, "PYTHONPATH": str(PACKAGE.parent)}
-    subprocess.run([sys.executable, "-m", "pybind11_stubgen", "pyfacedlib._core", "-o", str(tmp_path)],
-                   check=True, capture_output=True, env=env)
+    run = subprocess.run([sys.executable, "-m", "pybind11_stubgen", "pyfacedlib._core", "-o", str(tmp_path / "out")],
+                         capture_output=True, text=True, env=env, cwd=tmp_path)
+    assert run.returncode == 0, run.stderr[-3000:]
+    tmp_path = tmp_path / "out"
     generated = (tmp_path / "pyfacedlib" / "_core.pyi").read_text()
     committed = (REPO / "pyfacedlib" / "_core.pyi").read_text()
     assert generated == committed, (
