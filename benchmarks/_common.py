@@ -60,3 +60,23 @@ def pair_chips(unique: list[str]) -> np.ndarray:
     if faces.skipped:
         sys.exit(f"unreadable pair images: {faces.skipped}")
     return faces.chips
+
+
+def lfw_people() -> dict[str, list[str]]:
+    """Every LFW person -> their photo paths, sorted (exits with a message when LFW is absent)."""
+    from pyfacedlib.bench import default_lfw_dir
+
+    images = default_lfw_dir() / "lfw-deepfunneled"
+    if not images.is_dir():
+        sys.exit(f"LFW not found at {images.parent} (set PYFACEDLIB_DATA)")
+    return {p.name: sorted(str(f) for f in p.glob("*.jpg")) for p in sorted(images.iterdir()) if p.is_dir()}
+
+
+def embedded(paths: list[str]) -> np.ndarray:
+    """Descriptors (shipped model) of the images' chip-cache chips, in order; stops if one is missing."""
+    import pyfacedlib as pfd
+
+    faces = aligned_faces(paths)
+    if faces.skipped:
+        sys.exit(f"{len(faces.skipped)} images could not be aligned: {list(faces.skipped.items())[:3]}")
+    return pfd.FaceEmbedder().embed_chips(faces.chips)

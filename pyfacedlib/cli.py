@@ -156,6 +156,130 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     return 0
 
 
+def _alignment_arguments(parser: argparse.ArgumentParser) -> None:
+    """Detection options shared by the commands that find faces in photos (defaults None: unset)."""
+    parser.add_argument("--detector", choices=DETECTORS, default=None, help="face detector (default: hog)")
+    parser.add_argument("--upsample", type=int, default=None, help="times the image is doubled before detection "
+                                                                   "(default: 1)")
+    parser.add_argument("--min-face-size", type=float, default=None,
+                        help="smallest face wanted, in pixels: large photos are scanned on a resized copy "
+                             "(default: dlib's own scan up to 800 px on the shorter side, else 1/20 of it; 0: always dlib's)")
+    parser.add_argument("--no-exif", action="store_true",
+                        help="do not turn photos upright by their EXIF orientation (read pixels as dlib does)")
+
+
+def _alignment_options(args: argparse.Namespace) -> dict:
+    """The AlignmentSettings fields given on the command line."""
+    options = {name: getattr(args, name) for name in ("detector", "upsample", "min_face_size")
+               if getattr(args, name) is not None}
+    if args.no_exif:
+        options["exif_orientation"] = False
+    if getattr(args, "fallback", None) is not None:
+        options["fallback"] = args.fallback
+    return options
+
+
+def _expand_inputs(inputs: list[str]) -> list[str]:
+    """Files as given; folders replaced by the images and videos under them (sorted); camera indices kept."""
+    from .datasets.identities import IMAGE_SUFFIXES
+    from .photos import VIDEO_SUFFIXES
+
+    expanded = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            expanded += [str(p) for p in sorted(path.rglob("*"))
+                         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
+        else:
+            expanded.append(item)
+    return expanded
+
+
+def _csv_output(target: str | None):
+    """A context manager giving a csv.writer on stdout, or on FILE written atomically."""
+    import contextlib
+    import csv
+
+    @contextlib.contextmanager
+    def output():
+        if target is None:
+            yield csv.writer(sys.stdout, lineterminator="\n")
+            sys.stdout.flush()
+            return
+        with _atomic.atomic_path(target) as tmp, open(tmp, "w", newline="") as f:
+            yield csv.writer(f, lineterminator="\n")
+
+    return output()
+
+
+def _cmd_enrol(args: argparse.Namespace) -> int:
+    from .gallery import Gallery, GalleryConfig
+
+    options = _alignment_options(args)
+    if Path(args.gallery).exists():
+        gallery = Gallery.load(args.gallery, model=args.model, threads=args.threads)
+        given = {**vars(gallery.settings), **options}
+        if given != vars(gallery.settings):
+            changed = sorted(k for k in options if options[k] != getattr(gallery.settings, k))
+            print(f"pyfacedlib enrol: {args.gallery} was made with other alignment settings ({', '.join(changed)}); "
+                  "its descriptors cannot be mixed with new ones: enrol into a new gallery", file=sys.stderr)
+            return 2
+        gallery.root = str(Path(args.root))
+        report = gallery.sync()
+    else:
+        config = GalleryConfig(multiple_faces=args.multiple_faces or "largest")
+        gallery = Gallery.build(args.root, model=args.model, config=config, threads=args.threads, **options)
+        report = gallery.last_sync
+    gallery.save(args.gallery)
+    print(report.summary())
+    for source, reason in sorted(report.skipped.items()):
+        print(f"  skipped {source}: {reason}")
+    print(gallery.summary())
+    print(f"wrote {args.gallery}")
+    return 0
+
+
+def _cmd_identify(args: argparse.Namespace) -> int:
+    from .gallery import Gallery
+
+    gallery = Gallery.load(args.gallery, model=args.model, threads=args.threads)
+    inputs = _expand_inputs(args.inputs)
+    failed = faces = 0
+    with _csv_output(args.csv) as out:
+        out.writerow(["path", "frame", "face", "left", "top", "right", "bottom", "identity", "distance", "confidence"])
+        for result in gallery.identify_many(inputs, threshold=args.threshold, k=args.k, classifier=args.classifier,
+                                            every=args.every, progress=True, max_frames=args.max_frames):
+            frame = "" if result.frame is None else result.frame
+            if result.error:
+                failed += 1
+                print(f"{result.source}: ERROR {result.error}", file=sys.stderr)
+            elif not result.matches and result.frame is None:
+                out.writerow([result.source, frame, "", "", "", "", "", "no_faces_found", "", ""])
+            for m in result.matches:
+                faces += 1
+                out.writerow([m.source, frame, m.face, *m.box, m.identity, f"{m.distance:.4f}", f"{m.confidence:.4f}"])
+    print(f"{len(inputs)} inputs, {faces} faces, {failed} unreadable; threshold {args.threshold or gallery.threshold:.3f}"
+          + (f"; wrote {args.csv}" if args.csv else ""), file=sys.stderr)
+    return 1 if failed else 0
+
+
+def _cmd_search(args: argparse.Namespace) -> int:
+    from .errors import NoFaceFoundError
+    from .gallery import Gallery
+
+    gallery = Gallery.load(args.gallery, model=args.model, threads=args.threads)
+    try:
+        hits = gallery.search(args.query, k=args.k, max_distance=args.max_distance)
+    except NoFaceFoundError as exc:
+        print(f"{args.query}: no_faces_found ({exc})", file=sys.stderr)
+        return 1
+    with _csv_output(args.csv) as out:
+        out.writerow(["rank", "path", "face", "left", "top", "right", "bottom", "identity", "distance"])
+        for rank, hit in enumerate(hits, 1):
+            out.writerow([rank, hit.source, hit.face, *hit.box, hit.identity, f"{hit.distance:.4f}"])
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `pyfacedlib` command."""
     parser = argparse.ArgumentParser(prog="pyfacedlib", description="Fine-tunable dlib face recognition.")
@@ -213,6 +337,45 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--threads", type=int, default=None, help="embedding threads (default: CPUs)")
     bench.set_defaults(run=_cmd_bench_lfw)
 
+    enrol = sub.add_parser("enrol", help="enrol known people (ROOT/Name/*.jpg or ROOT/Name.jpg) into a gallery "
+                                         "file, or sync an existing one with ROOT")
+    enrol.add_argument("root")
+    enrol.add_argument("gallery", help="gallery file (.parquet); created, or synced when it exists")
+    enrol.add_argument("--model", help="affine .dat model (default: the shipped dlib model)")
+    _alignment_arguments(enrol)
+    enrol.add_argument("--fallback", choices=["cnn", "none"], default=None,
+                       help="when HOG finds no face: try dlib's CNN detector (slow on CPU), or skip (default)")
+    enrol.add_argument("--multiple-faces", choices=["largest", "skip"], default=None,
+                       help="enrolment photos with several faces: enrol the clearly largest (default) or skip them")
+    enrol.add_argument("--threads", type=int, default=None)
+    enrol.set_defaults(run=_cmd_enrol)
+
+    identify = sub.add_parser("identify", help="who is in these photos or videos: CSV path,frame,face,left,top,right,"
+                                               "bottom,identity,distance,confidence")
+    identify.add_argument("gallery")
+    identify.add_argument("inputs", nargs="+", help="photos, folders, video files or camera indices (0, 1, ...)")
+    identify.add_argument("--threshold", type=float, default=None, help="unknown above this distance "
+                                                                        "(default: the gallery's calibrated one)")
+    identify.add_argument("--k", type=int, default=5, help="candidates considered per face")
+    identify.add_argument("--classifier", choices=["nearest", "knn", "svm"], default=None)
+    identify.add_argument("--every", type=int, default=1, help="videos: every Nth frame")
+    identify.add_argument("--max-frames", type=int, default=None, help="videos and cameras: stop after N frames")
+    identify.add_argument("--csv", help="write the CSV to FILE (atomically) instead of standard output")
+    identify.add_argument("--model", help="the gallery's model file, when it has moved")
+    identify.add_argument("--threads", type=int, default=None)
+    identify.set_defaults(run=_cmd_identify)
+
+    search = sub.add_parser("search", help="the gallery's faces nearest to the face in QUERY: CSV rank,path,face,"
+                                           "left,top,right,bottom,identity,distance")
+    search.add_argument("gallery")
+    search.add_argument("query", help="a photo (its largest face is searched for)")
+    search.add_argument("--k", type=int, default=10)
+    search.add_argument("--max-distance", type=float, default=None)
+    search.add_argument("--csv", help="write the CSV to FILE instead of standard output")
+    search.add_argument("--model", help="the gallery's model file, when it has moved")
+    search.add_argument("--threads", type=int, default=None)
+    search.set_defaults(run=_cmd_search)
+
     tune = sub.add_parser("finetune", help="fine-tune the face model on identity folders (TRAIN_DIR/Name/*.jpg)")
     tune.add_argument("train_dir")
     tune.add_argument("out_dir")
@@ -230,7 +393,7 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, ModelNotFoundError, NotADirectoryError) as exc:  # ModelFormatError, ImageError included
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:  # ModelFormatError, ImageError, GalleryError included
         print(f"pyfacedlib: {exc}", file=sys.stderr)
         return 2
 

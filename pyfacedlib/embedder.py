@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from . import align, models
+from . import models
 from ._native import core
 from ._system import available_cpus
 from .images import ImageLike, as_rgb
@@ -122,13 +122,13 @@ class FaceEmbedder:
         from the full-resolution image. Returns a list of Face (empty when no face is found), in
         the detector's order.
         """
-        rgb = as_rgb(image)
-        boxes, scores = align.detect(rgb, detector=detector, upsample=upsample, return_scores=True,
-                                     min_face_size=min_face_size)
+        from .chipcache import AlignmentSettings
+        from .photos import find_faces
+
+        settings = AlignmentSettings(detector=detector, upsample=upsample, fallback="none", min_face_size=min_face_size)
+        boxes, scores, points, chips, _ = find_faces(as_rgb(image), settings)
         if len(boxes) == 0:
             return []
-        points = [align.landmarks(rgb, box) for box in boxes]
-        chips = np.stack([align.extract_chip(rgb, p) for p in points])
         descriptors = self.embed_chips(chips, num_jitters=num_jitters, seed=seed)
         return [Face(box=boxes[i], landmarks=points[i], chip=chips[i], descriptor=descriptors[i],
                      score=float(scores[i])) for i in range(len(boxes))]

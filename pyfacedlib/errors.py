@@ -12,3 +12,12 @@ class ModelNotFoundError(FileNotFoundError):
 
 class ImageError(ValueError):
     """An image cannot be read or has a shape/type pyfacedlib cannot use."""
+
+
+class GalleryError(ValueError):
+    """A gallery cannot be used as asked: another model or alignment settings than its descriptors
+    were made with, a missing model, a file that is not a gallery, or no enrolment folder to sync."""
+
+
+class NoFaceFoundError(ImageError):
+    """An image that must hold a face (a search query) holds none the detector can find."""

@@ -166,3 +166,25 @@ def pairwise_precision_recall(true_labels: Sequence, cluster_labels: Sequence) -
     recall = together_right / same_identity if same_identity else 1.0
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
     return {"precision": float(precision), "recall": float(recall), "f1": float(f1)}
+
+
+def open_set_identification(known_distances: np.ndarray, known_correct: np.ndarray, unknown_distances: np.ndarray,
+                            fpirs: Sequence[float] = (0.01, 0.1)) -> dict[str, dict[str, float]]:
+    """Open-set identification: detection-and-identification rate (DIR) at false-positive
+    identification rates (FPIR).
+
+    known_distances / known_correct: for each probe of an enrolled person, the distance of the
+    answer and whether the answer names the right person. unknown_distances: for each probe of a
+    person not enrolled, the distance of the answer. For each FPIR the threshold t is the largest
+    with mean(unknown < t) <= FPIR; DIR = mean(correct and known < t).
+    Returns {"fpir_0.01": {"threshold": t, "fpir": .., "dir": ..}, ...}."""
+    unknown = np.sort(np.asarray(unknown_distances, np.float64))
+    known = np.asarray(known_distances, np.float64)
+    correct = np.asarray(known_correct, bool)
+    result = {}
+    for fpir in fpirs:
+        allowed = int(np.floor(fpir * len(unknown)))
+        threshold = float(unknown[allowed]) if allowed < len(unknown) else float("inf")
+        result[f"fpir_{fpir:g}"] = {"threshold": threshold, "fpir": float(np.mean(unknown < threshold)),
+                                    "dir": float(np.mean(correct & (known < threshold)))}
+    return result

@@ -1,0 +1,242 @@
+"""Every face in every photo: the one detect -> landmarks -> chip -> descriptor path for photo
+collections and video (galleries, identification, search, exports).
+
+The chip cache (pyfacedlib.chipcache) keeps one face per image for training sets; this module keeps
+all of them. Decoding, detection, landmarks and chips run in a pool of threads (the C++ core releases
+the GIL, each thread has its own detector), the descriptors are computed in batches by one
+FaceEmbedder using every core. Unreadable inputs become results with an `error`, never exceptions.
+"""
+from __future__ import annotations
+
+import os
+from collections import deque
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence, Union
+
+import numpy as np
+
+from . import align
+from ._system import available_cpus, file_sha256
+from .errors import ImageError
+from .images import ImageLike, as_rgb, load_image
+
+if TYPE_CHECKING:
+    from .chipcache import AlignmentSettings
+    from .embedder import FaceEmbedder
+
+CHIP_SIZE = 150
+VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
+
+PhotoInput = Union[str, os.PathLike, ImageLike]
+
+
+@dataclass
+class PhotoFaces:
+    """The faces found in one photo (or video frame), in the detector's order.
+
+    error: why the photo could not be read ("" when it was); then there are no faces.
+    frame/timestamp: position in a video (None for photos); timestamp in seconds.
+    """
+
+    source: str
+    sha256: str = ""
+    boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))      # left, top, right, bottom
+    scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
+    landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 5, 2), np.int64))
+    descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 128), np.float32))
+    chips: np.ndarray | None = None      # (n, 150, 150, 3) uint8 while descriptors are pending, or when kept
+    detector: str = ""                   # which detector found the faces ("hog" or "cnn")
+    error: str = ""
+    frame: int | None = None
+    timestamp: float | None = None
+    image_shape: tuple[int, ...] = ()
+
+    def __len__(self) -> int:
+        return len(self.boxes)
+
+    @property
+    def areas(self) -> np.ndarray:
+        """Box areas in pixels."""
+        return ((self.boxes[:, 2] - self.boxes[:, 0]).astype(np.float64) *
+                (self.boxes[:, 3] - self.boxes[:, 1]).astype(np.float64))
+
+
+def find_faces(rgb: np.ndarray, settings: "AlignmentSettings") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
+    """All faces of an RGB image as the settings say: (boxes, scores, landmarks, chips, detector).
+
+    When `settings.detector` finds none and the fallback starts with 'cnn', dlib's CNN detector is
+    tried (a centred box is never guessed here: the photo may simply have no face)."""
+    boxes, scores = align.detect(rgb, detector=settings.detector, upsample=settings.upsample,
+                                 return_scores=True, min_face_size=settings.min_face_size)
+    detector = settings.detector
+    if not len(boxes) and settings.fallback.startswith("cnn") and settings.detector != "cnn":
+        boxes, scores = align.detect(rgb, detector="cnn", upsample=settings.upsample, return_scores=True,
+                                     min_face_size=settings.min_face_size)
+        detector = "cnn"
+    points = np.stack([align.landmarks(rgb, box) for box in boxes]) if len(boxes) else np.zeros((0, 5, 2), np.int64)
+    chips = (np.stack([align.extract_chip(rgb, p, size=settings.size, padding=settings.padding) for p in points])
+             if len(boxes) else np.zeros((0, settings.size, settings.size, 3), np.uint8))
+    return (np.asarray(boxes, np.int64).reshape(-1, 4), np.asarray(scores, np.float64), points, chips, detector)
+
+
+def _detect_one(item: PhotoInput, settings: "AlignmentSettings", hash_files: bool,
+                frame: int | None = None, timestamp: float | None = None) -> PhotoFaces:
+    """Reads (a path) or takes (an array / PIL image) one image and finds its faces."""
+    is_path = isinstance(item, (str, os.PathLike))
+    source = str(item) if is_path else "<image>"
+    result = PhotoFaces(source, frame=frame, timestamp=timestamp)
+    try:
+        if is_path:
+            if hash_files:
+                result.sha256 = file_sha256(item)
+            rgb = load_image(item, exif_orientation=settings.exif_orientation)  # type: ignore[arg-type]
+        else:
+            rgb = as_rgb(item)  # type: ignore[arg-type]
+    except (ImageError, OSError, TypeError) as exc:
+        result.error = str(exc) or type(exc).__name__
+        return result
+    result.image_shape = rgb.shape
+    result.boxes, result.scores, result.landmarks, result.chips, result.detector = find_faces(rgb, settings)
+    return result
+
+
+def _ordered_window(items: Iterable, work, workers: int) -> Iterator:
+    """work(item) for every item on `workers` threads, yielded in input order, with at most
+    4 x workers items in flight (so an endless stream or a million files never piles up)."""
+    if workers <= 1:
+        for item in items:
+            yield work(item)
+        return
+    window: deque[Future] = deque()
+    with ThreadPoolExecutor(workers, thread_name_prefix="pyfacedlib-detect") as pool:
+        for item in items:
+            window.append(pool.submit(work, item))
+            if len(window) >= 4 * workers:
+                yield window.popleft().result()
+        while window:
+            yield window.popleft().result()
+
+
+def _embed_pending(pending: list[PhotoFaces], embedder: "FaceEmbedder", keep_chips: bool) -> None:
+    chips = [p.chips for p in pending if p.chips is not None and len(p.chips)]
+    if chips:
+        descriptors = embedder.embed_chips(np.concatenate(chips))
+        row = 0
+        for p in pending:
+            if p.chips is not None and len(p.chips):
+                p.descriptors = descriptors[row:row + len(p.chips)]
+                row += len(p.chips)
+    if not keep_chips:
+        for p in pending:
+            p.chips = None
+
+
+def _embedded(results: Iterable[PhotoFaces], embedder: "FaceEmbedder", keep_chips: bool, batch_faces: int,
+              max_pending: int, bar) -> Iterator[PhotoFaces]:
+    """Adds descriptors to detected results, embedding about `batch_faces` faces (or `max_pending`
+    results) at a time, and yields them in order."""
+    pending: list[PhotoFaces] = []
+    pending_faces = 0
+    for result in results:
+        pending.append(result)
+        pending_faces += len(result)
+        if pending_faces >= batch_faces or len(pending) >= max_pending:
+            _embed_pending(pending, embedder, keep_chips)
+            yield from pending
+            bar.update(len(pending))
+            pending, pending_faces = [], 0
+    _embed_pending(pending, embedder, keep_chips)
+    yield from pending
+    bar.update(len(pending))
+
+
+def _progress_bar(progress: bool | str, default: str, unit: str, total: int | None = None):
+    from tqdm import tqdm
+
+    return tqdm(total=total, unit=unit, desc=progress if isinstance(progress, str) else default,
+                disable=not progress)
+
+
+def embed_photos(photos: Iterable[PhotoInput], embedder: "FaceEmbedder", settings: "AlignmentSettings",
+                 workers: int | None = None, keep_chips: bool = False, batch_faces: int = 64,
+                 hash_files: bool = True, progress: bool | str = False) -> Iterator[PhotoFaces]:
+    """Every face of every photo, with descriptors, in input order.
+
+    photos: paths, numpy images or PIL images (any iterable; a generator is consumed lazily).
+    workers: detection threads (default: the CPUs this process may use). Descriptors are computed
+    by `embedder` in batches of about `batch_faces` faces. hash_files: compute each file's sha256
+    (galleries and exports key files by it). progress: a tqdm bar (a string sets its label).
+    Unreadable photos come back with `error` set and no faces.
+    """
+    total = len(photos) if isinstance(photos, Sequence) else None
+    with _progress_bar(progress, "faces", "img", total) as bar:
+        detected = _ordered_window(photos, lambda item: _detect_one(item, settings, hash_files),
+                                   workers or available_cpus())
+        yield from _embedded(detected, embedder, keep_chips, batch_faces, 256, bar)
+
+
+def is_video(source: object) -> bool:
+    """True for a camera index (int, or a string of digits) or a path with a video file suffix."""
+    if isinstance(source, (int, np.integer)) and not isinstance(source, bool):
+        return True
+    if isinstance(source, str) and source.isdigit():
+        return True
+    return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() in VIDEO_SUFFIXES
+
+
+def video_frames(source: str | os.PathLike | int, every: int = 1, max_frames: int | None = None
+                 ) -> Iterator[tuple[int, float, np.ndarray]]:
+    """(frame number, timestamp in seconds, RGB frame) for every `every`-th frame of a video file or
+    camera (an index such as 0), through OpenCV. Raises ImageError when the source cannot be opened."""
+    try:
+        import cv2
+    except ImportError as exc:  # pragma: no cover - a declared dependency
+        raise ImageError("reading video needs OpenCV: pip install opencv-python-headless") from exc
+    if not isinstance(every, (int, np.integer)) or every < 1:
+        raise ValueError(f"every must be an integer >= 1, got {every!r}")
+    camera = isinstance(source, (int, np.integer)) or (isinstance(source, str) and source.isdigit())
+    if not camera and not Path(source).is_file():
+        raise ImageError(f"video file not found: {source}")
+    capture = cv2.VideoCapture(int(source) if camera else str(source))
+    if not capture.isOpened():
+        raise ImageError(f"cannot open video {'camera ' if camera else ''}{source} (OpenCV could not read it)")
+    fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    try:
+        index = emitted = 0
+        while max_frames is None or emitted < max_frames:
+            if index % every:
+                if not capture.grab():
+                    break
+            else:
+                ok, frame = capture.read()
+                if not ok:
+                    break
+                milliseconds = capture.get(cv2.CAP_PROP_POS_MSEC)
+                timestamp = index / fps if fps > 0 else milliseconds / 1000.0
+                yield index, float(timestamp), cv2.cvtColor(frame, cv2.COLOR_BGR2RGB)
+                emitted += 1
+            index += 1
+    finally:
+        capture.release()
+
+
+def embed_video(source: str | os.PathLike | int, embedder: "FaceEmbedder", settings: "AlignmentSettings",
+                every: int = 1, max_frames: int | None = None, workers: int | None = None,
+                progress: bool | str = False) -> Iterator[PhotoFaces]:
+    """embed_photos over the frames of a video or camera: one PhotoFaces per processed frame, with
+    `frame` and `timestamp` set (frames are detected on several threads, in order)."""
+    name = str(source)
+    frames = video_frames(source, every=every, max_frames=max_frames)
+
+    def work(item: tuple[int, float, np.ndarray]) -> PhotoFaces:
+        index, timestamp, rgb = item
+        result = _detect_one(rgb, settings, False, frame=index, timestamp=timestamp)
+        result.source = name
+        return result
+
+    with _progress_bar(progress, "frames", "frame") as bar:
+        detected = _ordered_window(frames, work, workers or available_cpus())
+        # small batches: a camera's matches should not wait for many frames
+        yield from _embedded(detected, embedder, False, 16, 8, bar)
