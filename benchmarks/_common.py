@@ -80,3 +80,15 @@ def embedded(paths: list[str]) -> np.ndarray:
     if faces.skipped:
         sys.exit(f"{len(faces.skipped)} images could not be aligned: {list(faces.skipped.items())[:3]}")
     return pfd.FaceEmbedder().embed_chips(faces.chips)
+
+
+def cpu_model() -> str:
+    """The CPU's model name (/proc/cpuinfo), or the machine type."""
+    import platform
+
+    cpuinfo = Path("/proc/cpuinfo")
+    if cpuinfo.exists():
+        for line in cpuinfo.read_text().splitlines():
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    return platform.machine()

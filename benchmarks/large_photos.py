@@ -18,11 +18,15 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
+import sys
 import time
 from pathlib import Path
 
 import numpy as np
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+
+from _common import cpu_model  # noqa: E402
 
 
 def lfw_photos(count: int, seed: int) -> list[Path]:
@@ -70,8 +74,7 @@ def main() -> None:
 
     embedder = pfd.FaceEmbedder()
     info = pfd.build_info()
-    cpu = next((line.split(":", 1)[1].strip() for line in Path("/proc/cpuinfo").read_text().splitlines()
-                if line.startswith("model name")), platform.machine()) if Path("/proc/cpuinfo").exists() else platform.machine()
+    cpu = cpu_model()
     print(f"CPU: {cpu}, {os.cpu_count()} cores; {info['simd']}; "
           f"embedding threads {embedder.threads}")
     modes = {"full": 0, "default": None, "min60": 60}

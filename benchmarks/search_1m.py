@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import argparse
 import os
-import platform
 import sys
 import time
 from pathlib import Path
@@ -20,7 +19,7 @@ import numpy as np
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
-from _common import embedded, lfw_people  # noqa: E402
+from _common import cpu_model, embedded, lfw_people  # noqa: E402
 
 
 def main() -> None:
@@ -32,7 +31,7 @@ def main() -> None:
     parser.add_argument("--queries", type=int, default=1000)
     parser.add_argument("--sigma", type=float, default=0.025, help="noise per dimension of the copies")
     args = parser.parse_args()
-    print(f"CPU: {platform.processor() or platform.machine()}, {available_cpus()} CPUs; "
+    print(f"CPU: {cpu_model()}, {available_cpus()} CPUs; "
           f"OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
     paths = [f for files in lfw_people().values() for f in files]
     base = embedded(paths)

@@ -8,13 +8,17 @@
 from __future__ import annotations
 
 from . import align, chipcache, datasets, evaluate, models
+from .bench import evaluate_folders
+from .clustering import cluster
 from ._finetune import FinetuneConfig, FinetuneResult, finetune, parse_strategy
 from ._native import core as _core
 from .chipcache import AlignmentSettings, ChipCache
 from .convert import ConversionReport, convert_affine_to_bn, convert_bn_to_affine
 from .embedder import Face, FaceEmbedder, distance
-from .errors import ImageError, ModelFormatError, ModelNotFoundError
+from .errors import GalleryError, ImageError, ModelFormatError, ModelNotFoundError, NoFaceFoundError
 from .faces import FaceSet, load_faces
+from .facetable import FaceTable
+from .gallery import Gallery, GalleryConfig, Match, SearchHit
 from .images import as_rgb, from_bgr, load_image
 
 __version__ = "0.1.0"
@@ -28,8 +32,9 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "AlignmentSettings", "ChipCache", "ConversionReport", "Face", "FaceEmbedder", "FaceSet", "FinetuneConfig",
-    "FinetuneResult", "ImageError", "ModelFormatError", "ModelNotFoundError", "align", "as_rgb", "build_info",
-    "chipcache", "convert_affine_to_bn", "convert_bn_to_affine", "datasets", "distance", "evaluate", "finetune",
-    "from_bgr", "load_faces", "load_image", "models", "parse_strategy",
+    "AlignmentSettings", "ChipCache", "ConversionReport", "Face", "FaceEmbedder", "FaceSet", "FaceTable",
+    "FinetuneConfig", "FinetuneResult", "Gallery", "GalleryConfig", "GalleryError", "ImageError", "Match",
+    "ModelFormatError", "ModelNotFoundError", "NoFaceFoundError", "SearchHit", "align", "as_rgb", "build_info",
+    "chipcache", "cluster", "convert_affine_to_bn", "convert_bn_to_affine", "datasets", "distance", "evaluate",
+    "evaluate_folders", "finetune", "from_bgr", "load_faces", "load_image", "models", "parse_strategy",
 ]

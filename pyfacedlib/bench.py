@@ -102,7 +102,6 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
         folds = np.arange(n) % 10
     folds = folds[keep]
     first, second = row[first[keep]], row[second[keep]]
-    used = np.unique(np.concatenate([first, second]))
 
     detection = {
         "images": len(unique),
@@ -135,28 +134,131 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
     }
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
-    curves = {}
-    for name, model in zip(_model_names(list(models)), models):
-        t = time.perf_counter()
-        embedder = FaceEmbedder(model, threads=threads)
-        descriptors = np.zeros((len(faces), 128), np.float32)
-        descriptors[used] = _embed(embedder, faces.chips[used], num_jitters, flip, progress)
-        distances = np.linalg.norm(descriptors[first].astype(np.float64) - descriptors[second], axis=1)
-        result = verification(distances, same, fold_ids=folds)
-        curves[name] = (result.roc_far, result.roc_tar)
-        report["models"][name] = {
-            "model": embedder.model_path,
-            "backend": embedder.backend,
-            "threads": embedder.threads,
-            **result.to_dict(),
-            "detection_failures": detection["missed_by_detector"],
-            "seconds": round(time.perf_counter() - t, 1),
-        }
+    report["models"], curves = _evaluate_models(models, faces.chips, first, second, same, folds, num_jitters, flip,
+                                                threads, progress)
+    for entry in report["models"].values():
+        entry["detection_failures"] = detection["missed_by_detector"]
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     _atomic.write_text(out / "report.json", json.dumps(report, indent=1))
     _atomic.write_text(out / "report.md", render_markdown(report))
     plot_roc(curves, out / "roc.png", title=f"{variant}: {report['pairs_used']} pairs")
     return report
+
+
+def _evaluate_models(models: Sequence[str | None], chips: np.ndarray, first: np.ndarray, second: np.ndarray,
+                     same: np.ndarray, folds: np.ndarray, num_jitters: int, flip: bool, threads: int | None,
+                     progress: bool) -> tuple[dict, dict]:
+    """Per model: embed the chips the pairs use, run the verification protocol. Returns the report
+    entries by model name and the ROC curves (bench-lfw and evaluate_folders share this)."""
+    used = np.unique(np.concatenate([first, second]))
+    entries, curves = {}, {}
+    for name, model in zip(_model_names(list(models)), models):
+        t = time.perf_counter()
+        embedder = FaceEmbedder(model, threads=threads)
+        descriptors = np.zeros((len(chips), 128), np.float32)
+        descriptors[used] = _embed(embedder, chips[used], num_jitters, flip, progress)
+        distances = np.linalg.norm(descriptors[first].astype(np.float64) - descriptors[second], axis=1)
+        result = verification(distances, same, fold_ids=folds)
+        curves[name] = (result.roc_far, result.roc_tar)
+        entries[name] = {"model": embedder.model_path, "backend": embedder.backend, "threads": embedder.threads,
+                         **result.to_dict(), "seconds": round(time.perf_counter() - t, 1)}
+    return entries, curves
+
+
+def folder_pairs(labels: np.ndarray, max_same_pairs: int = 50_000, seed: int = 0, folds: int = 10
+                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Verification pairs over labelled faces: every same-identity pair (a random `max_same_pairs`
+    when there are more), as many different-identity pairs drawn at random, each pair in one of
+    `folds` random folds. Returns (first, second, same, fold) index arrays."""
+    rng = np.random.default_rng(seed)
+    names = np.asarray(labels)
+    groups = [np.flatnonzero(names == n) for n in np.unique(names)]
+    if len(groups) < 2:
+        raise ValueError(f"need at least two identities to evaluate, found {len(groups)}")
+    if all(len(g) < 2 for g in groups):
+        raise ValueError("every identity has one image: same-person pairs need at least one identity with two "
+                         "images or more")
+    same_pairs = np.array([(a, b) for g in groups for i, a in enumerate(g) for b in g[i + 1:]], np.int64)
+    if len(same_pairs) > max_same_pairs:
+        same_pairs = same_pairs[rng.choice(len(same_pairs), max_same_pairs, replace=False)]
+    different: set[tuple[int, int]] = set()
+    n = len(names)
+    possible = n * (n - 1) // 2 - sum(len(g) * (len(g) - 1) // 2 for g in groups)
+    wanted = min(len(same_pairs), possible)
+    while len(different) < wanted:
+        a, b = rng.integers(0, n, 2 * (wanted - len(different)) + 16).reshape(-1, 2).T
+        for i, j in zip(a, b):
+            if names[i] != names[j] and len(different) < wanted:
+                different.add((int(min(i, j)), int(max(i, j))))
+    pairs = np.concatenate([same_pairs, np.array(sorted(different), np.int64).reshape(-1, 2)])
+    same = np.r_[np.ones(len(same_pairs), bool), np.zeros(wanted, bool)]
+    fold = rng.permutation(len(pairs)) % folds
+    return pairs[:, 0], pairs[:, 1], same, fold
+
+
+def evaluate_folders(root: str | os.PathLike, model: str | os.PathLike | None | Sequence[str | os.PathLike | None] = None,
+                     out: str | os.PathLike | None = None, max_same_pairs: int = 50_000, seed: int = 0,
+                     settings: AlignmentSettings | None = None, cache_dir: str | os.PathLike | None = None,
+                     threads: int | None = None, progress: bool = True) -> dict:
+    """Verification on your own identity folders (root/Name/*.jpg), several models side by side.
+
+    Pairs: every same-identity pair (up to max_same_pairs), as many different-identity pairs at
+    random, 10 random folds; the metrics of bench-lfw (pyfacedlib.evaluate.verification): accuracy,
+    best threshold, thresholds at FAR 1e-2 / 1e-3, AUC, EER, ROC. Faces are aligned through the chip
+    cache (one face per image, the one nearest the centre). model: one model or a list (None = the
+    shipped model). out: also write report.json, report.md and roc.png there. Returns the report:
+    report["models"][name]["best_threshold"] can be handed to a gallery (gallery.threshold = t).
+    """
+    from .datasets.identities import identity_folders
+    from .faces import load_faces
+
+    started = time.perf_counter()
+    given = list(model) if isinstance(model, (list, tuple)) else [model]
+    models: list[str | None] = [None if m is None else str(m) for m in given]
+    dataset = identity_folders(root)
+    faces = load_faces(dataset, settings=settings, cache_dir=cache_dir, progress=progress)
+    first, second, same, folds = folder_pairs(faces.labels, max_same_pairs, seed)
+    report: dict[str, Any] = {
+        "root": str(root), "identities": len(set(faces.labels.tolist())), "images": len(dataset),
+        "faces": len(faces), "skipped_images": faces.skipped,
+        "same_pairs": int(same.sum()), "different_pairs": int((~same).sum()),
+        "alignment": {**(settings or AlignmentSettings()).__dict__},
+    }
+    report["models"], curves = _evaluate_models(models, faces.chips, first, second, same, folds, 0, False, threads,
+                                                progress)
+    report["total_seconds"] = round(time.perf_counter() - started, 1)
+    if out is not None:
+        target = Path(out)
+        target.mkdir(parents=True, exist_ok=True)
+        _atomic.write_text(target / "report.json", json.dumps(report, indent=1))
+        _atomic.write_text(target / "report.md", render_folder_markdown(report))
+        plot_roc(curves, target / "roc.png", title=f"{Path(root).name}: {len(same)} pairs")
+    return report
+
+
+def render_folder_markdown(report: dict) -> str:
+    """evaluate_folders' report as a Markdown page."""
+    lines = [
+        f"# Verification on {report['root']}",
+        "",
+        f"{report['identities']} identities, {report['faces']} faces from {report['images']} images "
+        f"({len(report['skipped_images'])} skipped); {report['same_pairs']} same-person pairs, "
+        f"{report['different_pairs']} different-person pairs, 10 random folds.",
+        "",
+        "| model | accuracy (10-fold) | best threshold | threshold @ FAR 1e-2 | threshold @ FAR 1e-3 | "
+        "VAL@FAR=1e-3 | acc @ 0.6 | AUC | EER |",
+        "|---|---|---|---|---|---|---|---|---|",
+    ]
+    for name, m in report["models"].items():
+        lines.append(
+            f"| {name} | {100 * m['accuracy_mean']:.2f}% ± {100 * m['accuracy_std']:.2f} | {m['best_threshold']:.3f} | "
+            f"{m['threshold_at_far_1e_2']:.3f} | {m['threshold_at_far_1e_3']:.3f} | {100 * m['val_at_far_1e_3']:.2f}% | "
+            f"{100 * m['accuracy_at_0_6']:.2f}% | {m['auc']:.4f} | {100 * m['eer']:.2f}% |")
+    lines += ["", "Same person when the distance is below the threshold. A threshold can be handed to a "
+              "gallery: `gallery.threshold = t`.", ""]
+    if report["skipped_images"]:
+        lines += ["Skipped images:", ""] + [f"- {p}: {why}" for p, why in report["skipped_images"].items()] + [""]
+    return "\n".join(lines)
 
 
 def render_markdown(report: dict) -> str:

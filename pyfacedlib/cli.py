@@ -225,11 +225,12 @@ def _cmd_enrol(args: argparse.Namespace) -> int:
                   "its descriptors cannot be mixed with new ones: enrol into a new gallery", file=sys.stderr)
             return 2
         gallery.root = str(Path(args.root))
-        report = gallery.sync()
+        gallery.sync()
     else:
         config = GalleryConfig(multiple_faces=args.multiple_faces or "largest")
         gallery = Gallery.build(args.root, model=args.model, config=config, threads=args.threads, **options)
-        report = gallery.last_sync
+    report = gallery.last_sync
+    assert report is not None
     gallery.save(args.gallery)
     print(report.summary())
     for source, reason in sorted(report.skipped.items()):
@@ -277,6 +278,150 @@ def _cmd_search(args: argparse.Namespace) -> int:
         out.writerow(["rank", "path", "face", "left", "top", "right", "bottom", "identity", "distance"])
         for rank, hit in enumerate(hits, 1):
             out.writerow([rank, hit.source, hit.face, *hit.box, hit.identity, f"{hit.distance:.4f}"])
+    return 0
+
+
+def _input_files(inputs: list[str]) -> dict[str, str]:
+    """Image path -> identity: files as given (no identity); folders searched recursively, an image in
+    a subfolder of the folder given named by that subfolder (identity folders root/Name/*.jpg)."""
+    from .datasets.identities import IMAGE_SUFFIXES
+
+    files: dict[str, str] = {}
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            for image in sorted(path.rglob("*")):
+                if image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES:
+                    parts = image.relative_to(path).parts
+                    files[str(image)] = parts[0] if len(parts) > 1 else ""
+        else:
+            files[str(path)] = ""
+    return files
+
+
+def _embedded_table(files: dict[str, str], args: argparse.Namespace, previous_path: Path | None, progress: str):
+    """The face table of `files`, re-using the rows of the table at previous_path when it was made
+    with the same model and alignment settings (only new or changed files are processed)."""
+    from ._system import file_sha256
+    from .chipcache import AlignmentSettings
+    from .embedder import FaceEmbedder
+    from .facetable import FaceTable, update_table
+
+    settings = AlignmentSettings(**{"fallback": "none", **_alignment_options(args)})
+    embedder = FaceEmbedder(model=args.model, threads=args.threads)
+    model_id = file_sha256(embedder.model_path)
+    previous = FaceTable(model_id=model_id, settings_hash=settings.key(), metadata={"settings": vars(settings)})
+    if previous_path is not None and previous_path.exists():
+        try:
+            old = FaceTable.read_parquet(previous_path)
+        except ValueError as exc:
+            print(f"not re-using {previous_path}: {exc}", file=sys.stderr)
+        else:
+            if (old.model_id, old.settings_hash) == (model_id, settings.key()) or not len(old):
+                old.model_id, old.settings_hash = model_id, settings.key()
+                previous = old
+            else:
+                print(f"not re-using {previous_path}: made with another model or other alignment settings",
+                      file=sys.stderr)
+    previous.metadata.update({"settings": vars(settings), "model_path": embedder.model_path})
+    table, changes = update_table(previous, files, embedder, settings, progress=progress)
+    print(changes.summary(), file=sys.stderr)
+    return table
+
+
+def _table_summary(table) -> str:
+    photos = len(set(table.source_path))
+    unreadable = {s for s, e in zip(table.source_path, table.error) if e}
+    faceless = {s for s, f in zip(table.source_path, table.face) if f < 0} - unreadable
+    return (f"{photos} photos, {int(table.has_face.sum())} faces, {len(faceless)} photos without a face, "
+            f"{len(unreadable)} unreadable")
+
+
+def _cmd_cluster(args: argparse.Namespace) -> int:
+    import os
+    import re
+    import shutil
+
+    from .clustering import cluster
+
+    out = Path(args.out_dir)
+    files = {path: "" for path in _input_files([args.input_dir])}
+    if not files:
+        print(f"pyfacedlib cluster: no images under {args.input_dir}", file=sys.stderr)
+        return 2
+    table = _embedded_table(files, args, out / "faces.parquet", "faces")
+    table.write_parquet(out / "faces.parquet")
+    rows = np.flatnonzero(table.has_face)
+    labels = cluster(table.embedding[rows], threshold=args.threshold, method=args.method, min_size=args.min_size)
+    with _csv_output(str(out / "clusters.csv")) as writer:
+        writer.writerow(["path", "face", "cluster"])
+        for row, label in zip(rows, labels):
+            writer.writerow([table.source_path[row], int(table.face[row]), int(label)])
+    for old in out.iterdir():  # folders of an earlier run (links only) are replaced
+        if old.is_dir() and re.fullmatch(r"cluster_\d+", old.name) and all(p.is_symlink() for p in old.iterdir()):
+            shutil.rmtree(old)
+    sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, int)
+    width = max(3, len(str(len(sizes))))
+    for label in range(len(sizes)):
+        folder = out / f"cluster_{label:0{width}d}"
+        folder.mkdir(parents=True, exist_ok=True)
+        for row in rows[labels == label]:
+            source = Path(table.source_path[row]).resolve()
+            link = folder / source.name
+            if link.is_symlink() and Path(os.readlink(link)) != source:
+                link = folder / f"{len(list(folder.iterdir()))}_{source.name}"
+            if not link.is_symlink():
+                link.symlink_to(source)
+    print(_table_summary(table))
+    print(f"{len(sizes)} clusters ({args.method}, threshold {args.threshold}), {int((labels < 0).sum())} faces "
+          f"in no cluster (-1); largest: {', '.join(str(n) for n in sizes[:10])}")
+    print(f"wrote {out / 'clusters.csv'}, {out / 'faces.parquet'} and one folder of links per cluster")
+    return 0
+
+
+def _cmd_export(args: argparse.Namespace) -> int:
+    out = Path(args.out)
+    if out.suffix not in (".parquet", ".npy"):
+        print(f"--out must end in .parquet or .npy, got {out}", file=sys.stderr)
+        return 2
+    files = _input_files(args.inputs)
+    if not files:
+        print("pyfacedlib export: no images found", file=sys.stderr)
+        return 2
+    table = _embedded_table(files, args, out if out.suffix == ".parquet" else None, "exporting")
+    if out.suffix == ".parquet":
+        table.write_parquet(out)
+        written = [out]
+    else:
+        rows = np.flatnonzero(table.has_face)
+        buffer = io.BytesIO()
+        np.save(buffer, table.embedding[rows])
+        _atomic.write_bytes(out, buffer.getvalue())
+        written = [out]
+        names = [table.identity[i] for i in rows]
+        if any(names):  # identity folders: facenet's labels.npy / label_strings.npy beside it
+            classes = sorted(set(names))
+            for name, values in (("labels.npy", np.array([classes.index(n) for n in names], np.int64)),
+                                 ("label_strings.npy", np.array(names))):
+                buffer = io.BytesIO()
+                np.save(buffer, values)
+                _atomic.write_bytes(out.parent / name, buffer.getvalue())
+                written.append(out.parent / name)
+    print(_table_summary(table))
+    print("wrote " + ", ".join(str(p) for p in written))
+    unreadable = sorted({s for s, e in zip(table.source_path, table.error) if e})
+    for source in unreadable:
+        print(f"{source}: ERROR {table.error[table.source_path.index(source)]}", file=sys.stderr)
+    return 1 if unreadable else 0
+
+
+def _cmd_evaluate(args: argparse.Namespace) -> int:
+    from .bench import evaluate_folders
+
+    models = [None if m == "shipped" else m for m in (args.model or ["shipped"])]
+    evaluate_folders(args.root, model=models, out=args.out, threads=args.threads)
+    print((Path(args.out) / "report.md").read_text())
+    print(f"wrote {args.out}/report.json, report.md, roc.png")
     return 0
 
 
@@ -376,6 +521,37 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--threads", type=int, default=None)
     search.set_defaults(run=_cmd_search)
 
+    clus = sub.add_parser("cluster", help="group the faces of a folder of photos by person: OUT_DIR/clusters.csv "
+                                          "(path,face,cluster; -1 = in no cluster) and a folder of links per cluster")
+    clus.add_argument("input_dir")
+    clus.add_argument("out_dir")
+    clus.add_argument("--threshold", type=float, default=0.5, help="faces closer than this are linked (default 0.5, "
+                                                                   "dlib's face_clustering example)")
+    clus.add_argument("--method", choices=["chinese_whispers", "dbscan"], default="chinese_whispers")
+    clus.add_argument("--min-size", type=int, default=2, help="smaller clusters count as no cluster (-1)")
+    clus.add_argument("--model", help="affine .dat model (default: the shipped dlib model)")
+    _alignment_arguments(clus)
+    clus.add_argument("--threads", type=int, default=None)
+    clus.set_defaults(run=_cmd_cluster)
+
+    export = sub.add_parser("export", help="every face's embedding: FILE.parquet (one row per face, with source, "
+                                           "sha256, box, landmarks, identity) or FILE.npy (+ facenet's labels.npy, "
+                                           "label_strings.npy for identity folders)")
+    export.add_argument("inputs", nargs="+", help="photos or folders (identity folders: ROOT/Name/*.jpg)")
+    export.add_argument("--out", required=True, help="FILE.parquet (re-running re-uses its rows) or FILE.npy")
+    export.add_argument("--model", help="affine .dat model (default: the shipped dlib model)")
+    _alignment_arguments(export)
+    export.add_argument("--threads", type=int, default=None)
+    export.set_defaults(run=_cmd_export)
+
+    evaluate = sub.add_parser("evaluate", help="verification on your own identity folders (ROOT/Name/*.jpg), "
+                                               "several models side by side: report.md/json, roc.png")
+    evaluate.add_argument("root")
+    evaluate.add_argument("--model", action="append", help="affine .dat (repeat for several; 'shipped' for dlib's)")
+    evaluate.add_argument("--out", default="folder-eval")
+    evaluate.add_argument("--threads", type=int, default=None)
+    evaluate.set_defaults(run=_cmd_evaluate)
+
     tune = sub.add_parser("finetune", help="fine-tune the face model on identity folders (TRAIN_DIR/Name/*.jpg)")
     tune.add_argument("train_dir")
     tune.add_argument("out_dir")
@@ -388,8 +564,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pyfacedlib` command."""
-    from .errors import ModelNotFoundError
-
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)

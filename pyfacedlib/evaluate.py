@@ -28,6 +28,9 @@ class VerificationReport:
     auc: float
     eer: float
     eer_threshold: float
+    best_threshold: float = float("nan")          # most accurate threshold on all pairs (same below it)
+    threshold_at_far_1e_2: float = float("nan")   # largest threshold whose false-accept rate <= 1e-2
+    threshold_at_far_1e_3: float = float("nan")
     fold_accuracies: list[float] = field(default_factory=list)
     fold_thresholds: list[float] = field(default_factory=list)
     pairs: int = 0
@@ -101,6 +104,12 @@ def verification(distances_or_embedding_pairs: PairInput, issame: Sequence[bool]
     far, tar, roc_thresholds = roc_curve(same, -distances)
     frr = 1 - tar
     e = int(np.argmin(np.abs(far - frr)))
+
+    def threshold_at(rate: float) -> float:
+        """Accepting distances <= this keeps the false-accept rate <= rate (roc_curve's points)."""
+        allowed = np.flatnonzero(far <= rate)
+        return float(-roc_thresholds[allowed[-1]]) if len(allowed) and np.isfinite(roc_thresholds[allowed[-1]]) \
+            else 0.0
     return VerificationReport(
         accuracy_mean=float(np.mean(accuracies)),
         accuracy_std=float(np.std(accuracies)),
@@ -110,6 +119,9 @@ def verification(distances_or_embedding_pairs: PairInput, issame: Sequence[bool]
         auc=float(roc_auc_score(same, -distances)),
         eer=float((far[e] + frr[e]) / 2),
         eer_threshold=float(-roc_thresholds[e]),
+        best_threshold=best_threshold(distances, same),
+        threshold_at_far_1e_2=threshold_at(1e-2),
+        threshold_at_far_1e_3=threshold_at(1e-3),
         fold_accuracies=accuracies,
         fold_thresholds=thresholds,
         pairs=int(len(same)),
@@ -138,17 +150,6 @@ def identification(gallery: np.ndarray, gallery_labels: Sequence, probes: np.nda
     per_identity = np.stack([distances[:, gallery_names == name].min(axis=1) for name in identities], axis=1)
     order = identities[np.argsort(per_identity, axis=1, kind="mergesort")]
     return {f"rank{r}": float(np.mean([label in row[:r] for label, row in zip(probe_names, order)])) for r in ranks}
-
-
-def chinese_whispers(descriptors: np.ndarray, threshold: float = DLIB_THRESHOLD) -> np.ndarray:
-    """Cluster labels from dlib's Chinese whispers graph clustering (edges between descriptors
-    closer than `threshold`), as dlib's face clustering example does."""
-    from ._native import core
-
-    descriptors = np.ascontiguousarray(descriptors, np.float64)
-    if descriptors.ndim != 2:
-        raise ValueError(f"expected (N, D) descriptors, got shape {descriptors.shape}")
-    return np.asarray(core.chinese_whispers(descriptors, float(threshold)), np.int64)
 
 
 def pairwise_precision_recall(true_labels: Sequence, cluster_labels: Sequence) -> dict[str, float]:

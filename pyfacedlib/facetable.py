@@ -29,11 +29,15 @@ import json
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterable, Sequence
+from typing import TYPE_CHECKING, Iterable, Sequence
 
 import numpy as np
 
 from . import _atomic
+
+if TYPE_CHECKING:
+    from .chipcache import AlignmentSettings
+    from .embedder import FaceEmbedder
 
 DESCRIPTOR_SIZE = 128
 METADATA_KEY = b"pyfacedlib"
@@ -241,3 +245,71 @@ class FaceTable:
         except Exception as exc:  # pyarrow raises ArrowInvalid/OSError for a file that is not Parquet
             raise ValueError(f"cannot read {path} as Parquet: {exc}") from exc
         return cls.from_arrow(table)
+
+
+@dataclass
+class TableChanges:
+    """What update_table changed, by source path."""
+
+    added: list[str] = field(default_factory=list)
+    changed: list[str] = field(default_factory=list)     # same path, other bytes
+    removed: list[str] = field(default_factory=list)
+    unchanged: int = 0
+    reused: int = 0          # added or changed files whose bytes were already embedded (moved/copied): no work
+
+    def summary(self) -> str:
+        """One line."""
+        return (f"{len(self.added)} added ({self.reused} reused), {len(self.changed)} changed, "
+                f"{len(self.removed)} removed, {self.unchanged} unchanged")
+
+
+def update_table(previous: FaceTable, files: dict[str, str], embedder: "FaceEmbedder", settings: "AlignmentSettings",
+                 workers: int | None = None, progress: bool | str = False) -> tuple[FaceTable, TableChanges]:
+    """The face table of `files` (path -> identity, "" when none), in that order, re-using the rows
+    of `previous` (made with the same model and settings) for files whose sha256 it already holds:
+    only new or changed bytes are detected and embedded; files no longer listed are dropped."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from ._system import available_cpus, file_sha256
+    from .photos import embed_photos
+
+    model_id, settings_hash = previous.model_id, previous.settings_hash
+    if settings.key() != settings_hash:
+        raise ValueError("the previous table was made with other alignment settings")
+    with ThreadPoolExecutor(workers or available_cpus()) as pool:
+        hashes = dict(zip(files, pool.map(file_sha256, files)))
+    old_sha = dict(zip(previous.source_path, previous.sha256))
+    rows_of: dict[tuple[str, str], list[int]] = {}
+    first_source: dict[str, str] = {}
+    for row, (source, sha) in enumerate(zip(previous.source_path, previous.sha256)):
+        rows_of.setdefault((source, sha), []).append(row)
+        first_source.setdefault(sha, source)
+    changes = TableChanges()
+    keep = np.zeros(len(previous), bool)
+    reused: list[FaceTable] = []
+    todo: list[str] = []
+    for source, identity in files.items():
+        sha = hashes[source]
+        rows = rows_of.get((source, sha))
+        if rows and all(previous.identity[i] == identity for i in rows):
+            keep[rows] = True
+            changes.unchanged += 1
+            continue
+        (changes.changed if source in old_sha and old_sha[source] != sha else changes.added).append(source)
+        if sha in first_source:  # these bytes were embedded already (under this or another name)
+            part = previous.take(rows_of[(first_source[sha], sha)])
+            part.source_path = [source] * len(part)
+            part.identity = [identity] * len(part)
+            reused.append(part)
+            changes.reused += 1
+        else:
+            todo.append(source)
+    changes.removed = sorted(set(old_sha) - set(files))
+    photos = list(embed_photos(todo, embedder, settings, workers=workers, hash_files=False,
+                               progress=progress)) if todo else []
+    for photo in photos:
+        photo.sha256 = hashes[photo.source]
+    new = FaceTable.from_photos(photos, model_id, settings_hash, files)
+    merged = FaceTable.concat([previous.take(keep), *reused, new], model_id, settings_hash, previous.metadata)
+    order = {source: i for i, source in enumerate(files)}
+    return merged.take(np.argsort([order[s] for s in merged.source_path], kind="stable")), changes

@@ -24,22 +24,24 @@ two identities).
 from __future__ import annotations
 
 import os
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import TYPE_CHECKING, Iterator, Sequence, cast
 
 import numpy as np
 
 from . import models
-from ._system import available_cpus, file_sha256
+from ._system import file_sha256
 from .chipcache import AlignmentSettings
 from .datasets.identities import IMAGE_SUFFIXES
 from .errors import GalleryError, ImageError, NoFaceFoundError
-from .facetable import FaceTable
+from .facetable import FaceTable, TableChanges, update_table
 from .images import ImageLike
 from .index import KINDS, DescriptorIndex
-from .photos import PhotoFaces, embed_photos, embed_video, is_video
+from .photos import PhotoFaces, VideoSource, embed_photos, embed_video, is_video
+
+if TYPE_CHECKING:
+    from .embedder import FaceEmbedder
 
 UNKNOWN = "unknown"
 CLASSIFIERS = ("nearest", "knn", "svm")
@@ -146,21 +148,14 @@ class SearchHit:
 
 
 @dataclass
-class SyncReport:
-    """What gallery.sync() (or build) changed."""
+class SyncReport(TableChanges):
+    """What gallery.sync() (or build) changed, and the new or changed photos without an enrolled face."""
 
-    added: list[str] = field(default_factory=list)
-    changed: list[str] = field(default_factory=list)
-    removed: list[str] = field(default_factory=list)
-    unchanged: int = 0
-    reused: int = 0                  # added files whose bytes were already embedded (moved/copied): no work
-    skipped: dict[str, str] = field(default_factory=dict)   # new or changed photos without an enrolled face
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def summary(self) -> str:
         """One line."""
-        return (f"{len(self.added)} added ({self.reused} reused), {len(self.changed)} changed, "
-                f"{len(self.removed)} removed, {self.unchanged} unchanged, {len(self.skipped)} without an "
-                "enrolled face")
+        return f"{super().summary()}, {len(self.skipped)} without an enrolled face"
 
 
 @dataclass
@@ -211,7 +206,8 @@ class Gallery:
         self.config = config or GalleryConfig()
         self.root = root
         self.threads = threads
-        self._embedder = None
+        self._embedder: FaceEmbedder | None = None
+        self.last_sync: SyncReport | None = None   # what the last sync (or build) changed
         self._user_threshold: float | None = None
         self._reset()
 
@@ -233,7 +229,7 @@ class Gallery:
             raise GalleryError(f"model file not found: {model_path}")
         table = FaceTable(model_id=file_sha256(model_path), settings_hash=settings.key())
         gallery = cls(table, settings, model_path, config, str(Path(root)), threads)
-        gallery.last_sync = gallery.sync(progress=progress)
+        gallery.sync(progress=progress)
         return gallery
 
     @classmethod
@@ -302,7 +298,7 @@ class Gallery:
                 "descriptors of different models cannot be compared; rebuild the gallery with this model")
 
     @property
-    def embedder(self):
+    def embedder(self) -> "FaceEmbedder":
         """The FaceEmbedder of the gallery's model (loaded on first use, checked by sha256)."""
         if self._embedder is None:
             from .embedder import FaceEmbedder
@@ -329,47 +325,13 @@ class Gallery:
         if not self.root:
             raise GalleryError("this gallery has no enrolment folder to sync (it was not built from one)")
         listing = enrolment_photos(self.root)
-        with ThreadPoolExecutor(workers or available_cpus()) as pool:
-            hashes = dict(zip(listing, pool.map(file_sha256, listing)))
-        table = self.table
-        old_sha = dict(zip(table.source_path, table.sha256))
-        report = SyncReport()
-        keep = np.zeros(len(table), bool)
-        by_sha: dict[str, list[int]] = {}
-        for row, sha in enumerate(table.sha256):
-            by_sha.setdefault(sha, []).append(row)
-        reused: list[FaceTable] = []
-        todo: list[str] = []
-        for source, person in listing.items():
-            sha = hashes[source]
-            if source in old_sha and old_sha[source] == sha:
-                rows = [i for i in by_sha[sha] if table.source_path[i] == source]
-                if all(table.identity[i] == person for i in rows):
-                    keep[rows] = True
-                    report.unchanged += 1
-                    continue
-            (report.changed if source in old_sha else report.added).append(source)
-            if sha in by_sha:  # the same bytes were embedded under another name: copy those rows
-                first = table.source_path[by_sha[sha][0]]
-                part = table.take([i for i in by_sha[sha] if table.source_path[i] == first])
-                part.source_path = [source] * len(part)
-                part.identity = [person] * len(part)
-                reused.append(part)
-                report.reused += 1
-            else:
-                todo.append(source)
-        report.removed = sorted(set(old_sha) - set(listing))
-        photos = list(embed_photos(todo, self.embedder, self.settings, workers=workers, hash_files=False,
-                                   progress="enrolling" if progress else False)) if todo else []
-        for photo in photos:
-            photo.sha256 = hashes[photo.source]
-        new = FaceTable.from_photos(photos, self.model_id, self.settings.key(), listing)
-        merged = FaceTable.concat([table.take(keep), *reused, new], self.model_id, self.settings.key())
-        order = {source: i for i, source in enumerate(listing)}
-        self.table = merged.take(np.argsort([order[s] for s in merged.source_path], kind="stable"))
+        self.table, changes = update_table(self.table, listing, self.embedder, self.settings, workers,
+                                           "enrolling" if progress else False)
+        report = SyncReport(**asdict(changes))
         self._reset()
         touched = set(report.added) | set(report.changed)
         report.skipped = {s: r for s, r in self.skipped.items() if s in touched}
+        self.last_sync = report
         return report
 
     def _reset(self) -> None:
@@ -469,7 +431,7 @@ class Gallery:
         self._user_threshold = None if value is None else float(value)
         self._calibration = None
 
-    def _calibrate(self, max_faces: int = 20_000) -> Calibration:
+    def _calibrate(self, max_faces: int = 5_000) -> Calibration:
         config = self.config
         impostor, genuine = self._nearest_distances(max_faces)
         if len(self.identities) < 2 or not len(impostor):
@@ -607,8 +569,9 @@ class Gallery:
         (default), "knn" or "svm" (the distance rule still answers "unknown"). Raises ImageError for
         an unreadable image."""
         if is_video(image):
-            return [m for result in self.identify_stream(image, threshold, k, classifier, every) for m in result.matches]
-        photo = next(embed_photos([image], self.embedder, self.settings, workers=1, hash_files=False))
+            return [m for result in self.identify_stream(cast(VideoSource, image), threshold, k, classifier, every) for m in result.matches]
+        photo = next(embed_photos([cast(ImageLike, image)], self.embedder, self.settings, workers=1,
+                                  hash_files=False))
         if photo.error:
             raise ImageError(photo.error)
         return self._photo_matches(photo, threshold, k, classifier)
@@ -632,14 +595,14 @@ class Gallery:
             if is_video(item):
                 yield from flush()
                 try:
-                    yield from self.identify_stream(item, threshold, k, classifier, every, workers, max_frames, progress)
+                    yield from self.identify_stream(cast(VideoSource, item), threshold, k, classifier, every, workers, max_frames, progress)
                 except ImageError as exc:
                     yield IdentifyResult(str(item), [], error=str(exc))
             else:
                 photos.append(item)
         yield from flush()
 
-    def identify_stream(self, source: str | os.PathLike | int, threshold: float | None = None, k: int = 5,
+    def identify_stream(self, source: VideoSource, threshold: float | None = None, k: int = 5,
                         classifier: str | None = None, every: int = 1, workers: int | None = None,
                         max_frames: int | None = None, progress: bool = False) -> Iterator[IdentifyResult]:
         """Matches frame by frame from a video file or camera index (every `every`-th frame), as they come."""

@@ -30,6 +30,7 @@ CHIP_SIZE = 150
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
 PhotoInput = Union[str, os.PathLike, ImageLike]
+VideoSource = Union[str, os.PathLike, int]  # a video file, or a camera index
 
 
 @dataclass
@@ -84,16 +85,15 @@ def find_faces(rgb: np.ndarray, settings: "AlignmentSettings") -> tuple[np.ndarr
 def _detect_one(item: PhotoInput, settings: "AlignmentSettings", hash_files: bool,
                 frame: int | None = None, timestamp: float | None = None) -> PhotoFaces:
     """Reads (a path) or takes (an array / PIL image) one image and finds its faces."""
-    is_path = isinstance(item, (str, os.PathLike))
-    source = str(item) if is_path else "<image>"
-    result = PhotoFaces(source, frame=frame, timestamp=timestamp)
+    result = PhotoFaces(str(item) if isinstance(item, (str, os.PathLike)) else "<image>", frame=frame,
+                        timestamp=timestamp)
     try:
-        if is_path:
+        if isinstance(item, (str, os.PathLike)):
             if hash_files:
                 result.sha256 = file_sha256(item)
-            rgb = load_image(item, exif_orientation=settings.exif_orientation)  # type: ignore[arg-type]
+            rgb = load_image(item, exif_orientation=settings.exif_orientation)
         else:
-            rgb = as_rgb(item)  # type: ignore[arg-type]
+            rgb = as_rgb(item)
     except (ImageError, OSError, TypeError) as exc:
         result.error = str(exc) or type(exc).__name__
         return result
@@ -186,7 +186,7 @@ def is_video(source: object) -> bool:
     return isinstance(source, (str, os.PathLike)) and Path(source).suffix.lower() in VIDEO_SUFFIXES
 
 
-def video_frames(source: str | os.PathLike | int, every: int = 1, max_frames: int | None = None
+def video_frames(source: VideoSource, every: int = 1, max_frames: int | None = None
                  ) -> Iterator[tuple[int, float, np.ndarray]]:
     """(frame number, timestamp in seconds, RGB frame) for every `every`-th frame of a video file or
     camera (an index such as 0), through OpenCV. Raises ImageError when the source cannot be opened."""
@@ -196,12 +196,16 @@ def video_frames(source: str | os.PathLike | int, every: int = 1, max_frames: in
         raise ImageError("reading video needs OpenCV: pip install opencv-python-headless") from exc
     if not isinstance(every, (int, np.integer)) or every < 1:
         raise ValueError(f"every must be an integer >= 1, got {every!r}")
-    camera = isinstance(source, (int, np.integer)) or (isinstance(source, str) and source.isdigit())
-    if not camera and not Path(source).is_file():
-        raise ImageError(f"video file not found: {source}")
-    capture = cv2.VideoCapture(int(source) if camera else str(source))
-    if not capture.isOpened():
-        raise ImageError(f"cannot open video {'camera ' if camera else ''}{source} (OpenCV could not read it)")
+    if isinstance(source, (int, np.integer)) or (isinstance(source, str) and source.isdigit()):
+        capture = cv2.VideoCapture(int(source))
+        if not capture.isOpened():
+            raise ImageError(f"cannot open camera {source} (OpenCV could not read it)")
+    else:
+        if not Path(source).is_file():
+            raise ImageError(f"video file not found: {source}")
+        capture = cv2.VideoCapture(os.fspath(source))
+        if not capture.isOpened():
+            raise ImageError(f"cannot open video {source} (OpenCV could not read it)")
     fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
     try:
         index = emitted = 0
@@ -222,7 +226,7 @@ def video_frames(source: str | os.PathLike | int, every: int = 1, max_frames: in
         capture.release()
 
 
-def embed_video(source: str | os.PathLike | int, embedder: "FaceEmbedder", settings: "AlignmentSettings",
+def embed_video(source: VideoSource, embedder: "FaceEmbedder", settings: "AlignmentSettings",
                 every: int = 1, max_frames: int | None = None, workers: int | None = None,
                 progress: bool | str = False) -> Iterator[PhotoFaces]:
     """embed_photos over the frames of a video or camera: one PhotoFaces per processed frame, with

@@ -2,7 +2,8 @@
 import numpy as np
 import pytest
 
-from pyfacedlib.evaluate import (chinese_whispers, identification, pairwise_precision_recall,
+from pyfacedlib.clustering import chinese_whispers
+from pyfacedlib.evaluate import (identification, pairwise_precision_recall,
                                  verification)
 
 
@@ -105,7 +106,7 @@ def test_identification_and_clustering_on_johns(johns, embedder, dlib_bin):
     probes = np.setdiff1d(np.arange(len(labels)), gallery)
     ranks = identification(desc[gallery], labels[gallery], desc[probes], labels[probes])
     assert ranks["rank1"] == 1.0 and ranks["rank5"] == 1.0
-    clusters = chinese_whispers(desc)
+    clusters = chinese_whispers(desc, 0.6)
     assert len(set(clusters)) == 5
     scores = pairwise_precision_recall(labels, clusters)
     assert scores == {"precision": 1.0, "recall": 1.0, "f1": 1.0}

@@ -152,7 +152,6 @@ def test_a_gallery_refuses_another_model(gallery: Gallery, tmp_path: Path):
     with pytest.raises(GalleryError, match="not the model"):
         Gallery.load(path, model=other)
     with pytest.raises(GalleryError, match="not a pyfacedlib"):
-        import pyarrow as pa
         import pyarrow.parquet as pq
 
         from pyfacedlib.facetable import FaceTable
