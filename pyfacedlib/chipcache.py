@@ -166,11 +166,16 @@ class ChipCache:
             raise ValueError(f"{len(files)} sources but {len(names)} labels")
         unique = list(dict.fromkeys(files))
         hashes = {s: (file_sha256(s) if os.path.isfile(s) else "") for s in unique}
+        by_sha = {record["sha256"]: record for record in self._records.values() if record["sha256"]}
         todo = []
         for source in unique:
             cached = self._records.get(source)
-            if (cached and cached["sha256"] == hashes[source] and
-                    (cached["status"] == "skipped" or (self.folder / f"{hashes[source]}.npy").exists())):
+            if not (cached and cached["sha256"] == hashes[source]):
+                # the same bytes under another name (a moved, copied or linked folder): same chip
+                cached = by_sha.get(hashes[source])
+                if cached is not None:
+                    cached = self._records[source] = {**cached, "source": source}
+            if cached and (cached["status"] == "skipped" or (self.folder / f"{hashes[source]}.npy").exists()):
                 continue
             todo.append(source)
         if todo:

@@ -105,6 +105,13 @@ def test_chip_cache(tmp_path, lfw_sample):
     assert manifest.stat().st_mtime_ns == stamp  # nothing re-aligned
     assert np.array_equal(again.chips, chipset.chips)
 
+    moved = tmp_path / "moved"
+    shutil.copytree(images, moved)  # the same files elsewhere: found by sha256, not aligned again
+    moved_sources = [str(moved / Path(s).name) for s in sources]
+    relocated = ChipCache(tmp_path / "cache", cache.settings).faces(moved_sources, workers=1, progress=False)
+    assert manifest.stat().st_mtime_ns == stamp and np.array_equal(relocated.chips, chipset.chips)
+    assert relocated.sources == moved_sources[:7] and list(relocated.skipped) == [str(moved / "broken.jpg")]
+
     shutil.copy(lfw_sample[6], sources[1])  # source changed -> rebuilt
     changed = ChipCache(tmp_path / "cache", cache.settings).faces(sources, workers=1, progress=False)
     assert manifest.stat().st_mtime_ns != stamp
