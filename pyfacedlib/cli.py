@@ -37,9 +37,17 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from .errors import ImageError
     from .images import load_image
 
+    if args.out and Path(args.out).suffix == ".parquet":
+        return _embed_archive(args)
+    if args.engine != "local" or args.resume or args.address:
+        print("--engine ray, --address and --resume need --out OUT.parquet", file=sys.stderr)
+        return 2
+    from .archive import list_images
+
+    images = list_images(args.images)
     embedder = FaceEmbedder(model=args.model, threads=args.threads, backend=args.backend)
     records, failed, faceless = [], 0, 0
-    for image in args.images:
+    for image in images:
         try:
             pixels = load_image(image, exif_orientation=not args.no_exif)
             faces = embedder.embed_image(pixels, detector=args.detector, upsample=args.upsample,
@@ -75,9 +83,44 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             print(f"--out must end in .npy or .json, got {out}", file=sys.stderr)
             return 2
         print(f"wrote {len(records)} descriptors to {out}")
-    print(f"{len(args.images)} images, {len(records)} faces, {faceless} without a face, {failed} unreadable",
+    print(f"{len(images)} images, {len(records)} faces, {faceless} without a face, {failed} unreadable",
           file=sys.stderr)
     return 1 if failed else 0
+
+
+def _embed_archive(args: argparse.Namespace) -> int:
+    """embed ... --out OUT.parquet: the archive pipeline (pyfacedlib.archive), local or on Ray."""
+    from .archive import ArchiveConfig, embed_archive
+    from .chipcache import AlignmentSettings
+
+    if args.num_jitters or args.backend == "dlib":
+        print("--out OUT.parquet embeds without jitter on the default backend", file=sys.stderr)
+        return 2
+    config = ArchiveConfig(engine=args.engine, workers=args.workers, address=args.address, resume=args.resume,
+                           images_per_part=args.part_size)
+    settings = AlignmentSettings(**{"fallback": "none", **_alignment_options(args)})
+    try:
+        report = embed_archive(args.images, args.out, model=args.model, settings=settings, config=config)
+    except FileExistsError as exc:
+        print(f"pyfacedlib embed: {exc}", file=sys.stderr)
+        return 2
+    print(report.summary())
+    for source, error in sorted(report.unreadable.items()):
+        print(f"{source}: ERROR {error}", file=sys.stderr)
+    return 1 if report.unreadable else 0
+
+
+def _cmd_index(args: argparse.Namespace) -> int:
+    from .facetable import FaceTable
+    from .index import DescriptorIndex
+
+    table = FaceTable.read_parquet(args.table)
+    vectors = table.embedding[table.has_face]
+    index = DescriptorIndex(vectors, args.kind)
+    index.save(args.index, table_rows=len(table))
+    print(f"{index.kind} index over {len(vectors)} faces of {args.table} ({index.memory_bytes / 2**20:.0f} MiB): "
+          f"wrote {args.index}")
+    return 0
 
 
 def _cmd_convert(args: argparse.Namespace) -> int:
@@ -269,6 +312,10 @@ def _cmd_search(args: argparse.Namespace) -> int:
     from .gallery import Gallery
 
     gallery = Gallery.load(args.gallery, model=args.model, threads=args.threads)
+    if args.index:
+        from .index import DescriptorIndex
+
+        gallery.use_search_index(DescriptorIndex.load(args.index))
     try:
         hits = gallery.search(args.query, k=args.k, max_distance=args.max_distance)
     except NoFaceFoundError as exc:
@@ -434,8 +481,18 @@ def build_parser() -> argparse.ArgumentParser:
     info.set_defaults(run=_cmd_info)
 
     embed = sub.add_parser("embed", help="detect, align and embed the faces in images")
-    embed.add_argument("images", nargs="+", help="image files")
-    embed.add_argument("--out", help="write descriptors to FILE.npy (N,128) or FILE.json (with boxes, landmarks)")
+    embed.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
+    embed.add_argument("--out", help="write descriptors to FILE.npy (N,128), FILE.json (with boxes, landmarks), or "
+                                     "OUT.parquet: a folder of Parquet parts, one row per face (archives; resumable)")
+    embed.add_argument("--engine", choices=["local", "ray"], default="local",
+                       help="OUT.parquet: threads on this machine, or Ray Data (pip install 'pyfacedlib[ray]')")
+    embed.add_argument("--address", help="--engine ray: the cluster to join ('auto': the running one; default: "
+                                         "start Ray on this machine)")
+    embed.add_argument("--workers", type=int, default=None, help="OUT.parquet: detection threads (local) or actors "
+                                                                 "(ray); default: the CPUs")
+    embed.add_argument("--resume", action="store_true", help="OUT.parquet: continue an existing output, skipping "
+                                                             "images already in it (by sha256)")
+    embed.add_argument("--part-size", type=int, default=1000, help="OUT.parquet: images per Parquet part")
     embed.add_argument("--model", help="affine .dat model (default: the shipped dlib model)")
     embed.add_argument("--detector", choices=DETECTORS, default="hog")
     embed.add_argument("--upsample", type=int, default=1)
@@ -517,9 +574,17 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--k", type=int, default=10)
     search.add_argument("--max-distance", type=float, default=None)
     search.add_argument("--csv", help="write the CSV to FILE instead of standard output")
+    search.add_argument("--index", help="a saved index of the gallery's faces (pyfacedlib index)")
     search.add_argument("--model", help="the gallery's model file, when it has moved")
     search.add_argument("--threads", type=int, default=None)
     search.set_defaults(run=_cmd_search)
+
+    index = sub.add_parser("index", help="a search index over a face table (an archive made by embed --out "
+                                         "OUT.parquet, an export, a gallery), used by search --index")
+    index.add_argument("table")
+    index.add_argument("index", help="index file to write (.npz)")
+    index.add_argument("--kind", choices=["auto", "exact", "flat", "hnsw", "ivf", "ivfpq"], default="auto")
+    index.set_defaults(run=_cmd_index)
 
     clus = sub.add_parser("cluster", help="group the faces of a folder of photos by person: OUT_DIR/clusters.csv "
                                           "(path,face,cluster; -1 = in no cluster) and a folder of links per cluster")

@@ -612,6 +612,15 @@ class Gallery:
                                  photo.frame, photo.timestamp)
 
     # ------------------------------------------------------------------ search
+    def use_search_index(self, index: DescriptorIndex) -> None:
+        """Searches with a saved index (pyfacedlib index) of this gallery's faces instead of building
+        one. Raises GalleryError when it indexes other faces."""
+        faces = self.table.embedding[self.table.has_face]
+        if len(index) != len(faces) or not np.array_equal(index.descriptors, faces):
+            raise GalleryError(f"the index holds {len(index)} faces that are not this gallery's {len(faces)}: "
+                               "rebuild it with pyfacedlib index")
+        self._search_index = index
+
     def search(self, query: ImageLike | str | os.PathLike | np.ndarray, k: int = 10,
                max_distance: float | None = None) -> list[SearchHit]:
         """The k faces of the gallery nearest to `query` (every face of every photo, enrolled or not),
@@ -629,10 +638,9 @@ class Gallery:
                 raise NoFaceFoundError(f"no face found in the query {photo.source}")
             descriptor = photo.descriptors[int(np.argmax(photo.areas))]
         rows = np.flatnonzero(self.table.has_face)
-        if self._search_index is None:
-            self._search_index = (self.index if len(rows) == len(self) else
+        if self._search_index is None:  # every face enrolled: the identification index serves
+            self._search_index = (self.index if np.array_equal(rows, self._enrolled) else
                                   DescriptorIndex(self.table.embedding[rows], self.config.index))
-        rows = self._enrolled if self._search_index is self._index else rows
         distances, found = self._search_index.search(descriptor, min(k, max(len(rows), 1)))
         hits = []
         for d, i in zip(distances[0], found[0]):

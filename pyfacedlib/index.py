@@ -15,7 +15,7 @@ import numpy as np
 from . import _atomic
 
 DESCRIPTOR_SIZE = 128
-KINDS = ("auto", "exact", "flat", "hnsw", "ivf")
+KINDS = ("auto", "exact", "flat", "hnsw", "ivf", "ivfpq")
 # Above this many descriptors kind="auto" builds an approximate (HNSW) index. Measured with
 # benchmarks/search_1m.py on 2 cores at 1M descriptors: exact search 30 ms a query one at a time
 # (8 ms batched), HNSW32 (efSearch 128) 0.37 ms with recall@1 1.000 — but building it takes
@@ -31,7 +31,7 @@ class IndexSettings:
 
     hnsw_m: graph degree; hnsw_ef_construction / hnsw_ef_search: candidate list sizes when building /
     searching (larger = better recall, slower). ivf_lists: inverted lists (None = 4 * sqrt(N));
-    ivf_probe: lists visited per query.
+    ivf_probe: lists visited per query. pq_bytes: code size of "ivfpq".
     """
 
     hnsw_m: int = 32
@@ -39,6 +39,7 @@ class IndexSettings:
     hnsw_ef_search: int = 128
     ivf_lists: int | None = None
     ivf_probe: int = 32
+    pq_bytes: int = 32          # ivfpq: bytes per compressed descriptor (the scan; distances stay exact)
 
 
 def _faiss():
@@ -65,7 +66,8 @@ class DescriptorIndex:
 
     kind: "exact" (numpy, blocked float32 GEMM, exact distances re-computed in float64), "flat"
     (FAISS IndexFlatL2, exact), "hnsw" (FAISS HNSW graph, approximate), "ivf" (FAISS IVF with flat
-    lists, approximate), or "auto" (exact below AUTO_APPROXIMATE_FROM descriptors, HNSW above when
+    lists, approximate), "ivfpq" (IVF over product-quantised codes: the scan reads 32 bytes a face;
+    the candidates' distances are re-computed exactly), or "auto" (exact below AUTO_APPROXIMATE_FROM descriptors, HNSW above when
     faiss-cpu is installed; without it, exact with a warning).
     """
 
@@ -85,6 +87,7 @@ class DescriptorIndex:
         self.kind = kind
         self._norms = (self.descriptors.astype(np.float64) ** 2).sum(1).astype(np.float32)
         self._faiss_index = self._build() if kind != "exact" else None
+        self.info: dict = {}
 
     def _build(self):
         faiss = _faiss()
@@ -97,8 +100,11 @@ class DescriptorIndex:
             index.hnsw.efSearch = self.settings.hnsw_ef_search
         else:
             lists = self.settings.ivf_lists or max(1, min(int(4 * np.sqrt(max(n, 1))), max(n // 39, 1)))
+            if self.kind == "ivfpq" and n < 256 * 39:
+                raise ValueError(f"an ivfpq index needs at least {256 * 39} descriptors to train, got {n}")
             quantizer = faiss.IndexFlatL2(DESCRIPTOR_SIZE)
-            index = faiss.IndexIVFFlat(quantizer, DESCRIPTOR_SIZE, lists)
+            index = (faiss.IndexIVFPQ(quantizer, DESCRIPTOR_SIZE, lists, self.settings.pq_bytes, 8)
+                     if self.kind == "ivfpq" else faiss.IndexIVFFlat(quantizer, DESCRIPTOR_SIZE, lists))
             if n:
                 index.train(self.descriptors)
             index.nprobe = min(self.settings.ivf_probe, lists)
@@ -161,14 +167,15 @@ class DescriptorIndex:
                 best_d, best_i = np.take_along_axis(best_d, keep, 1), np.take_along_axis(best_i, keep, 1)
         return best_i
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Writes the index (kind, settings, descriptors, FAISS structure) to one .npz file, atomically."""
+    def save(self, path: str | os.PathLike, **info) -> None:
+        """Writes the index (kind, settings, descriptors, FAISS structure, and `info`: JSON values
+        the caller wants kept with it) to one .npz file, atomically."""
         import io
         import json
         from dataclasses import asdict
 
         arrays = {"descriptors": self.descriptors,
-                  "meta": np.frombuffer(json.dumps({"kind": self.kind, "settings": asdict(self.settings)}).encode(),
+                  "meta": np.frombuffer(json.dumps({"kind": self.kind, "settings": asdict(self.settings), "info": info}).encode(),
                                         np.uint8)}
         if self._faiss_index is not None:
             arrays["faiss"] = _faiss().serialize_index(self._faiss_index)
@@ -193,6 +200,7 @@ class DescriptorIndex:
         index.descriptors = np.ascontiguousarray(descriptors, np.float32)
         index.settings = IndexSettings(**meta["settings"])
         index.kind = meta["kind"]
+        index.info = meta.get("info", {})
         index._norms = (index.descriptors.astype(np.float64) ** 2).sum(1).astype(np.float32)
         index._faiss_index = None
         if "faiss" in data:

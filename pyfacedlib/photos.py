@@ -82,7 +82,7 @@ def find_faces(rgb: np.ndarray, settings: "AlignmentSettings") -> tuple[np.ndarr
     return (np.asarray(boxes, np.int64).reshape(-1, 4), np.asarray(scores, np.float64), points, chips, detector)
 
 
-def _detect_one(item: PhotoInput, settings: "AlignmentSettings", hash_files: bool,
+def detect_photo(item: PhotoInput, settings: "AlignmentSettings", hash_files: bool,
                 frame: int | None = None, timestamp: float | None = None) -> PhotoFaces:
     """Reads (a path) or takes (an array / PIL image) one image and finds its faces."""
     result = PhotoFaces(str(item) if isinstance(item, (str, os.PathLike)) else "<image>", frame=frame,
@@ -102,7 +102,7 @@ def _detect_one(item: PhotoInput, settings: "AlignmentSettings", hash_files: boo
     return result
 
 
-def _ordered_window(items: Iterable, work, workers: int) -> Iterator:
+def ordered_map(items: Iterable, work, workers: int) -> Iterator:
     """work(item) for every item on `workers` threads, yielded in input order, with at most
     4 x workers items in flight (so an endless stream or a million files never piles up)."""
     if workers <= 1:
@@ -119,7 +119,8 @@ def _ordered_window(items: Iterable, work, workers: int) -> Iterator:
             yield window.popleft().result()
 
 
-def _embed_pending(pending: list[PhotoFaces], embedder: "FaceEmbedder", keep_chips: bool) -> None:
+def add_descriptors(pending: list[PhotoFaces], embedder: "FaceEmbedder", keep_chips: bool = False) -> None:
+    """Computes the descriptors of the photos' chips in one batch (dropping the chips unless kept)."""
     chips = [p.chips for p in pending if p.chips is not None and len(p.chips)]
     if chips:
         descriptors = embedder.embed_chips(np.concatenate(chips))
@@ -133,7 +134,7 @@ def _embed_pending(pending: list[PhotoFaces], embedder: "FaceEmbedder", keep_chi
             p.chips = None
 
 
-def _embedded(results: Iterable[PhotoFaces], embedder: "FaceEmbedder", keep_chips: bool, batch_faces: int,
+def with_descriptors(results: Iterable[PhotoFaces], embedder: "FaceEmbedder", keep_chips: bool, batch_faces: int,
               max_pending: int, bar) -> Iterator[PhotoFaces]:
     """Adds descriptors to detected results, embedding about `batch_faces` faces (or `max_pending`
     results) at a time, and yields them in order."""
@@ -143,16 +144,16 @@ def _embedded(results: Iterable[PhotoFaces], embedder: "FaceEmbedder", keep_chip
         pending.append(result)
         pending_faces += len(result)
         if pending_faces >= batch_faces or len(pending) >= max_pending:
-            _embed_pending(pending, embedder, keep_chips)
+            add_descriptors(pending, embedder, keep_chips)
             yield from pending
             bar.update(len(pending))
             pending, pending_faces = [], 0
-    _embed_pending(pending, embedder, keep_chips)
+    add_descriptors(pending, embedder, keep_chips)
     yield from pending
     bar.update(len(pending))
 
 
-def _progress_bar(progress: bool | str, default: str, unit: str, total: int | None = None):
+def progress_bar(progress: bool | str, default: str, unit: str, total: int | None = None):
     from tqdm import tqdm
 
     return tqdm(total=total, unit=unit, desc=progress if isinstance(progress, str) else default,
@@ -171,10 +172,10 @@ def embed_photos(photos: Iterable[PhotoInput], embedder: "FaceEmbedder", setting
     Unreadable photos come back with `error` set and no faces.
     """
     total = len(photos) if isinstance(photos, Sequence) else None
-    with _progress_bar(progress, "faces", "img", total) as bar:
-        detected = _ordered_window(photos, lambda item: _detect_one(item, settings, hash_files),
+    with progress_bar(progress, "faces", "img", total) as bar:
+        detected = ordered_map(photos, lambda item: detect_photo(item, settings, hash_files),
                                    workers or available_cpus())
-        yield from _embedded(detected, embedder, keep_chips, batch_faces, 256, bar)
+        yield from with_descriptors(detected, embedder, keep_chips, batch_faces, 256, bar)
 
 
 def is_video(source: object) -> bool:
@@ -236,11 +237,11 @@ def embed_video(source: VideoSource, embedder: "FaceEmbedder", settings: "Alignm
 
     def work(item: tuple[int, float, np.ndarray]) -> PhotoFaces:
         index, timestamp, rgb = item
-        result = _detect_one(rgb, settings, False, frame=index, timestamp=timestamp)
+        result = detect_photo(rgb, settings, False, frame=index, timestamp=timestamp)
         result.source = name
         return result
 
-    with _progress_bar(progress, "frames", "frame") as bar:
-        detected = _ordered_window(frames, work, workers or available_cpus())
+    with progress_bar(progress, "frames", "frame") as bar:
+        detected = ordered_map(frames, work, workers or available_cpus())
         # small batches: a camera's matches should not wait for many frames
-        yield from _embedded(detected, embedder, False, 16, 8, bar)
+        yield from with_descriptors(detected, embedder, False, 16, 8, bar)

@@ -1,0 +1,157 @@
+"""Archives: the files -> Parquet pipeline, local and on a local Ray; resume after kill -9; index."""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import pyfacedlib as pfd
+from pyfacedlib.archive import ArchiveConfig, embed_archive
+from pyfacedlib.chipcache import AlignmentSettings
+from pyfacedlib.photos import embed_photos
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def photo_dir(lfw_dir: Path, tmp_path_factory) -> Path:
+    """24 LFW photos in nested folders, a copy of one (same bytes), a blank image and a broken file."""
+    from PIL import Image
+
+    root = tmp_path_factory.mktemp("archive")
+    people = [p for p in sorted(lfw_dir.iterdir()) if p.is_dir() and len(list(p.glob("*.jpg"))) >= 2][::100][:12]
+    for person in people:
+        (root / person.name[0] / person.name).mkdir(parents=True, exist_ok=True)
+        for f in sorted(person.glob("*.jpg"))[:2]:
+            shutil.copy(f, root / person.name[0] / person.name / f.name)
+    first = next(root.rglob("*.jpg"))
+    shutil.copy(first, root / "copy_of_first.jpg")
+    Image.new("RGB", (160, 120), (20, 80, 20)).save(root / "blank.png")
+    (root / "broken.jpg").write_bytes(b"\xff\xd8\xff garbage")
+    return root
+
+
+def _rows(out: Path):
+    import pyarrow.parquet as pq
+
+    table = pq.read_table(out).sort_by([("source_path", "ascending"), ("face", "ascending")])
+    return table
+
+
+def test_local_archive_rows_match_the_photo_pipeline(photo_dir: Path, tmp_path: Path):
+    out = tmp_path / "faces.parquet"
+    report = embed_archive([photo_dir], out, config=ArchiveConfig(images_per_part=7), progress=False)
+    files = sorted(str(p) for p in photo_dir.rglob("*") if p.is_file())
+    assert report.images == len(files) == 27 and report.processed == 27 and report.duplicates == 1
+    assert set(report.unreadable) == {str(photo_dir / "broken.jpg")} and report.without_face == 1
+    assert report.parts_written == 4 and len(list(out.glob("part-*.parquet"))) == 4
+    table = _rows(out)
+    assert set(table.column_names) >= {"source_path", "sha256", "face", "box", "score", "landmarks", "embedding",
+                                       "model_id", "settings_hash", "error"}
+    assert table.schema.field("embedding").type.list_size == 128
+    sources = table.column("source_path").to_pylist()
+    assert set(sources) == set(files)  # the copy keeps its own rows
+    broken = sources.index(str(photo_dir / "broken.jpg"))
+    assert table.column("face")[broken].as_py() == -1 and table.column("error")[broken].as_py()
+    assert table.column("embedding")[broken].as_py() is None
+    # the same descriptors as the photo pipeline (galleries, exports) gives
+    settings = AlignmentSettings(fallback="none")
+    reference = {(p.source, i): p.descriptors[i] for p in embed_photos(files, pfd.FaceEmbedder(), settings)
+                 for i in range(len(p))}
+    for row in table.filter(table.column("face").to_numpy() >= 0).to_pylist():
+        np.testing.assert_allclose(row["embedding"], reference[(row["source_path"], row["face"])], atol=1e-5)
+    gallery = pfd.Gallery.load(out)  # an archive is a searchable gallery (no identities)
+    hit = gallery.search(reference[next(iter(reference))], k=1)[0]
+    assert hit.distance < 1e-5
+
+
+def test_existing_output_needs_resume(photo_dir: Path, tmp_path: Path):
+    out = tmp_path / "faces.parquet"
+    embed_archive([photo_dir / "blank.png"], out, progress=False)
+    with pytest.raises(FileExistsError, match="resume"):
+        embed_archive([photo_dir], out, progress=False)
+    with pytest.raises(ValueError, match="other alignment settings"):
+        embed_archive([photo_dir], out, settings=AlignmentSettings(fallback="none", upsample=0),
+                      config=ArchiveConfig(resume=True), progress=False)
+
+
+def test_kill_9_then_resume_completes_without_duplicates(photo_dir: Path, tmp_path: Path):
+    out = tmp_path / "faces.parquet"
+    command = [sys.executable, "-m", "pyfacedlib", "embed", str(photo_dir), "--out", str(out), "--part-size", "2",
+               "--workers", "1", "--resume"]
+    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    deadline = time.time() + 120
+    while time.time() < deadline and len(list(out.glob("part-*.parquet"))) < 2:
+        time.sleep(0.02)
+    child.send_signal(signal.SIGKILL)
+    child.wait()
+    parts_before = len(list(out.glob("part-*.parquet")))
+    assert 2 <= parts_before < 13, "the run finished before it could be killed"
+    done_before = len(set(_rows(out).column("sha256").to_pylist()))
+    result = subprocess.run(command, env=env, capture_output=True, text=True)
+    assert result.returncode == 1, result.stderr  # 1: the broken file is listed
+    assert f"{done_before} already in" in result.stdout
+    table = _rows(out)
+    keys = list(zip(table.column("source_path").to_pylist(), table.column("face").to_pylist()))
+    assert len(keys) == len(set(keys))                       # no duplicates
+    assert set(table.column("source_path").to_pylist()) == {str(p) for p in photo_dir.rglob("*") if p.is_file()}
+    assert not list(out.glob(".*"))                          # no half-written part left
+
+
+def test_index_command_and_search_with_it(photo_dir: Path, tmp_path: Path, capsys):
+    from pyfacedlib.cli import main
+
+    out = tmp_path / "faces.parquet"
+    embed_archive([photo_dir], out, progress=False)
+    assert main(["index", str(out), str(tmp_path / "faces.npz"), "--kind", "exact"]) == 0
+    query = str(next(photo_dir.rglob("*/*/*.jpg")))
+    capsys.readouterr()
+    assert main(["search", str(out), query, "--index", str(tmp_path / "faces.npz"), "--k", "2"]) == 0
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0].startswith("rank,path") and float(lines[1].split(",")[-1]) < 1e-4
+    other = tmp_path / "other.parquet"
+    embed_archive([photo_dir / "A"] if (photo_dir / "A").exists() else [query], other, progress=False)
+    assert main(["search", str(other), query, "--index", str(tmp_path / "faces.npz")]) == 2
+    assert "rebuild" in capsys.readouterr().err
+
+
+@pytest.fixture(scope="module")
+def local_ray():
+    from conftest import skip_or_fail
+
+    try:
+        import ray
+    except ImportError:
+        skip_or_fail("ray is not installed (pip install '.[ray]'; the test extra includes it)")
+    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    yield ray
+    ray.shutdown()
+
+
+def test_ray_engine_gives_the_local_rows(local_ray, photo_dir: Path, tmp_path: Path):
+    local = embed_archive([photo_dir], tmp_path / "local.parquet", progress=False)
+    report = embed_archive([photo_dir], tmp_path / "ray.parquet", progress=False,
+                           config=ArchiveConfig(engine="ray", workers=2, images_per_part=10))
+    assert (report.processed, report.faces, report.duplicates, set(report.unreadable)) == \
+        (local.processed, local.faces, local.duplicates, set(local.unreadable))
+    a, b = _rows(tmp_path / "local.parquet"), _rows(tmp_path / "ray.parquet")
+    for column in ("source_path", "sha256", "face", "box", "landmarks", "error", "model_id", "settings_hash"):
+        assert a.column(column).to_pylist() == b.column(column).to_pylist(), column
+    ea = [v for v in a.column("embedding").to_pylist() if v is not None]
+    eb = [v for v in b.column("embedding").to_pylist() if v is not None]
+    np.testing.assert_allclose(np.array(ea), np.array(eb), atol=1e-5)
+    # models load once per actor: every batch was served by one of the 2 detection actors and the one
+    # embedding actor (long-lived instances), not by a fresh object per batch
+    assert report.actors["detector"] <= 2 and report.actors["embedder"] == 1
+    assert report.actors["detection_batches"] >= 27 // 8
+    resumed = embed_archive([photo_dir], tmp_path / "ray.parquet", progress=False,
+                            config=ArchiveConfig(engine="ray", workers=2, resume=True))
+    assert resumed.processed == 0 and resumed.already_done == 27
