@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from . import align, chipcache, datasets, evaluate, models
+from . import align, archive, chipcache, datasets, evaluate, models
 from .bench import evaluate_folders
 from .clustering import cluster
 from ._finetune import FinetuneConfig, FinetuneResult, finetune, parse_strategy
@@ -32,7 +32,7 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "AlignmentSettings", "ChipCache", "ConversionReport", "Face", "FaceEmbedder", "FaceSet", "FaceTable",
+    "AlignmentSettings", "ChipCache", "archive", "ConversionReport", "Face", "FaceEmbedder", "FaceSet", "FaceTable",
     "FinetuneConfig", "FinetuneResult", "Gallery", "GalleryConfig", "GalleryError", "ImageError", "Match",
     "ModelFormatError", "ModelNotFoundError", "NoFaceFoundError", "SearchHit", "align", "as_rgb", "build_info",
     "chipcache", "cluster", "convert_affine_to_bn", "convert_bn_to_affine", "datasets", "distance", "evaluate",

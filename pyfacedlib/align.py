@@ -7,8 +7,9 @@
 from __future__ import annotations
 
 import threading
+from contextlib import contextmanager
 from functools import lru_cache
-from typing import Sequence
+from typing import Any, Callable, Iterator, Sequence
 
 import numpy as np
 
@@ -27,22 +28,44 @@ DETECTOR_MIN_FACE = 80
 AUTO_MIN_FACE_FRACTION = 1 / 20
 
 
-_per_thread = threading.local()
+class _DetectorPool:
+    """Detectors shared by all threads: a dlib detector object serialises its callers, so each caller
+    takes an idle one (or makes one) and gives it back. Threads that come and go (thread pools, Ray
+    Data's actor threads) reuse the detectors instead of loading a new one each (~0.3 s for HOG)."""
+
+    def __init__(self, make: Callable[[], Any]) -> None:
+        self._make = make
+        self._idle: list = []
+        self._lock = threading.Lock()
+
+    @contextmanager
+    def take(self) -> Iterator[Any]:
+        with self._lock:
+            detector = self._idle.pop() if self._idle else None
+        if detector is None:
+            detector = self._make()
+        try:
+            yield detector
+        finally:
+            with self._lock:
+                self._idle.append(detector)
 
 
-def _hog_detector():
-    # one detector per thread: a dlib detector object serialises its callers, so threads that
-    # align images in parallel (the chip cache) each get their own
-    if not hasattr(_per_thread, "hog"):
-        _per_thread.hog = core.HogFaceDetector()
-    return _per_thread.hog
+_hog_pool = _DetectorPool(lambda: core.HogFaceDetector())
+_cnn_pools: dict[str, _DetectorPool] = {}
+_cnn_pools_lock = threading.Lock()
 
 
-def _cnn_detector(model_path: str):
-    cache = _per_thread.__dict__.setdefault("cnn", {})
-    if model_path not in cache:
-        cache[model_path] = core.CnnFaceDetector(model_path)
-    return cache[model_path]
+def _detector_pool(detector: str, model: str | None) -> _DetectorPool:
+    if detector == "hog":
+        return _hog_pool
+    if detector != "cnn":
+        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    path = model or models.path(models.CNN_DETECTOR)
+    with _cnn_pools_lock:
+        if path not in _cnn_pools:
+            _cnn_pools[path] = _DetectorPool(lambda: core.CnnFaceDetector(path))
+        return _cnn_pools[path]
 
 
 @lru_cache(maxsize=4)
@@ -121,18 +144,15 @@ def detect(image: ImageLike, detector: str = "hog", upsample: int = 1, return_sc
     """
     rgb = as_rgb(image)
     upsample = _check_upsample(upsample)
-    if detector == "hog":
-        scan = _hog_detector().detect
-    elif detector == "cnn":
-        scan = _cnn_detector(model or models.path(models.CNN_DETECTOR)).detect
-    else:
-        raise ValueError(f"detector must be one of {DETECTORS}, got {detector!r}")
+    pool = _detector_pool(detector, model)
     scale = detection_scale(rgb.shape, upsample, min_face_size)
     if scale == 2 ** upsample:
-        boxes, scores = scan(rgb, upsample)  # dlib's own path
+        with pool.take() as scanner:
+            boxes, scores = scanner.detect(rgb, upsample)  # dlib's own path
     else:
         small = _resized(rgb, scale)
-        boxes, scores = scan(small, 0)
+        with pool.take() as scanner:
+            boxes, scores = scanner.detect(small, 0)
         factors = np.array([rgb.shape[1] / small.shape[1], rgb.shape[0] / small.shape[0]] * 2)
         boxes = np.round(boxes * factors).astype(np.int64)
     return (boxes, scores) if return_scores else boxes

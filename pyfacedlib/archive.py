@@ -24,13 +24,13 @@ import os
 import time
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence
+from typing import Any, Iterable, Iterator, Sequence
 
 import numpy as np
 
 from ._system import available_cpus, file_sha256
 from .chipcache import AlignmentSettings
-from .datasets.identities import IMAGE_SUFFIXES
+from .datasets.identities import list_files
 from .facetable import DESCRIPTOR_SIZE, FaceTable
 from .photos import PhotoFaces, add_descriptors, detect_photo, ordered_map, progress_bar
 
@@ -47,7 +47,8 @@ class ArchiveConfig:
     address: Ray cluster to join ("auto": the running one, "ray://host:10001"...); None starts a
     Ray instance on this machine with workers + embed_actors CPUs. embed_actors / embed_cpus /
     embed_gpus: the embedding stage (ray). images_per_part: photos per Parquet part (what a kill can
-    lose at most, besides the photos in flight). resume: continue an existing output.
+    lose at most, besides the photos in flight). resume: continue an existing output. stages: see
+    split_stages.
     """
 
     engine: str = "local"
@@ -57,8 +58,15 @@ class ArchiveConfig:
     embed_cpus: float = 1.0
     embed_gpus: float = 0.0
     images_per_part: int = 1000
-    images_per_task: int = 8
+    images_per_task: int = 32
     resume: bool = False
+    stages: str = "auto"
+
+    @property
+    def split_stages(self) -> bool:
+        """Ray: detection and embedding in separate actor pools ("split"; what GPU embedding needs) or
+        in the same actors ("fused": no chips cross processes); "auto" splits when embed_gpus > 0."""
+        return self.stages == "split" or (self.stages == "auto" and self.embed_gpus > 0)
 
     def __post_init__(self) -> None:
         if self.engine not in ENGINES:
@@ -67,6 +75,8 @@ class ArchiveConfig:
             raise ValueError(f"workers must be >= 1, got {self.workers!r}")
         if self.embed_actors < 1 or self.embed_cpus <= 0 or self.embed_gpus < 0:
             raise ValueError("embed_actors must be >= 1, embed_cpus > 0, embed_gpus >= 0")
+        if self.stages not in ("auto", "split", "fused"):
+            raise ValueError(f"stages must be 'auto', 'split' or 'fused', got {self.stages!r}")
         if self.images_per_part < 1 or self.images_per_task < 1:
             raise ValueError("images_per_part and images_per_task must be >= 1")
 
@@ -97,21 +107,6 @@ class ArchiveReport:
                 f"({rate:.1f} images/s, {self.engine}, {self.workers} workers), {self.faces} faces, "
                 f"{self.without_face} without a face, {len(self.unreadable)} unreadable; "
                 f"{self.parts_written} parts written")
-
-
-def list_images(inputs: Iterable[str | os.PathLike]) -> list[str]:
-    """Image files: files as given, folders searched recursively (sorted, hidden entries skipped)."""
-    files: list[str] = []
-    for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            files += [str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES
-                      and not any(part.startswith(".") for part in p.relative_to(path).parts)]
-        elif path.exists():
-            files.append(str(path))
-        else:
-            raise FileNotFoundError(f"input not found: {path}")
-    return list(dict.fromkeys(files))
 
 
 def _existing(out: Path, model_id: str, settings: AlignmentSettings) -> set[str]:
@@ -203,7 +198,7 @@ def embed_archive(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, m
         raise FileExistsError(f"{target} exists: resume it (--resume) or choose a new output")
     target.mkdir(parents=True, exist_ok=True)
     done = _existing(target, model_id, settings)
-    files = list_images(inputs)
+    files = list_files(inputs)
     report = ArchiveReport(str(target), config.engine, images=len(files))
     writer = _PartWriter(target, model_id, settings, model_path, config.images_per_part, report)
     started = time.perf_counter()
@@ -304,29 +299,49 @@ class RayDetector:
         return pa.Table.from_pydict(rows, schema=_detection_schema())
 
 
+def _embed_chip_table(batch, embedder, instance: str):
+    """Detection-stage rows -> the same rows with `embedding` (and `embedder`) instead of `chip`."""
+    import pyarrow as pa
+
+    chips = batch.column("chip").to_pylist()
+    present = [i for i, c in enumerate(chips) if c is not None]
+    vectors = np.zeros((len(chips), DESCRIPTOR_SIZE), np.float32)
+    if present:
+        array = np.frombuffer(b"".join(chips[i] for i in present), np.uint8).reshape(len(present), 150, 150, 3)
+        vectors[present] = embedder.embed_chips(array)
+    missing = np.ones(len(chips), bool)
+    missing[present] = False
+    embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1)), DESCRIPTOR_SIZE,
+                                                  mask=pa.array(missing))
+    table = batch.drop_columns(["chip"]).append_column("embedder", pa.array([instance] * len(chips), pa.string()))
+    return table.append_column("embedding", embedding)
+
+
 class RayEmbedder:
     """Ray Data stage: chips -> descriptors (the face model loads once per actor; threads = its CPUs)."""
 
-    def __init__(self, model_path: str, threads: int) -> None:
+    def __init__(self, model_path: str, threads: float) -> None:
         from .embedder import FaceEmbedder
 
         self.embedder = FaceEmbedder(model_path, threads=max(1, int(threads)))
         self.instance = f"{os.getpid()}-{id(self):x}"
 
     def __call__(self, batch):
-        import pyarrow as pa
+        return _embed_chip_table(batch, self.embedder, self.instance)
 
-        chips = batch.column("chip").to_pylist()
-        present = [i for i, c in enumerate(chips) if c is not None]
-        embedding: list = [None] * len(chips)
-        if present:
-            array = np.frombuffer(b"".join(chips[i] for i in present), np.uint8).reshape(len(present), 150, 150, 3)
-            vectors = self.embedder.embed_chips(array)
-            for row, vector in zip(present, vectors):
-                embedding[row] = vector.tolist()
-        table = batch.drop_columns(["chip"]).append_column("embedder", pa.array([self.instance] * len(chips), pa.string()))
-        return table.append_column(pa.field("embedding", pa.list_(pa.float32(), DESCRIPTOR_SIZE)),
-                                   pa.array(embedding, pa.list_(pa.float32(), DESCRIPTOR_SIZE)))
+
+class RayDetectAndEmbed(RayDetector):
+    """Both stages in one actor (stages="fused"): no chips cross processes; each actor loads the
+    detector, the landmark model and the face model once."""
+
+    def __init__(self, settings: dict, done: frozenset[str], threads: int, model_path: str) -> None:
+        from .embedder import FaceEmbedder
+
+        super().__init__(settings, done, threads)
+        self.embedder = FaceEmbedder(model_path, threads=self.threads)
+
+    def __call__(self, batch):
+        return _embed_chip_table(super().__call__(batch), self.embedder, self.instance)
 
 
 def _run_ray(files: list[str], model_path: str, settings: AlignmentSettings, config: ArchiveConfig,
@@ -342,14 +357,20 @@ def _run_ray(files: list[str], model_path: str, settings: AlignmentSettings, con
     if not ray.is_initialized():
         if config.address is None:
             workers = config.workers or available_cpus()
-            ray.init(num_cpus=workers + int(np.ceil(config.embed_actors * config.embed_cpus)),
-                     include_dashboard=False, log_to_driver=False, configure_logging=False)
+            # the workers import the same pyfacedlib as this process (a checkout or an installed package)
+            package_parent = str(Path(__file__).resolve().parents[1])
+            paths = [package_parent, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+            embedding_cpus = int(np.ceil(config.embed_actors * config.embed_cpus)) if config.split_stages else 0
+            ray.init(num_cpus=workers + embedding_cpus,
+                     include_dashboard=False, log_to_driver=False, configure_logging=False,
+                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}})
         else:
             ray.init(address=config.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         started_here = True
     try:
         cluster_cpus = int(ray.cluster_resources().get("CPU", 1))
-        workers = config.workers or max(1, cluster_cpus - int(np.ceil(config.embed_actors * config.embed_cpus)))
+        embedding_cpus = int(np.ceil(config.embed_actors * config.embed_cpus)) if config.split_stages else 0
+        workers = config.workers or max(1, cluster_cpus - embedding_cpus)
         report.workers = workers
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
@@ -358,14 +379,19 @@ def _run_ray(files: list[str], model_path: str, settings: AlignmentSettings, con
             pa.table({"path": pa.array([], pa.string())})]
         # Ray Data's actor pools restart lost actors and retry their tasks by default (max_restarts=-1,
         # max_task_retries=-1); errors inside a photo are error rows, never task failures.
-        ds = ray.data.from_arrow(blocks)
-        ds = ds.map_batches(RayDetector, batch_size=step, batch_format="pyarrow",
-                            fn_constructor_kwargs={"settings": asdict(settings), "done": frozenset(done), "threads": 1},
-                            compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
-        ds = ds.map_batches(RayEmbedder, batch_size=64, batch_format="pyarrow",
-                            fn_constructor_kwargs={"model_path": model_path, "threads": config.embed_cpus},
-                            compute=ray.data.ActorPoolStrategy(size=config.embed_actors),
-                            num_cpus=config.embed_cpus, num_gpus=config.embed_gpus or None)
+        ds: Any = ray.data.from_arrow(blocks)
+        detection = {"settings": asdict(settings), "done": frozenset(done), "threads": 1}
+        if config.split_stages:
+            ds = ds.map_batches(RayDetector, batch_size=step, batch_format="pyarrow", fn_constructor_kwargs=detection,
+                                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
+            ds = ds.map_batches(RayEmbedder, batch_size=64, batch_format="pyarrow",
+                                fn_constructor_kwargs={"model_path": model_path, "threads": config.embed_cpus},
+                                compute=ray.data.ActorPoolStrategy(size=config.embed_actors),
+                                num_cpus=config.embed_cpus, num_gpus=config.embed_gpus or None)
+        else:
+            ds = ds.map_batches(RayDetectAndEmbed, batch_size=step, batch_format="pyarrow",
+                                fn_constructor_kwargs={**detection, "model_path": model_path},
+                                compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
         yield from _assemble(ds.iter_batches(batch_format="pyarrow", batch_size=None), report)
     finally:
         if started_here:

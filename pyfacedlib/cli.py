@@ -42,10 +42,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     if args.engine != "local" or args.resume or args.address:
         print("--engine ray, --address and --resume need --out OUT.parquet", file=sys.stderr)
         return 2
-    from .archive import list_images
+    from .datasets.identities import list_files
 
-    images = list_images(args.images)
     embedder = FaceEmbedder(model=args.model, threads=args.threads, backend=args.backend)
+    images = list_files(args.images)
     records, failed, faceless = [], 0, 0
     for image in images:
         try:
@@ -223,18 +223,20 @@ def _alignment_options(args: argparse.Namespace) -> dict:
 
 
 def _expand_inputs(inputs: list[str]) -> list[str]:
-    """Files as given; folders replaced by the images and videos under them (sorted); camera indices kept."""
-    from .datasets.identities import IMAGE_SUFFIXES
+    """Photos and videos as given, folders replaced by the photos and videos under them; camera
+    indices (0, 1, ...) kept."""
+    from .datasets.identities import IMAGE_SUFFIXES, list_files
     from .photos import VIDEO_SUFFIXES
 
-    expanded = []
+    expanded: list[str] = []
     for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            expanded += [str(p) for p in sorted(path.rglob("*"))
-                         if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES + VIDEO_SUFFIXES]
-        else:
+        if item.isdigit() and not Path(item).exists():
             expanded.append(item)
+        else:
+            try:
+                expanded += list_files([item], IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+            except FileNotFoundError:
+                expanded.append(item)  # reported as unreadable by identify, with the others done
     return expanded
 
 
@@ -329,20 +331,15 @@ def _cmd_search(args: argparse.Namespace) -> int:
 
 
 def _input_files(inputs: list[str]) -> dict[str, str]:
-    """Image path -> identity: files as given (no identity); folders searched recursively, an image in
-    a subfolder of the folder given named by that subfolder (identity folders root/Name/*.jpg)."""
-    from .datasets.identities import IMAGE_SUFFIXES
+    """Image path -> identity: files as given (no identity); images under a folder given named by the
+    subfolder they are in, if any (identity folders root/Name/*.jpg)."""
+    from .datasets.identities import list_files
 
     files: dict[str, str] = {}
     for item in inputs:
-        path = Path(item)
-        if path.is_dir():
-            for image in sorted(path.rglob("*")):
-                if image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES:
-                    parts = image.relative_to(path).parts
-                    files[str(image)] = parts[0] if len(parts) > 1 else ""
-        else:
-            files[str(path)] = ""
+        for image in list_files([item]):
+            parts = Path(image).relative_to(item).parts if Path(item).is_dir() else ()
+            files.setdefault(image, parts[0] if len(parts) > 1 else "")
     return files
 
 

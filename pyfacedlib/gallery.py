@@ -33,7 +33,7 @@ import numpy as np
 from . import models
 from ._system import file_sha256
 from .chipcache import AlignmentSettings
-from .datasets.identities import IMAGE_SUFFIXES
+from .datasets.identities import list_files
 from .errors import GalleryError, ImageError, NoFaceFoundError
 from .facetable import FaceTable, TableChanges, update_table
 from .images import ImageLike
@@ -176,16 +176,9 @@ def enrolment_photos(root: str | os.PathLike) -> dict[str, str]:
     if not folder.is_dir():
         raise NotADirectoryError(f"enrolment folder not found: {folder}")
     photos: dict[str, str] = {}
-    for entry in sorted(folder.iterdir()):
-        if entry.name.startswith("."):
-            continue
-        if entry.is_file() and entry.suffix.lower() in IMAGE_SUFFIXES:
-            photos[str(entry)] = entry.stem
-        elif entry.is_dir():
-            for image in sorted(entry.rglob("*")):
-                hidden = any(part.startswith(".") for part in image.relative_to(entry).parts)
-                if image.is_file() and image.suffix.lower() in IMAGE_SUFFIXES and not hidden:
-                    photos[str(image)] = entry.name
+    for path in list_files([folder]):
+        parts = Path(path).relative_to(folder).parts
+        photos[path] = parts[0] if len(parts) > 1 else Path(path).stem
     return photos
 
 

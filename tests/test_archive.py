@@ -136,10 +136,12 @@ def local_ray():
     ray.shutdown()
 
 
-def test_ray_engine_gives_the_local_rows(local_ray, photo_dir: Path, tmp_path: Path):
+@pytest.mark.parametrize("stages", ["fused", "split"])
+def test_ray_engine_gives_the_local_rows(local_ray, photo_dir: Path, tmp_path: Path, stages: str):
     local = embed_archive([photo_dir], tmp_path / "local.parquet", progress=False)
     report = embed_archive([photo_dir], tmp_path / "ray.parquet", progress=False,
-                           config=ArchiveConfig(engine="ray", workers=2, images_per_part=10))
+                           config=ArchiveConfig(engine="ray", workers=2, images_per_part=10, images_per_task=8,
+                                                stages=stages))
     assert (report.processed, report.faces, report.duplicates, set(report.unreadable)) == \
         (local.processed, local.faces, local.duplicates, set(local.unreadable))
     a, b = _rows(tmp_path / "local.parquet"), _rows(tmp_path / "ray.parquet")
@@ -148,10 +150,10 @@ def test_ray_engine_gives_the_local_rows(local_ray, photo_dir: Path, tmp_path: P
     ea = [v for v in a.column("embedding").to_pylist() if v is not None]
     eb = [v for v in b.column("embedding").to_pylist() if v is not None]
     np.testing.assert_allclose(np.array(ea), np.array(eb), atol=1e-5)
-    # models load once per actor: every batch was served by one of the 2 detection actors and the one
-    # embedding actor (long-lived instances), not by a fresh object per batch
-    assert report.actors["detector"] <= 2 and report.actors["embedder"] == 1
-    assert report.actors["detection_batches"] >= 27 // 8
+    # models load once per actor: every batch was served by one of the 2 detection actors (and, split,
+    # the one embedding actor): long-lived instances, not a fresh object per batch
+    assert report.actors["detector"] <= 2 and report.actors["detection_batches"] >= 27 // 8
+    assert report.actors["embedder"] == (1 if stages == "split" else report.actors["detector"])
     resumed = embed_archive([photo_dir], tmp_path / "ray.parquet", progress=False,
-                            config=ArchiveConfig(engine="ray", workers=2, resume=True))
+                            config=ArchiveConfig(engine="ray", workers=2, resume=True, stages=stages))
     assert resumed.processed == 0 and resumed.already_done == 27

@@ -37,3 +37,17 @@ def test_bad_model_exit_code(tmp_path, capsys):
     bad.write_bytes(b"garbage")
     assert main(["embed", "x.jpg", "--model", str(bad)]) == 2
     assert "m.dat" in capsys.readouterr().err
+
+
+def test_embed_takes_folders_and_refuses_archive_options_without_parquet(lfw_sample, tmp_path, capsys):
+    import shutil
+
+    folder = tmp_path / "photos" / "nested"
+    folder.mkdir(parents=True)
+    for path in lfw_sample[:2]:
+        shutil.copy(path, folder)
+    assert main(["embed", str(tmp_path / "photos"), "--quiet", "--out", str(tmp_path / "d.npy")]) == 0
+    assert len(np.load(tmp_path / "d.npy")) >= 2
+    assert main(["embed", str(folder), "--engine", "ray", "--out", str(tmp_path / "d.npy")]) == 2
+    assert "OUT.parquet" in capsys.readouterr().err
+    assert main(["embed", str(tmp_path / "missing")]) == 2

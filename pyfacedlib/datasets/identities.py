@@ -11,12 +11,28 @@ import numpy as np
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
 
+def list_files(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[str]:
+    """Files as given, and every file with one of `suffixes` under the folders given (recursively,
+    sorted; hidden files and folders skipped), without repeats. FileNotFoundError for a missing input."""
+    files: list[str] = []
+    for item in inputs:
+        path = Path(item)
+        if path.is_dir():
+            files += [str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in suffixes
+                      and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+        elif path.exists():
+            files.append(str(path))
+        else:
+            raise FileNotFoundError(f"input not found: {path}")
+    return list(dict.fromkeys(files))
+
+
 def image_files(folder: str | os.PathLike) -> list[Path]:
-    """Image files under `folder` (recursively), sorted."""
+    """Image files under `folder` (recursively, hidden entries skipped), sorted."""
     root = Path(folder)
     if not root.is_dir():
         raise NotADirectoryError(f"not a folder: {root}")
-    return sorted(p for p in root.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    return [Path(p) for p in list_files([root])]
 
 
 @dataclass
