@@ -55,7 +55,7 @@ def load_image(path: str | os.PathLike, exif_orientation: bool = True) -> np.nda
             array = _from_pil(_oriented(img) if exif_orientation else img, source)
     except FileNotFoundError as exc:
         raise ImageError(f"image file not found: {source}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
         if isinstance(exc, ImageError):
             raise
         raise ImageError(f"cannot read image {source}: {exc}") from exc

@@ -98,7 +98,10 @@ def detect_photo(item: PhotoInput, settings: "AlignmentSettings", hash_files: bo
         result.error = str(exc) or type(exc).__name__
         return result
     result.image_shape = rgb.shape
-    result.boxes, result.scores, result.landmarks, result.chips, result.detector = find_faces(rgb, settings)
+    try:
+        result.boxes, result.scores, result.landmarks, result.chips, result.detector = find_faces(rgb, settings)
+    except (RuntimeError, ValueError, MemoryError) as exc:  # one odd photo must not stop a collection
+        result.error = f"face detection failed: {type(exc).__name__}: {exc}"
     return result
 
 

@@ -271,3 +271,10 @@ def test_from_descriptors_validates(gallery: Gallery):
         Gallery.from_descriptors(np.zeros((2, 3)), ["a", "b"])
     with pytest.raises(ValueError, match="identity"):
         Gallery.from_descriptors(gallery.descriptors[:2], ["a"])
+
+
+def test_a_camera_that_cannot_open_is_an_image_error():
+    from pyfacedlib.photos import video_frames
+
+    with pytest.raises(pfd.ImageError, match="camera 57"):
+        next(video_frames(57))  # no camera 57 on any test machine

@@ -112,3 +112,17 @@ def test_a_folder_given_as_a_model_is_a_model_format_error(tmp_path):
         pfd.FaceEmbedder(model=tmp_path)
     with pytest.raises(pfd.ModelFormatError, match="not a file"):
         pfd.align.landmarks(np.zeros((60, 60, 3), np.uint8), [0, 0, 50, 50], model=str(tmp_path))
+
+
+def test_decompression_bomb_is_an_image_error(tmp_path):
+    from PIL import Image
+
+    import pyfacedlib as pfd
+    from pyfacedlib.chipcache import AlignmentSettings
+    from pyfacedlib.photos import detect_photo
+
+    bomb = tmp_path / "bomb.png"
+    Image.new("L", (20000, 20000)).save(bomb)  # 400 MP of zeros, a few hundred KB on disk
+    with pytest.raises(pfd.ImageError, match="exceeds limit"):
+        pfd.load_image(bomb)
+    assert "exceeds limit" in detect_photo(str(bomb), AlignmentSettings(), hash_files=True).error  # a row, not a crash
