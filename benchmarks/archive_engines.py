@@ -27,7 +27,7 @@ def main() -> None:
     import ray
 
     from pyfacedlib._system import available_cpus
-    from pyfacedlib.archive import ArchiveConfig, embed_archive
+    from pyfacedlib.archive import ArchiveConfig, embed_archive, start_local_ray
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--images", type=int, default=2000)
@@ -43,8 +43,7 @@ def main() -> None:
         startup = 0.0
         if engine != "local":
             start = time.perf_counter()
-            ray.init(num_cpus=workers + (engine == "ray-split"), include_dashboard=False, log_to_driver=False,
-                     configure_logging=False)
+            start_local_ray(workers + (engine == "ray-split"))
             startup = time.perf_counter() - start
         config = ArchiveConfig(engine=engine.split("-")[0], workers=workers,
                                stages="split" if engine == "ray-split" else "auto")

@@ -344,6 +344,17 @@ class RayDetectAndEmbed(RayDetector):
         return _embed_chip_table(super().__call__(batch), self.embedder, self.instance)
 
 
+def start_local_ray(num_cpus: int) -> None:
+    """ray.init on this machine with `num_cpus` CPUs (may exceed the cores), quiet, with the workers
+    importing the same pyfacedlib as this process (a checkout or an installed package)."""
+    import ray
+
+    package_parent = str(Path(__file__).resolve().parents[1])
+    paths = [package_parent, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
+    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False,
+             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}})
+
+
 def _run_ray(files: list[str], model_path: str, settings: AlignmentSettings, config: ArchiveConfig,
              done: set[str], report: ArchiveReport) -> Iterator[PhotoFaces | None]:
     try:
@@ -357,13 +368,8 @@ def _run_ray(files: list[str], model_path: str, settings: AlignmentSettings, con
     if not ray.is_initialized():
         if config.address is None:
             workers = config.workers or available_cpus()
-            # the workers import the same pyfacedlib as this process (a checkout or an installed package)
-            package_parent = str(Path(__file__).resolve().parents[1])
-            paths = [package_parent, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
             embedding_cpus = int(np.ceil(config.embed_actors * config.embed_cpus)) if config.split_stages else 0
-            ray.init(num_cpus=workers + embedding_cpus,
-                     include_dashboard=False, log_to_driver=False, configure_logging=False,
-                     runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}})
+            start_local_ray(workers + embedding_cpus)
         else:
             ray.init(address=config.address, include_dashboard=False, log_to_driver=False, configure_logging=False)
         started_here = True

@@ -17,7 +17,8 @@ from pyfacedlib.archive import ArchiveConfig, embed_archive
 from pyfacedlib.chipcache import AlignmentSettings
 from pyfacedlib.photos import embed_photos
 
-REPO = Path(__file__).resolve().parents[1]
+# the pyfacedlib this test imported (a checkout built in place, or the installed package)
+PACKAGE_PARENT = Path(pfd.__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -84,9 +85,11 @@ def test_existing_output_needs_resume(photo_dir: Path, tmp_path: Path):
 
 def test_kill_9_then_resume_completes_without_duplicates(photo_dir: Path, tmp_path: Path):
     out = tmp_path / "faces.parquet"
-    command = [sys.executable, "-m", "pyfacedlib", "embed", str(photo_dir), "--out", str(out), "--part-size", "2",
-               "--workers", "1", "--resume"]
-    env = {**os.environ, "PYTHONPATH": str(REPO) + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    # the CLI in a fresh interpreter that imports exactly this pyfacedlib
+    launcher = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pyfacedlib.cli import main; sys.exit(main(sys.argv[1:]))"
+    command = [sys.executable, "-I", "-c", launcher, str(PACKAGE_PARENT), "embed", str(photo_dir), "--out", str(out),
+               "--part-size", "2", "--workers", "1", "--resume"]
+    env = dict(os.environ)
     child = subprocess.Popen(command, env=env, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
     deadline = time.time() + 120
     while time.time() < deadline and len(list(out.glob("part-*.parquet"))) < 2:
@@ -131,7 +134,9 @@ def local_ray():
         import ray
     except ImportError:
         skip_or_fail("ray is not installed (pip install '.[ray]'; the test extra includes it)")
-    ray.init(num_cpus=3, include_dashboard=False, log_to_driver=False, configure_logging=False)
+    from pyfacedlib.archive import start_local_ray
+
+    start_local_ray(3)
     yield ray
     ray.shutdown()
 
