@@ -220,6 +220,9 @@ class Gallery:
         model_path = str(model) if model is not None else models.path(models.FACE_RECOGNITION)
         if not Path(model_path).is_file():
             raise GalleryError(f"model file not found: {model_path}")
+        if not enrolment_photos(root):
+            raise ValueError(f"no photos under {root}: expected {root}/Name/*.jpg (identity folders) or "
+                             f"{root}/Name.jpg (one photo per person)")
         table = FaceTable(model_id=file_sha256(model_path), settings_hash=settings.key())
         gallery = cls(table, settings, model_path, config, str(Path(root)), threads)
         gallery.sync(progress=progress)

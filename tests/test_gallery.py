@@ -266,6 +266,13 @@ def test_video_frames_are_identified_with_frame_numbers_and_times(gallery: Galle
         gallery.identify(tmp_path / "missing.mp4")
 
 
+def test_empty_or_missing_enrolment_folder(tmp_path: Path):
+    with pytest.raises(ValueError, match="no photos"):
+        Gallery.build(tmp_path, progress=False)
+    with pytest.raises(NotADirectoryError):
+        Gallery.build(tmp_path / "missing", progress=False)
+
+
 def test_from_descriptors_validates(gallery: Gallery):
     with pytest.raises(ValueError, match="128"):
         Gallery.from_descriptors(np.zeros((2, 3)), ["a", "b"])
