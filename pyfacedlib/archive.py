@@ -351,8 +351,16 @@ def start_local_ray(num_cpus: int) -> None:
 
     package_parent = str(Path(__file__).resolve().parents[1])
     paths = [package_parent, *filter(None, os.environ.get("PYTHONPATH", "").split(os.pathsep))]
-    ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False,
-             runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}})
+    # Ray's workers start in the directory ray.init was called from and search it first: started
+    # from a source checkout without its compiled core, they would import that. Start them in the
+    # folder that holds this pyfacedlib instead.
+    here = os.getcwd()
+    os.chdir(package_parent)
+    try:
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False, configure_logging=False,
+                 runtime_env={"env_vars": {"PYTHONPATH": os.pathsep.join(paths)}})
+    finally:
+        os.chdir(here)
 
 
 def _run_ray(files: list[str], model_path: str, settings: AlignmentSettings, config: ArchiveConfig,
