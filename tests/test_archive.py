@@ -98,14 +98,19 @@ def test_kill_9_then_resume_completes_without_duplicates(photo_dir: Path, tmp_pa
     child.wait()
     parts_before = len(list(out.glob("part-*.parquet")))
     assert 2 <= parts_before < 13, "the run finished before it could be killed"
-    done_before = len(set(_rows(out).column("sha256").to_pylist()))
+    from pyfacedlib._system import file_sha256
+
+    in_output = set(_rows(out).column("sha256").to_pylist())
+    files = [p for p in photo_dir.rglob("*") if p.is_file()]
+    done_before = sum(file_sha256(p) in in_output for p in files)  # a copy of a file in the output counts as done
     result = subprocess.run(command, env=env, capture_output=True, text=True)
     assert result.returncode == 1, result.stderr  # 1: the broken file is listed
-    assert f"{done_before} already in" in result.stdout
+    assert f"{done_before} already in" in result.stdout and f"{len(files) - done_before} processed" in result.stdout
     table = _rows(out)
     keys = list(zip(table.column("source_path").to_pylist(), table.column("face").to_pylist()))
     assert len(keys) == len(set(keys))                       # no duplicates
-    assert set(table.column("source_path").to_pylist()) == {str(p) for p in photo_dir.rglob("*") if p.is_file()}
+    assert set(table.column("sha256").to_pylist()) == {file_sha256(p) for p in files}  # every file's bytes, once
+    assert set(table.column("source_path").to_pylist()) <= {str(p) for p in files}
     assert not list(out.glob(".*"))                          # no half-written part left
 
 
