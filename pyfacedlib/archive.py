@@ -388,7 +388,8 @@ def _run_ray(files: list[str], model_path: str, settings: AlignmentSettings, con
         report.workers = workers
         context = ray.data.DataContext.get_current()
         context.enable_progress_bars = False
-        step = config.images_per_task
+        # blocks of images_per_task photos, smaller when there are too few photos to keep every worker busy
+        step = max(1, min(config.images_per_task, -(-len(files) // workers)))
         blocks = [pa.table({"path": files[i:i + step]}) for i in range(0, len(files), step)] or [
             pa.table({"path": pa.array([], pa.string())})]
         # Ray Data's actor pools restart lost actors and retry their tasks by default (max_restarts=-1,
