@@ -32,7 +32,7 @@ from ._system import available_cpus, file_sha256
 from .chipcache import AlignmentSettings
 from .datasets.identities import list_files
 from .facetable import DESCRIPTOR_SIZE, FaceTable
-from .photos import PhotoFaces, add_descriptors, detect_photo, ordered_map, progress_bar
+from .photos import PhotoFaces, detect_photo, ordered_map, progress_bar, with_descriptors
 
 ENGINES = ("local", "ray")
 PART_GLOB = "part-*.parquet"
@@ -223,19 +223,8 @@ def _run_local(files: list[str], model_path: str, settings: AlignmentSettings, c
     from .embedder import FaceEmbedder
 
     report.workers = config.workers or available_cpus()
-    embedder = FaceEmbedder(model_path)
-    batch: list[PhotoFaces] = []
-    for photo in ordered_map(files, lambda path: _detect_file(path, settings, done), report.workers):
-        if photo is None:
-            yield None
-            continue
-        batch.append(photo)
-        if sum(map(len, batch)) >= 64 or len(batch) >= 256:
-            add_descriptors(batch, embedder)
-            yield from batch
-            batch = []
-    add_descriptors(batch, embedder)
-    yield from batch
+    detected = ordered_map(files, lambda path: _detect_file(path, settings, done), report.workers)
+    yield from with_descriptors(detected, FaceEmbedder(model_path))
 
 
 # ---------------------------------------------------------------------------------------- Ray stages

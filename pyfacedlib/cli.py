@@ -12,7 +12,11 @@ import numpy as np
 from . import _atomic
 from .align import DETECTORS
 from .chipcache import FALLBACKS
+from .archive import ENGINES
+from .clustering import METHODS
 from .embedder import BACKENDS
+from .gallery import CLASSIFIERS, MULTIPLE_FACES
+from .index import KINDS
 
 
 def _cmd_info(args: argparse.Namespace) -> int:
@@ -469,6 +473,13 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     return 0
 
 
+def _gallery_arguments(parser: argparse.ArgumentParser) -> None:
+    """The gallery file and how to run its model, for the commands that read a gallery."""
+    parser.add_argument("gallery", help="a gallery (enrol), an export or an archive (.parquet)")
+    parser.add_argument("--model", help="the gallery's model file, when it has moved")
+    parser.add_argument("--threads", type=int, default=None)
+
+
 def build_parser() -> argparse.ArgumentParser:
     """The argument parser of the `pyfacedlib` command."""
     parser = argparse.ArgumentParser(prog="pyfacedlib", description="Fine-tunable dlib face recognition.")
@@ -481,7 +492,7 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("images", nargs="+", help="image files or folders (searched recursively)")
     embed.add_argument("--out", help="write descriptors to FILE.npy (N,128), FILE.json (with boxes, landmarks), or "
                                      "OUT.parquet: a folder of Parquet parts, one row per face (archives; resumable)")
-    embed.add_argument("--engine", choices=["local", "ray"], default="local",
+    embed.add_argument("--engine", choices=ENGINES, default="local",
                        help="OUT.parquet: threads on this machine, or Ray Data (pip install 'pyfacedlib[ray]')")
     embed.add_argument("--address", help="--engine ray: the cluster to join ('auto': the running one; default: "
                                          "start Ray on this machine)")
@@ -544,43 +555,39 @@ def build_parser() -> argparse.ArgumentParser:
     _alignment_arguments(enrol)
     enrol.add_argument("--fallback", choices=["cnn", "none"], default=None,
                        help="when HOG finds no face: try dlib's CNN detector (slow on CPU), or skip (default)")
-    enrol.add_argument("--multiple-faces", choices=["largest", "skip"], default=None,
+    enrol.add_argument("--multiple-faces", choices=MULTIPLE_FACES, default=None,
                        help="enrolment photos with several faces: enrol the clearly largest (default) or skip them")
     enrol.add_argument("--threads", type=int, default=None)
     enrol.set_defaults(run=_cmd_enrol)
 
     identify = sub.add_parser("identify", help="who is in these photos or videos: CSV path,frame,face,left,top,right,"
                                                "bottom,identity,distance,confidence")
-    identify.add_argument("gallery")
+    _gallery_arguments(identify)
     identify.add_argument("inputs", nargs="+", help="photos, folders, video files or camera indices (0, 1, ...)")
     identify.add_argument("--threshold", type=float, default=None, help="unknown above this distance "
                                                                         "(default: the gallery's calibrated one)")
     identify.add_argument("--k", type=int, default=5, help="candidates considered per face")
-    identify.add_argument("--classifier", choices=["nearest", "knn", "svm"], default=None)
+    identify.add_argument("--classifier", choices=CLASSIFIERS, default=None)
     identify.add_argument("--every", type=int, default=1, help="videos: every Nth frame")
     identify.add_argument("--max-frames", type=int, default=None, help="videos and cameras: stop after N frames")
     identify.add_argument("--csv", help="write the CSV to FILE (atomically) instead of standard output")
-    identify.add_argument("--model", help="the gallery's model file, when it has moved")
-    identify.add_argument("--threads", type=int, default=None)
     identify.set_defaults(run=_cmd_identify)
 
     search = sub.add_parser("search", help="the gallery's faces nearest to the face in QUERY: CSV rank,path,face,"
                                            "left,top,right,bottom,identity,distance")
-    search.add_argument("gallery")
+    _gallery_arguments(search)
     search.add_argument("query", help="a photo (its largest face is searched for)")
     search.add_argument("--k", type=int, default=10)
     search.add_argument("--max-distance", type=float, default=None)
     search.add_argument("--csv", help="write the CSV to FILE instead of standard output")
     search.add_argument("--index", help="a saved index of the gallery's faces (pyfacedlib index)")
-    search.add_argument("--model", help="the gallery's model file, when it has moved")
-    search.add_argument("--threads", type=int, default=None)
     search.set_defaults(run=_cmd_search)
 
     index = sub.add_parser("index", help="a search index over a face table (an archive made by embed --out "
                                          "OUT.parquet, an export, a gallery), used by search --index")
     index.add_argument("table")
     index.add_argument("index", help="index file to write (.npz)")
-    index.add_argument("--kind", choices=["auto", "exact", "flat", "hnsw", "ivf", "ivfpq"], default="auto")
+    index.add_argument("--kind", choices=KINDS, default="auto")
     index.set_defaults(run=_cmd_index)
 
     clus = sub.add_parser("cluster", help="group the faces of a folder of photos by person: OUT_DIR/clusters.csv "
@@ -589,7 +596,7 @@ def build_parser() -> argparse.ArgumentParser:
     clus.add_argument("out_dir")
     clus.add_argument("--threshold", type=float, default=0.5, help="faces closer than this are linked (default 0.5, "
                                                                    "dlib's face_clustering example)")
-    clus.add_argument("--method", choices=["chinese_whispers", "dbscan"], default="chinese_whispers")
+    clus.add_argument("--method", choices=METHODS, default="chinese_whispers")
     clus.add_argument("--min-size", type=int, default=2, help="smaller clusters count as no cluster (-1)")
     clus.add_argument("--model", help="affine .dat model (default: the shipped dlib model)")
     _alignment_arguments(clus)

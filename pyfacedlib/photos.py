@@ -13,7 +13,7 @@ from collections import deque
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence, Union
+from typing import TYPE_CHECKING, Iterable, Iterator, Sequence, Union, cast
 
 import numpy as np
 
@@ -137,23 +137,25 @@ def add_descriptors(pending: list[PhotoFaces], embedder: "FaceEmbedder", keep_ch
             p.chips = None
 
 
-def with_descriptors(results: Iterable[PhotoFaces], embedder: "FaceEmbedder", keep_chips: bool, batch_faces: int,
-              max_pending: int, bar) -> Iterator[PhotoFaces]:
+def with_descriptors(results: Iterable[PhotoFaces | None], embedder: "FaceEmbedder", keep_chips: bool = False,
+                     batch_faces: int = 64, max_pending: int = 256, bar=None) -> Iterator[PhotoFaces | None]:
     """Adds descriptors to detected results, embedding about `batch_faces` faces (or `max_pending`
-    results) at a time, and yields them in order."""
-    pending: list[PhotoFaces] = []
+    results) at a time, and yields them in order; None items (inputs skipped upstream) pass through."""
+    pending: list[PhotoFaces | None] = []
     pending_faces = 0
     for result in results:
         pending.append(result)
-        pending_faces += len(result)
+        pending_faces += len(result) if result is not None else 0
         if pending_faces >= batch_faces or len(pending) >= max_pending:
-            add_descriptors(pending, embedder, keep_chips)
+            add_descriptors([p for p in pending if p is not None], embedder, keep_chips)
             yield from pending
-            bar.update(len(pending))
+            if bar is not None:
+                bar.update(len(pending))
             pending, pending_faces = [], 0
-    add_descriptors(pending, embedder, keep_chips)
+    add_descriptors([p for p in pending if p is not None], embedder, keep_chips)
     yield from pending
-    bar.update(len(pending))
+    if bar is not None:
+        bar.update(len(pending))
 
 
 def progress_bar(progress: bool | str, default: str, unit: str, total: int | None = None):
@@ -178,7 +180,7 @@ def embed_photos(photos: Iterable[PhotoInput], embedder: "FaceEmbedder", setting
     with progress_bar(progress, "faces", "img", total) as bar:
         detected = ordered_map(photos, lambda item: detect_photo(item, settings, hash_files),
                                    workers or available_cpus())
-        yield from with_descriptors(detected, embedder, keep_chips, batch_faces, 256, bar)
+        yield from cast(Iterator[PhotoFaces], with_descriptors(detected, embedder, keep_chips, batch_faces, 256, bar))
 
 
 def is_video(source: object) -> bool:
@@ -247,4 +249,4 @@ def embed_video(source: VideoSource, embedder: "FaceEmbedder", settings: "Alignm
     with progress_bar(progress, "frames", "frame") as bar:
         detected = ordered_map(frames, work, workers or available_cpus())
         # small batches: a camera's matches should not wait for many frames
-        yield from with_descriptors(detected, embedder, False, 16, 8, bar)
+        yield from cast(Iterator[PhotoFaces], with_descriptors(detected, embedder, False, 16, 8, bar))

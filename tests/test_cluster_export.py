@@ -121,8 +121,9 @@ def test_evaluate_folders_report(johns_dir: Path, tmp_path: Path, capsys):
     written = json.loads((tmp_path / "eval" / "report.json").read_text())
     assert set(written["models"]) == set(report["models"])
     assert (tmp_path / "eval" / "roc.png").stat().st_size > 0
-    g = pfd.Gallery.from_descriptors(np.zeros((2, 128), np.float32) + [[0], [1]], ["a", "b"])
+    g = pfd.Gallery.from_descriptors(np.eye(2, 128, dtype=np.float32), ["a", "b"])
     g.threshold = first["best_threshold"]  # a threshold for these people, handed to a gallery
+    assert g.threshold == first["best_threshold"] and g.calibration.source == "user"
     assert main(["evaluate", str(johns_dir), "--out", str(tmp_path / "cli")]) == 0
     assert "best threshold" in capsys.readouterr().out and (tmp_path / "cli" / "report.md").exists()
 
