@@ -1,10 +1,12 @@
 """Build pyfacedlib's C++ core: fetch the pinned dlib source distribution, then CMake.
 
 Environment variables:
-  PYFACEDLIB_CUDA=AUTO|ON|OFF     dlib's CUDA backend (AUTO: when nvcc and cuDNN are found)
+  PYFACEDLIB_CUDA=AUTO|ON|OFF     also build _core_cuda, dlib's CUDA backend (AUTO: when nvcc and the
+                                  nvidia-* wheels of pyproject's `cuda` extra are importable; ON: or fail)
   PYFACEDLIB_NATIVE=1             compile for this CPU (-march=native); default is portable
   PYFACEDLIB_DLIB_SOURCE=PATH     a dlib-20.0.1 sdist (.tar.gz) or unpacked tree, instead of pip
-  PYFACEDLIB_BUILD_DIR=PATH       persistent CMake build directory (default: build/cmake)
+  PYFACEDLIB_BUILD_DIR=PATH       persistent CMake build directory (default: build/cmake; the CUDA
+                                  module builds in PATH-cuda)
   PYFACEDLIB_JOBS=N               parallel compile jobs (default: CPU count)
 """
 from __future__ import annotations
@@ -111,12 +113,54 @@ def blas_library() -> Path:
 
 
 def cudnn_root() -> str | None:
-    """The cuDNN of an nvidia-cudnn-cu12/cu13 wheel, when one is installed."""
+    """The cuDNN of an nvidia-cudnn-cu13 (or -cu12) wheel, when one is installed."""
     try:
         import nvidia.cudnn  # type: ignore[import-not-found]
     except ImportError:
         return None
     return str(Path(list(nvidia.cudnn.__path__)[0]))
+
+
+def cuda_wheel_prefixes() -> list[Path]:
+    """The nvidia-* wheels' prefixes holding include/ and lib/ (nvidia/cu13, nvidia/cudnn)."""
+    try:
+        import nvidia  # type: ignore[import-not-found]
+    except ImportError:
+        return []
+    return [Path(location) / name for location in nvidia.__path__ for name in ("cu13", "cudnn")
+            if (Path(location) / name / "lib").is_dir()]
+
+
+def stable_cuda_headers(cache: Path, prefixes: list[Path]) -> list[str]:
+    """The wheels' include folders, copied under build/_deps (like stable_pybind11: pip's build
+    environment changes path every run, and include paths that change would recompile dlib's CUDA
+    sources on every install)."""
+    stable = []
+    for prefix in prefixes:
+        source, copy = prefix / "include", cache / "cuda-headers" / prefix.name / "include"
+        listing = sorted((str(p.relative_to(source)), p.stat().st_size) for p in source.rglob("*") if p.is_file())
+        stamp = copy.parent / "listing.txt"
+        if not stamp.exists() or stamp.read_text() != repr(listing):
+            shutil.rmtree(copy.parent, ignore_errors=True)
+            shutil.copytree(source, copy)
+            stamp.write_text(repr(listing))
+        stable.append(str(copy))
+    return stable
+
+
+def cuda_requested() -> bool:
+    """Whether this build also makes _core_cuda (PYFACEDLIB_CUDA; AUTO asks nvcc and the wheels)."""
+    setting = os.environ.get("PYFACEDLIB_CUDA", "AUTO").upper()
+    if setting in ("ON", "1", "TRUE", "YES"):
+        return True
+    if setting in ("OFF", "0", "FALSE", "NO"):
+        return False
+    found = bool(shutil.which("nvcc")) and cudnn_root() is not None and any(
+        p.name == "cu13" for p in cuda_wheel_prefixes())
+    print(f"pyfacedlib: PYFACEDLIB_CUDA=AUTO: {'building' if found else 'not building'} the CUDA module "
+          f"(nvcc {'found' if shutil.which('nvcc') else 'missing'}, cuDNN wheel "
+          f"{'found' if cudnn_root() else 'missing'})", flush=True)
+    return found
 
 
 class BuildPyWithManifest(build_py):
@@ -185,36 +229,51 @@ def build_tools(build_dir: Path) -> list[str]:
 class CMakeBuild(build_ext):
     def build_extension(self, ext: Extension) -> None:
         build_dir = Path(os.environ.get("PYFACEDLIB_BUILD_DIR", ROOT / "build" / "cmake")).resolve()
-        build_dir.mkdir(parents=True, exist_ok=True)
         deps = ROOT / "build" / "_deps"
         source = dlib_source(deps)
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
         native = os.environ.get("PYFACEDLIB_NATIVE", "0").lower() in ("1", "on", "true", "yes")
-        args = [
+        common = [
             f"-DDLIB_SOURCE_DIR={source}",
             f"-DPYFACEDLIB_DLIB_VERSION={DLIB_VERSION}",
             f"-DPYFACEDLIB_BLAS_LIBRARY={blas_library()}",
-            f"-DPYFACEDLIB_CUDA={os.environ.get('PYFACEDLIB_CUDA', 'AUTO')}",
             f"-DPYFACEDLIB_NATIVE={'ON' if native else 'OFF'}",
             f"-Dpybind11_DIR={stable_pybind11(deps)}",
             f"-DPython_EXECUTABLE={sys.executable}",
             "-DCMAKE_BUILD_TYPE=Release",
-            f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={build_dir / 'lib'}",
-            *build_tools(build_dir),
         ]
-        cudnn = cudnn_root()
-        if cudnn:
-            args.append(f"-DCUDNN_ROOT={cudnn}")
+        # the CPU module always; its dlib never uses CUDA, so it runs on every machine
+        self._build_module("_core", build_dir, [*common, "-DPYFACEDLIB_CUDA=OFF"], out_dir)
+        stale = list(out_dir.glob("_core_cuda*.so"))
+        if cuda_requested():
+            prefixes = cuda_wheel_prefixes()
+            cuda = [*common, "-DPYFACEDLIB_CUDA=ON",
+                    f"-DPYFACEDLIB_CUDA_INCLUDE_DIRS={';'.join(stable_cuda_headers(deps, prefixes))}",
+                    f"-DPYFACEDLIB_CUDA_LIBRARY_DIRS={';'.join(str(p / 'lib') for p in prefixes)}"]
+            self._build_module("_core_cuda", Path(f"{build_dir}-cuda"), cuda, out_dir)
+        else:
+            for old in stale:   # a CUDA module left by an earlier build would not match this _core
+                print(f"pyfacedlib: removing {old} (this build has no CUDA module)", flush=True)
+                old.unlink()
+
+    @staticmethod
+    def _build_module(name: str, build_dir: Path, args: list[str], out_dir: Path) -> None:
+        """Configures and builds one variant of the extension in build_dir, then copies it to out_dir."""
+        build_dir.mkdir(parents=True, exist_ok=True)
+        args = [*args, f"-DPFD_MODULE_NAME={name}", f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={build_dir / 'lib'}",
+                *build_tools(build_dir)]
         # ccache: paths under the checkout hashed relative to it, so another clone reuses the cache
         env = {**os.environ, "CCACHE_BASEDIR": str(ROOT)}
         subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build_dir), *args], check=True, env=env)
         jobs = os.environ.get("PYFACEDLIB_JOBS", str(os.cpu_count() or 2))
         subprocess.run(["cmake", "--build", str(build_dir), "--target", "_core", "-j", jobs], check=True, env=env)
-        (built,) = (build_dir / "lib").glob("_core*.so")
+        (built,) = (build_dir / "lib").glob(f"{name}.*so")
         out_dir.mkdir(parents=True, exist_ok=True)
         tmp = out_dir / (built.name + ".tmp")
         shutil.copy2(built, tmp)
         os.replace(tmp, out_dir / built.name)
 
 
-setup(ext_modules=[CMakeExtension("pyfacedlib._core")], cmdclass={"build_ext": CMakeBuild, "build_py": BuildPyWithManifest})
+if __name__ == "__main__":   # setuptools runs this file as __main__; benchmarks/gpu_gather.py imports the pins
+    setup(ext_modules=[CMakeExtension("pyfacedlib._core")],
+          cmdclass={"build_ext": CMakeBuild, "build_py": BuildPyWithManifest})

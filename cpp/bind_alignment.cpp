@@ -38,17 +38,17 @@ py::tuple detect_faces(detector_type& detector, const py::array& image, unsigned
 }  // namespace
 
 void bind_alignment(py::module_& m) {
-    py::class_<hog_face_detector>(m, "HogFaceDetector", "dlib's frontal face detector (HOG + linear SVM).")
+    py::class_<hog_face_detector>(m, "HogFaceDetector", "dlib's frontal face detector (HOG + linear SVM).", py::module_local())
         .def(py::init<>())
         .def("detect", &detect_faces<hog_face_detector>, py::arg("image").noconvert(), py::arg("upsample"),
              "(boxes (N,4) int64 [left, top, right, bottom], scores (N,)) as dlib's detector(image, upsample).");
 
-    py::class_<cnn_face_detector>(m, "CnnFaceDetector", "dlib's CNN (MMOD) face detector.")
+    py::class_<cnn_face_detector>(m, "CnnFaceDetector", "dlib's CNN (MMOD) face detector.", py::module_local())
         .def(py::init<const std::string&>(), py::arg("model_path"))
         .def("detect", &detect_faces<cnn_face_detector>, py::arg("image").noconvert(), py::arg("upsample"),
              "(boxes (N,4) int64, confidences (N,)) as dlib.cnn_face_detection_model_v1(image, upsample).");
 
-    py::class_<landmark_predictor>(m, "LandmarkPredictor", "A dlib shape predictor (5- or 68-point landmarks).")
+    py::class_<landmark_predictor>(m, "LandmarkPredictor", "A dlib shape predictor (5- or 68-point landmarks).", py::module_local())
         .def(py::init<const std::string&>(), py::arg("model_path"))
         .def_property_readonly("num_parts", &landmark_predictor::num_parts)
         .def("predict",

@@ -50,7 +50,7 @@ void bind_conversion(py::module_& m) {
           },
           py::arg("path"), "'affine' or 'bn' for a face-net file; ModelFormatError for anything else.");
 
-    py::class_<calibrator>(m, "BnCalibrator", "Per-channel mean/variance of every BN layer's input, streamed.")
+    py::class_<calibrator>(m, "BnCalibrator", "Per-channel mean/variance of every BN layer's input, streamed.", py::module_local())
         .def(py::init<const std::string&, int>(), py::arg("affine_path"), py::arg("threads"))
         .def("add", &calibrator::add, py::arg("chips").noconvert(), "Accumulates a (N,150,150,3) uint8 batch.")
         .def("statistics", &calibrator::statistics, "[(mean (K,), variance (K,), count)] per BN layer, by layer index.")

@@ -11,7 +11,8 @@ namespace pfd {
 
 void bind_inference(py::module_& m) {
     py::class_<face_embedder>(m, "FaceEmbedderCore",
-                              "dlib's face-recognition ResNet (affine testing net) run on batches of chips.")
+                              "dlib's face-recognition ResNet (affine testing net) run on batches of chips.",
+                              py::module_local())
         .def(py::init<const std::string&, int>(), py::arg("model_path"), py::arg("threads"),
              "Loads an affine testing-net .dat; raises ModelFormatError when the file is not one.")
         .def("embed_chips",

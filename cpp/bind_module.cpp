@@ -2,6 +2,7 @@
 #include "bindings.h"
 
 #include "blas.h"
+#include "cuda_info.h"
 #include "model_io.h"
 
 #include <pybind11/stl.h>
@@ -30,11 +31,32 @@ void bind_build_info(py::module_& m) {
         info["cxx_flags"] = PFD_CXX_FLAGS;
         return info;
     }, "What this build of the extension contains: dlib version, BLAS, CUDA, SIMD and compiler flags.");
+    m.def("cuda_runtime", [] {
+        const cuda_runtime_info cuda = query_cuda_runtime();
+        py::dict info;
+        info["built_with_cuda"] = cuda.built_with_cuda;
+        info["runtime_version"] = cuda.runtime_version;
+        info["driver_version"] = cuda.driver_version;
+        info["cudnn_version"] = cuda.cudnn_version;
+        info["device_error"] = cuda.device_error;
+        py::list devices;
+        for (const auto& d : cuda.devices) {
+            py::dict device;
+            device["index"] = d.index;
+            device["name"] = d.name;
+            device["compute_capability"] = std::to_string(d.compute_major) + "." + std::to_string(d.compute_minor);
+            device["memory_bytes"] = d.memory_bytes;
+            device["multiprocessors"] = d.multiprocessors;
+            devices.append(device);
+        }
+        info["devices"] = devices;
+        return info;
+    }, "The CUDA runtime, driver and cuDNN versions and the GPUs found now (a CPU build: none, and why).");
 }
 
 }  // namespace pfd
 
-PYBIND11_MODULE(_core, m) {
+PYBIND11_MODULE(PFD_MODULE_NAME, m) {
     m.doc() = "pyfacedlib's C++ core over dlib's DNN module (use the pyfacedlib package, not this module).";
     pybind11::register_exception_translator([](std::exception_ptr p) {
         try {

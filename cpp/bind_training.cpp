@@ -15,7 +15,8 @@ namespace pfd {
 
 void bind_training(py::module_& m) {
     py::class_<face_trainer>(m, "FaceTrainer", "One fine-tuning run of the face net (loss_metric, dlib's sgd; fast_path=False: dlib's con_ and "
-                                              "dnn_trainer unchanged, the reference).")
+                                              "dnn_trainer unchanged, the reference).",
+                              py::module_local())
         .def(py::init([](const std::string& base_path, bool train_bn_net, const py::array& chips,
                          const py::object& labels, int first_level,
                          double learning_rate, int identities_per_batch, int images_per_identity, bool augment,

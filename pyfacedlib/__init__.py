@@ -15,7 +15,7 @@ from ._native import core as _core
 from .chipcache import AlignmentSettings, ChipCache
 from .convert import ConversionReport, convert_affine_to_bn, convert_bn_to_affine
 from .embedder import Face, FaceEmbedder, distance
-from .errors import GalleryError, ImageError, ModelFormatError, ModelNotFoundError, NoFaceFoundError
+from .errors import DeviceError, GalleryError, ImageError, ModelFormatError, ModelNotFoundError, NoFaceFoundError
 from .faces import FaceSet, load_faces
 from .facetable import FaceTable
 from .gallery import Gallery, GalleryConfig, Match, SearchHit
@@ -25,14 +25,36 @@ __version__ = "0.1.0"
 
 
 def build_info() -> dict:
-    """What this installation was built with: dlib_version, blas, cuda (bool), simd, compiler flags."""
+    """What this installation was built with and what it finds now.
+
+    dlib_version, blas, blas_core, simd, compiler flags (the CPU module); cuda: True when a CUDA
+    module is installed and loads; cuda_version, cudnn_version, cuda_driver (the newest CUDA the
+    driver supports, "" without a driver), cuda_devices (["NVIDIA H100 80GB HBM3 (sm 9.0, 79.1 GiB)", ...]),
+    cuda_detail (how it was built, or why there is no CUDA), and default_device: what
+    FaceEmbedder(device="auto") runs on here.
+    """
+    from ._native import cuda_status
+
     info = dict(_core.build_info())
+    info.pop("cuda_detail", None)
+    cuda = cuda_status()
+    info["cuda"] = cuda["built"]
+    info["cuda_version"] = cuda.get("runtime_version", "")
+    info["cudnn_version"] = cuda.get("cudnn_version", "")
+    info["cuda_driver"] = cuda.get("driver_version", "")
+    info["cuda_devices"] = [f"{d['name']} (sm {d['compute_capability']}, {d['memory_bytes'] / 2**30:.1f} GiB)"
+                            for d in cuda["devices"]]
+    if cuda["built"]:
+        info["cuda_detail"] = cuda["detail"] + ("" if cuda["devices"] else f"; no GPU: {cuda['device_error']}")
+    else:
+        info["cuda_detail"] = cuda["error"]
+    info["default_device"] = "cuda" if cuda["devices"] else "cpu"
     info["pyfacedlib_version"] = __version__
     return info
 
 
 __all__ = [
-    "AlignmentSettings", "ChipCache", "archive", "ConversionReport", "Face", "FaceEmbedder", "FaceSet", "FaceTable",
+    "AlignmentSettings", "ChipCache", "DeviceError", "archive", "ConversionReport", "Face", "FaceEmbedder", "FaceSet", "FaceTable",
     "FinetuneConfig", "FinetuneResult", "Gallery", "GalleryConfig", "GalleryError", "ImageError", "Match",
     "ModelFormatError", "ModelNotFoundError", "NoFaceFoundError", "SearchHit", "align", "as_rgb", "build_info",
     "chipcache", "cluster", "convert_affine_to_bn", "convert_bn_to_affine", "datasets", "distance", "evaluate",

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BnCalibrator', 'CnnFaceDetector', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'extract_face_chip', 'identity_batches', 'metric_loss', 'net_kind', 'sgemm_gflops']
+__all__: list[str] = ['BnCalibrator', 'CnnFaceDetector', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cuda_runtime', 'extract_face_chip', 'identity_batches', 'metric_loss', 'net_kind', 'sgemm_gflops']
 class FaceEmbedderCore:
     """
     dlib's face-recognition ResNet (affine testing net) run on batches of chips.
@@ -161,6 +161,10 @@ def build_info() -> dict:
 def chinese_whispers(descriptors: numpy.ndarray, threshold: typing.SupportsFloat | typing.SupportsIndex) -> list[int]:
     """
     Cluster label per descriptor from dlib::chinese_whispers over edges closer than threshold.
+    """
+def cuda_runtime() -> dict:
+    """
+    The CUDA runtime, driver and cuDNN versions and the GPUs found now (a CPU build: none, and why).
     """
 def extract_face_chip(image: numpy.ndarray, landmarks: numpy.ndarray, size: typing.SupportsInt | typing.SupportsIndex = 150, padding: typing.SupportsFloat | typing.SupportsIndex = 0.25) -> numpy.typing.NDArray[numpy.uint8]:
     """

@@ -30,7 +30,7 @@ from typing import Any
 import numpy as np
 
 from . import _atomic, _plots, models
-from ._native import core
+from ._native import DEVICES, core, resolve_device
 from ._system import available_cpus
 from .datasets import identity_split
 from .evaluate import verification
@@ -86,6 +86,8 @@ class FinetuneConfig:
     head_feature_copies: int = field(default=4, metadata={"help": "head strategy: augmented copies of each face's features"})
     seed: int = field(default=0, metadata={"help": "seed of the sampler, augmentation and identity split"})
     threads: int | None = field(default=None, metadata={"help": "worker threads (default: all CPUs)"})
+    device: str = field(default="auto", metadata={"help": "cpu | cuda (dlib's cuDNN training: a CUDA build and a GPU) "
+                                                          "| auto (the GPU when there is one)", "choices": DEVICES})
     resume: bool = field(default=True, metadata={"help": "continue from OUT_DIR's checkpoint when there is one"})
     progress: bool = field(default=True, metadata={"help": "progress bar"})
     cache_dir: str | None = field(default=None, metadata={"help": "aligned-chip cache (default: ~/.cache/pyfacedlib/chips)"})
@@ -94,6 +96,8 @@ class FinetuneConfig:
         parse_strategy(self.strategy)
         if self.bn not in BN_MODES:
             raise ValueError(f"bn must be one of {BN_MODES}, got {self.bn!r}")
+        if self.device not in DEVICES:
+            raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         for name in ("identities_per_batch", "images_per_identity"):
             _check_int(name, getattr(self, name), 2)
         for name, minimum in (("steps", 0), ("val_every", 1), ("checkpoint_every", 1), ("threads", 1)):
@@ -180,6 +184,7 @@ class FinetuneResult:
     validation_identities: int
     skipped_images: dict = field(default_factory=dict)
     skipped_identities: dict = field(default_factory=dict)
+    device: str = "cpu"        # where the steps ran: "cpu" or "cuda"
 
 
 # ------------------------------------------------------------------------------------------------
@@ -312,7 +317,8 @@ class TrainingRun:
         labels = [names[name] for name in data.train.labels.tolist()]
         self.settings = {**config.run_settings(), "base": _fingerprint(Path(base).read_bytes()),
                          "data": _fingerprint(data.train.chips.tobytes(), labels)}
-        self.trainer = core.FaceTrainer(start_model, config.trains_bn_net, data.train.chips, labels, config.first_level,
+        self.device, module = resolve_device(config.device)
+        self.trainer = module.FaceTrainer(start_model, config.trains_bn_net, data.train.chips, labels, config.first_level,
                                         config.learning_rate, config.identities_per_batch, config.images_per_identity,
                                         config.augment, config.head_feature_copies, config.seed, config.worker_threads)
         self.validation = (ValidationSet.build(data.validation, config.identities_per_batch, config.images_per_identity,
@@ -438,7 +444,7 @@ def export(run: TrainingRun, started: float) -> FinetuneResult:
     minutes = (time.perf_counter() - started) / 60
     history_path, curve_path = out / "history.json", out / "training_curve.png"
     validation_identities = len(data.validation.identities) if data.validation is not None else 0
-    summary = {"config": run.settings, "best": run.best, "history": run.history, "minutes": minutes,
+    summary = {"config": run.settings, "device": run.device, "best": run.best, "history": run.history, "minutes": minutes,
                "train_faces": len(data.train), "train_identities": len(data.train.identities),
                "validation_identities": validation_identities,
                "skipped_images": data.skipped_images, "skipped_identities": data.skipped_identities}
@@ -449,7 +455,7 @@ def export(run: TrainingRun, started: float) -> FinetuneResult:
         best_step=run.best["step"] if run.best else trainer.step, best_validation=run.best, steps=trainer.step,
         minutes=minutes, resumed_from_step=run.resumed_from, train_faces=len(data.train),
         train_identities=len(data.train.identities), validation_identities=validation_identities,
-        skipped_images=data.skipped_images, skipped_identities=data.skipped_identities)
+        skipped_images=data.skipped_images, skipped_identities=data.skipped_identities, device=run.device)
 
 
 def finetune(train: FaceInput, output_dir: str | os.PathLike, base_model: str | os.PathLike | None = None,

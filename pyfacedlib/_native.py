@@ -1,8 +1,19 @@
-"""Loads the compiled core (`_core`) after the BLAS library it links against."""
+"""Loads the compiled core (`_core`) after the BLAS library it links against, and the CUDA module.
+
+`_core` is the CPU build and is always there. A CUDA build (PYFACEDLIB_CUDA=ON) adds `_core_cuda`:
+the same C++ over dlib's CUDA backend. dlib's CUDA tensors need a GPU for every allocation, so the
+CPU paths never go through it; `module_for(device)` picks one module explicitly.
+"""
 from __future__ import annotations
 
 import ctypes
+import importlib
+import warnings
 from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+DEVICES = ("auto", "cpu", "cuda")
 
 
 def _preload_blas() -> None:
@@ -22,3 +33,81 @@ _preload_blas()
 from . import _core  # noqa: E402
 
 core = _core
+
+_cuda: dict[str, Any] = {}   # "module" and "error", filled on first use
+
+# The `cuda` extra's libraries, in dependency order (soname prefixes in nvidia/cu13/lib and nvidia/cudnn/lib)
+_CUDA_WHEEL_LIBRARIES = ("libcudart.so", "libnvJitLink.so", "libcublasLt.so", "libcublas.so", "libcusparse.so",
+                         "libcurand.so", "libcusolver.so", "libcudnn.so")
+
+
+def _preload_cuda_wheels() -> None:
+    """Loads the nvidia-* wheels' libraries by path: the installed module's rpath finds them beside
+    the package, this covers in-place builds; a library the wheels lack is left to the loader."""
+    try:
+        import nvidia
+    except ImportError:
+        return
+    folders = [Path(p) / name / "lib" for p in nvidia.__path__ for name in ("cu13", "cudnn")]
+    for stem in _CUDA_WHEEL_LIBRARIES:
+        for folder in folders:
+            found = sorted(folder.glob(stem + ".[0-9]*"))
+            if found:
+                ctypes.CDLL(str(found[0]), mode=ctypes.RTLD_GLOBAL)
+                break
+
+
+def cuda_module() -> ModuleType | None:
+    """The CUDA module, or None when this installation has none (or it cannot load: cuda_status says why)."""
+    if not _cuda:
+        _cuda["module"], _cuda["error"] = None, ""
+        if not list(Path(__file__).parent.glob("_core_cuda*.so")):
+            _cuda["error"] = "this installation was built without CUDA (PYFACEDLIB_CUDA=ON pip install '.[cuda]')"
+        else:
+            try:
+                _preload_cuda_wheels()
+                _cuda["module"] = importlib.import_module(f"{__package__}._core_cuda")
+            except (ImportError, OSError) as exc:   # e.g. the cuda extra's libraries are not installed
+                _cuda["error"] = f"the CUDA module is installed but cannot load: {exc}"
+    return _cuda["module"]
+
+
+def cuda_status() -> dict[str, Any]:
+    """{"built": bool, "error": why not usable, "runtime_version", "driver_version", "cudnn_version",
+    "devices": [{"index", "name", "compute_capability", "memory_bytes", "multiprocessors"}], "device_error"}."""
+    module = cuda_module()
+    status: dict[str, Any] = {"built": module is not None, "error": _cuda["error"], "devices": []}
+    if module is not None:
+        status.update(module.cuda_runtime())
+        status["detail"] = module.build_info()["cuda_detail"]
+    return status
+
+
+def resolve_device(device: str) -> tuple[str, ModuleType]:
+    """("cpu", _core) or ("cuda", _core_cuda) for device "cpu" | "cuda" | "auto".
+
+    "cuda" raises DeviceError when there is no CUDA module or no GPU. "auto" takes the GPU when
+    there is one, else the CPU, and warns when a CUDA module is installed but finds no GPU (a CPU
+    fallback is never silent).
+    """
+    from .errors import DeviceError
+
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if device == "cpu":
+        return "cpu", core
+    module = cuda_module()
+    if module is None:
+        if device == "cuda":
+            raise DeviceError(f"device='cuda': {_cuda['error']}")
+        return "cpu", core
+    status = cuda_status()
+    if status["devices"]:
+        return "cuda", module
+    why = status["device_error"] or "the CUDA runtime reports 0 devices"
+    if device == "cuda":
+        raise DeviceError(f"device='cuda' needs an NVIDIA GPU: this CUDA build (CUDA {status['runtime_version']}, "
+                          f"cuDNN {status['cudnn_version']}) found none ({why})")
+    warnings.warn(f"device='auto': the CUDA module is installed but found no GPU ({why}); running on the CPU",
+                  RuntimeWarning, stacklevel=3)
+    return "cpu", core

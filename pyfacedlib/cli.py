@@ -14,7 +14,7 @@ from .align import DETECTORS
 from .chipcache import FALLBACKS
 from .archive import ENGINES
 from .clustering import METHODS
-from .embedder import BACKENDS
+from .embedder import BACKENDS, DEVICES
 from .gallery import CLASSIFIERS, MULTIPLE_FACES
 from .index import KINDS
 
@@ -48,7 +48,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         return 2
     from .datasets.identities import list_files
 
-    embedder = FaceEmbedder(model=args.model, threads=args.threads, backend=args.backend)
+    embedder = FaceEmbedder(model=args.model, threads=args.threads, backend=args.backend, device=args.device)
+    print(f"embedding on {embedder.device} ({embedder.backend} forward pass)", file=sys.stderr)
     images = list_files(args.images)
     records, failed, faceless = [], 0, 0
     for image in images:
@@ -190,7 +191,7 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)})
     result = finetune(args.train_dir, args.out_dir, base_model=args.base_model, val=args.val_dir, config=config)
-    print(f"trained {result.steps} steps in {result.minutes:.1f} min on {result.train_faces} faces of "
+    print(f"trained {result.steps} steps ({result.device}) in {result.minutes:.1f} min on {result.train_faces} faces of "
           f"{result.train_identities} identities (resumed from step {result.resumed_from_step})")
     if result.best_validation:
         v = result.best_validation
@@ -509,6 +510,8 @@ def build_parser() -> argparse.ArgumentParser:
     embed.add_argument("--threads", type=int, default=None)
     embed.add_argument("--backend", choices=BACKENDS, default=None,
                        help="forward pass: folded (CPU default) or dlib's own (the reference)")
+    embed.add_argument("--device", choices=DEVICES, default="auto",
+                       help="cpu, cuda (a CUDA build and a GPU) or auto: the GPU when there is one (printed)")
     embed.add_argument("--min-face-size", type=float, default=None,
                        help="smallest face wanted, in pixels: large photos are scanned on a resized copy "
                             "(default: dlib's own scan up to 800 px on the shorter side, else 1/20 of it; 0: always dlib's)")

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import models
-from ._native import core
+from ._native import DEVICES, resolve_device
 from ._system import available_cpus
 from .images import ImageLike, as_rgb
 
@@ -56,14 +56,18 @@ class FaceEmbedder:
     exported by pyfacedlib); None = the shipped model. threads: worker threads (default: all CPUs
     this process may use). backend: "folded" (the default on CPU: batch norm folded into the
     convolutions, one batched GEMM per layer, fused ReLU; within 1e-6 of dlib) or "dlib" (dlib's own
-    forward pass, the reference; the default of CUDA builds). Raises ModelFormatError for a file that
-    is not such a model.
+    forward pass, the reference; the only one on a GPU). device: "cpu", "cuda" (dlib's cuDNN forward
+    pass; needs a CUDA build and a GPU, else DeviceError) or "auto" (the default: the GPU when this
+    installation has a CUDA module and a GPU is found, else the CPU, with a warning when a CUDA
+    module finds no GPU); `self.device` says which ran. Raises ModelFormatError for a file that is
+    not such a model.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None,
-                 backend: str | None = None) -> None:
+                 backend: str | None = None, device: str = "auto") -> None:
         self.model_path = str(model) if model is not None else models.path(models.FACE_RECOGNITION)
-        self._core = core.FaceEmbedderCore(self.model_path, self._check_threads(threads))
+        self.device, module = resolve_device(device)
+        self._core = module.FaceEmbedderCore(self.model_path, self._check_threads(threads))
         if backend is not None:
             self.backend = backend
 
@@ -76,6 +80,9 @@ class FaceEmbedder:
     def backend(self, value: str) -> None:
         if value not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {value!r}")
+        if self.device == "cuda" and value != "dlib":
+            raise ValueError("backend='folded' is the CPU forward pass: on device='cuda' only dlib's cuDNN "
+                             "forward pass runs (use FaceEmbedder(device='cpu') for the folded one)")
         self._core.backend = value
 
     @staticmethod

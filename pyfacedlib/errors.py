@@ -21,3 +21,8 @@ class GalleryError(ValueError):
 
 class NoFaceFoundError(ImageError):
     """An image that must hold a face (a search query) holds none the detector can find."""
+
+
+class DeviceError(RuntimeError):
+    """A device was asked for that this installation or machine does not have (device="cuda" with a
+    CPU-only build, or with no GPU found); the message says which and why."""

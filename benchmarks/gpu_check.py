@@ -1,0 +1,149 @@
+"""Checks a CUDA build on a machine with a GPU; builds nothing itself (gpu_device.sh builds first).
+
+    python benchmarks/gpu_check.py --data .gpu/data.npz --out OUT_DIR [--train-steps 20]
+
+1. Parity: descriptors of the dlib-johns chips and the LFW chips from the CUDA module (dlib's
+   cuDNN forward pass) against the CPU build's descriptors computed on the machine that gathered
+   the data (gpu_gather.py) and against the CPU module here; passes at max |difference| <= 1e-4.
+2. Embedding speed: faces/s of FaceEmbedder(device="cuda") on batches of 64, 256 and 1024 chips,
+   beside the CPU module's folded pass on this machine's CPUs in the same run.
+3. Training speed: full-net steps (strategy "all") of the frozen-BN (affine) and the calibrated
+   bn_con net at 25 (5 x 5) and 175 (35 x 5) faces a batch, on the GPU and on 2 CPU threads here;
+   the README's 2-core figures are the other comparison.
+
+Writes OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md; prints the table last. Exit status 1 when
+parity fails, 2 when there is no CUDA module or no GPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+PARITY_LIMIT = 1e-4
+
+
+def timed_rate(run, items: int, min_seconds: float = 2.0) -> float:
+    """Items per second of run() after one warm-up call, repeated for at least min_seconds."""
+    run()
+    calls, start = 0, time.perf_counter()
+    while True:
+        run()
+        calls += 1
+        elapsed = time.perf_counter() - start
+        if elapsed >= min_seconds:
+            return calls * items / elapsed
+
+
+def parity(data: dict, pfd) -> dict:
+    gpu = pfd.FaceEmbedder(device="cuda")
+    cpu = pfd.FaceEmbedder(device="cpu")
+    out = {}
+    for name in ("johns", "lfw"):
+        ours = gpu.embed_chips(data[name])
+        out[name] = {"chips": len(ours),
+                     "max_abs_vs_gathering_cpu": float(np.abs(ours - data[f"{name}_cpu"]).max()),
+                     "max_abs_vs_cpu_here": float(np.abs(ours - cpu.embed_chips(data[name])).max())}
+    out["passed"] = all(v["max_abs_vs_gathering_cpu"] <= PARITY_LIMIT and v["max_abs_vs_cpu_here"] <= PARITY_LIMIT
+                        for v in out.values() if isinstance(v, dict))
+    return out
+
+
+def embedding_speed(chips: np.ndarray, pfd) -> dict:
+    gpu = pfd.FaceEmbedder(device="cuda")
+    cpu = pfd.FaceEmbedder(device="cpu")
+    tiled = np.ascontiguousarray(np.resize(chips, (1024, *chips.shape[1:])))
+    out = {"cpu_folded_faces_per_s": timed_rate(lambda: cpu.embed_chips(tiled[:256]), 256), "cpu_threads": cpu.threads}
+    for batch in (64, 256, 1024):
+        out[f"gpu_batch_{batch}_faces_per_s"] = timed_rate(lambda b=batch: gpu.embed_chips(tiled[:b]), batch)
+    return out
+
+
+def training_speed(chips: np.ndarray, labels: np.ndarray, steps: int, pfd) -> dict:
+    from pyfacedlib._native import core, cuda_module
+
+    cuda = cuda_module()
+    shipped = pfd.models.path(pfd.models.FACE_RECOGNITION)
+    degraded = pfd.datasets.degrade(chips, "lowres:10")   # every step has a non-zero loss
+    label_list = labels.tolist()
+
+    def ms_per_step(module, base: str, bn: bool, identities: int, threads: int, count: int) -> float:
+        trainer = module.FaceTrainer(base, bn, degraded, label_list, 0, 1e-4, identities, 5, False, 1, 0, threads, True)
+        trainer.train(2)          # warm-up: allocations, cuDNN algorithm choice
+        trainer.parameters()      # waits for dnn_trainer's thread
+        start = time.perf_counter()
+        trainer.train(count)
+        trainer.parameters()
+        return 1000 * (time.perf_counter() - start) / count
+
+    out = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        bn_path = str(Path(tmp) / "bn.dat")
+        pfd.convert_affine_to_bn(shipped, bn_path, calibration=chips, threads=2)
+        for net, base, bn in (("frozen_bn", shipped, False), ("bn_con", bn_path, True)):
+            for identities in (5, 35):
+                faces = identities * 5
+                gpu_ms = ms_per_step(cuda, base, bn, identities, 1, steps)
+                cpu_ms = ms_per_step(core, base, bn, identities, 2, max(2, steps // 10))
+                out[f"{net}_{faces}"] = {"gpu_ms": gpu_ms, "cpu2_ms": cpu_ms, "speedup_vs_2_cpu_threads": cpu_ms / gpu_ms}
+    return out
+
+
+def table(result: dict) -> str:
+    lines = [f"GPU: {', '.join(result['build']['cuda_devices'])}; CUDA {result['build']['cuda_version']}, "
+             f"cuDNN {result['build']['cudnn_version']}; CPU here: {result['cpu']}", "",
+             "| check | figure |", "|---|---|"]
+    for name in ("johns", "lfw"):
+        p = result["parity"][name]
+        lines.append(f"| parity, {p['chips']} {name} chips: max abs vs the gathering CPU build / the CPU module here | "
+                     f"{p['max_abs_vs_gathering_cpu']:.2e} / {p['max_abs_vs_cpu_here']:.2e} |")
+    e = result["embedding"]
+    for batch in (64, 256, 1024):
+        lines.append(f"| embedding, batch {batch} (faces/s) | {e[f'gpu_batch_{batch}_faces_per_s']:,.0f} |")
+    lines.append(f"| embedding, CPU folded pass here, {e['cpu_threads']} threads (faces/s) | {e['cpu_folded_faces_per_s']:,.0f} |")
+    for key, t in result["training"].items():
+        net, faces = key.rsplit("_", 1)
+        lines.append(f"| full-net step, {net}, {faces} faces: GPU ms / 2 CPU threads here ms (x) | "
+                     f"{t['gpu_ms']:.1f} / {t['cpu2_ms']:.0f} ({t['speedup_vs_2_cpu_threads']:.0f}x) |")
+    lines.append(f"| parity passed (<= {PARITY_LIMIT:g}) | {result['parity']['passed']} |")
+    return "\n".join(lines)
+
+
+def main() -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--data", default=".gpu/data.npz", help="gpu_gather.py's data.npz")
+    parser.add_argument("--out", default="gpu-check", help="folder for gpu_check.json and gpu_check.md")
+    parser.add_argument("--train-steps", type=int, default=20)
+    args = parser.parse_args()
+
+    import pyfacedlib as pfd
+    from _common import cpu_model
+
+    info = pfd.build_info()
+    print(json.dumps(info, indent=1, default=str), flush=True)
+    if not info["cuda"] or not info["cuda_devices"]:
+        print(f"no CUDA module or no GPU: {info['cuda_detail']}", file=sys.stderr)
+        return 2
+    data = dict(np.load(args.data))
+    result = {"build": info, "cpu": cpu_model()}
+    result["parity"] = parity(data, pfd)
+    print(json.dumps(result["parity"]), flush=True)
+    result["embedding"] = embedding_speed(data["lfw"], pfd)
+    print(json.dumps(result["embedding"]), flush=True)
+    result["training"] = training_speed(data["lfw"], data["lfw_labels"], args.train_steps, pfd)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    (out / "gpu_check.json").write_text(json.dumps(result, indent=1, default=str))
+    text = table(result)
+    (out / "gpu_check.md").write_text(text + "\n")
+    print(text)
+    return 0 if result["parity"]["passed"] else 1
+
+
+if __name__ == "__main__":
+    sys.exit(main())
