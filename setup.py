@@ -256,6 +256,20 @@ class CMakeBuild(build_ext):
                 print(f"pyfacedlib: removing {old} (this build has no CUDA module)", flush=True)
                 old.unlink()
 
+    def copy_extensions_to_source(self) -> None:
+        """In-place builds: also the files setuptools does not know of (the AVX2 HOG kernels, the
+        CUDA module), and no CUDA module left from an earlier build that this one did not make."""
+        super().copy_extensions_to_source()
+        built = Path(self.build_lib) / "pyfacedlib"
+        source = Path(self.get_finalized_command("build_py").get_package_dir("pyfacedlib"))
+        extras = {p.name for p in built.glob("_core*.so") if p.name.startswith("_core_cuda") or "_hog_" in p.name}
+        for old in source.glob("_core_cuda*.so"):
+            if old.name not in extras:
+                old.unlink()
+        for name in extras:
+            shutil.copy2(built / name, source / (name + ".tmp"))
+            os.replace(source / (name + ".tmp"), source / name)
+
     @staticmethod
     def _build_module(name: str, build_dir: Path, args: list[str], out_dir: Path) -> None:
         """Configures and builds one variant of the extension in build_dir, then copies it to out_dir."""
@@ -267,11 +281,12 @@ class CMakeBuild(build_ext):
         subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build_dir), *args], check=True, env=env)
         jobs = os.environ.get("PYFACEDLIB_JOBS", str(os.cpu_count() or 2))
         subprocess.run(["cmake", "--build", str(build_dir), "--target", "_core", "-j", jobs], check=True, env=env)
-        (built,) = (build_dir / "lib").glob(f"{name}.*so")
+        (module,) = (build_dir / "lib").glob(f"{name}.*so")
         out_dir.mkdir(parents=True, exist_ok=True)
-        tmp = out_dir / (built.name + ".tmp")
-        shutil.copy2(built, tmp)
-        os.replace(tmp, out_dir / built.name)
+        for built in (module, build_dir / "lib" / f"{name}_hog_avx2.so"):   # the module and its AVX2 HOG kernel
+            tmp = out_dir / (built.name + ".tmp")
+            shutil.copy2(built, tmp)
+            os.replace(tmp, out_dir / built.name)
 
 
 if __name__ == "__main__":   # setuptools runs this file as __main__; benchmarks/gpu_gather.py imports the pins

@@ -2,6 +2,7 @@
 // computed exactly as dlib's Python binding computes them.
 #pragma once
 
+#include "hog_kernel.h"
 #include "image_view.h"
 
 #include <dlib/image_processing.h>
@@ -24,15 +25,21 @@ struct detection {
     double score;
 };
 
-// dlib's get_frontal_face_detector(); detect() = dlib.get_frontal_face_detector()(img, upsample).
+// dlib's get_frontal_face_detector(); detect() = dlib.get_frontal_face_detector()(img, upsample),
+// scanned by the HOG kernel named ("auto": AVX2 where the CPU has it; see hog_kernel.h).
 class hog_face_detector {
 public:
-    hog_face_detector();
+    explicit hog_face_detector(const std::string& kernel = "auto");
+    ~hog_face_detector();
+    hog_face_detector(const hog_face_detector&) = delete;
+    hog_face_detector& operator=(const hog_face_detector&) = delete;
     std::vector<detection> detect(const rgb_image_view& img, unsigned upsample);
+    std::string kernel() const { return kernel_->name; }
 
 private:
     std::mutex mutex_;
-    dlib::frontal_face_detector detector_;
+    const pfd_hog_kernel* kernel_;
+    void* detector_;   // the kernel's dlib::frontal_face_detector
 };
 
 // mmod_human_face_detector.dat; detect() = dlib.cnn_face_detection_model_v1(path)(img, upsample).

@@ -39,7 +39,9 @@ py::tuple detect_faces(detector_type& detector, const py::array& image, unsigned
 
 void bind_alignment(py::module_& m) {
     py::class_<hog_face_detector>(m, "HogFaceDetector", "dlib's frontal face detector (HOG + linear SVM).", py::module_local())
-        .def(py::init<>())
+        .def(py::init<const std::string&>(), py::arg("kernel") = "auto",
+             "kernel: 'auto' (AVX2 where the CPU has it), 'portable' or 'avx2'; the same boxes and scores from each.")
+        .def_property_readonly("kernel", &hog_face_detector::kernel, "The HOG kernel this detector scans with.")
         .def("detect", &detect_faces<hog_face_detector>, py::arg("image").noconvert(), py::arg("upsample"),
              "(boxes (N,4) int64 [left, top, right, bottom], scores (N,)) as dlib's detector(image, upsample).");
 

@@ -3,6 +3,7 @@
 
 #include "blas.h"
 #include "cuda_info.h"
+#include "hog_kernel.h"
 #include "model_io.h"
 
 #include <pybind11/stl.h>
@@ -27,6 +28,7 @@ void bind_build_info(py::module_& m) {
         info["blas"] = "none (dlib's built-in loops)";
 #endif
         info["simd"] = PFD_SIMD;
+        info["hog_kernel"] = hog_kernel_choice();
         info["compiler"] = PFD_COMPILER;
         info["cxx_flags"] = PFD_CXX_FLAGS;
         return info;

@@ -11,7 +11,11 @@
 namespace pfd {
 
 namespace {
+#ifdef DLIB_USE_CUDA
+constexpr long batch_size = 256;               // chips per forward pass on the GPU
+#else
 constexpr long batch_size = 16;                // dlib's own Python binding uses 16
+#endif
 constexpr long folded_batch_size = 8;          // faces per batched GEMM pass of the folded net
 constexpr long min_chips_per_worker = 4;       // below this, one worker with a threaded BLAS wins
 }  // namespace

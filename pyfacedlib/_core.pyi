@@ -53,11 +53,18 @@ class HogFaceDetector:
     """
     dlib's frontal face detector (HOG + linear SVM).
     """
-    def __init__(self) -> None:
-        ...
+    def __init__(self, kernel: str = 'auto') -> None:
+        """
+        kernel: 'auto' (AVX2 where the CPU has it), 'portable' or 'avx2'; the same boxes and scores from each.
+        """
     def detect(self, image: numpy.ndarray, upsample: typing.SupportsInt | typing.SupportsIndex) -> tuple:
         """
         (boxes (N,4) int64 [left, top, right, bottom], scores (N,)) as dlib's detector(image, upsample).
+        """
+    @property
+    def kernel(self) -> str:
+        """
+        The HOG kernel this detector scans with.
         """
 class CnnFaceDetector:
     """

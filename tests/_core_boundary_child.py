@@ -89,6 +89,7 @@ def main() -> None:
         "extract_face_chip[size]": lambda: core.extract_face_chip(image, points, 0, 0.25),
         "extract_face_chip[points]": lambda: core.extract_face_chip(image, points[:4], 150, 0.25),
         "HogFaceDetector.detect[upsample]": lambda: hog.detect(image, 40),
+        "HogFaceDetector[kernel]": lambda: core.HogFaceDetector("avx512"),
         "CnnFaceDetector.detect[upsample]": lambda: cnn.detect(image, 40),
         "FaceEmbedderCore.jitter_chips[num_jitters]": lambda: core.FaceEmbedderCore.jitter_chips(chips, 0, 0),
         "FaceEmbedderCore.backend": lambda: setattr(embedder, "backend", "gpu"),

@@ -23,7 +23,8 @@ NO_UNTRUSTED_INPUT = {"build_info", "cuda_runtime", "FaceEmbedderCore.threads", 
                       "FaceEmbedderCore.folded_ops", "BnCalibrator.statistics", "BnCalibrator.faces",
                       "LandmarkPredictor.num_parts", "FaceTrainer.step", "FaceTrainer.learning_rate",
                       "FaceTrainer.embedder", "FaceTrainer.affine_bytes", "FaceTrainer.bn_bytes",
-                      "FaceTrainer.checkpoint", "FaceTrainer.parameters", "HogFaceDetector"}
+                      "FaceTrainer.checkpoint", "FaceTrainer.parameters", "HogFaceDetector",
+                      "HogFaceDetector.kernel"}
 
 
 def core_entry_points() -> set[str]:
