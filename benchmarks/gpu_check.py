@@ -28,6 +28,18 @@ import numpy as np
 PARITY_LIMIT = 1e-4
 
 
+def load_data(path: Path) -> dict:
+    """gpu_gather.py's data.npz, with the chips from chips.png beside it split into johns and lfw."""
+    from PIL import Image
+
+    data = dict(np.load(path))
+    chips = np.asarray(Image.open(path.parent / "chips.png").convert("RGB"))
+    chips = np.ascontiguousarray(chips.reshape(-1, chips.shape[1], chips.shape[1], 3))
+    count = int(data["johns_count"])
+    data["johns"], data["lfw"] = chips[:count], chips[count:]
+    return data
+
+
 def timed_rate(run, items: int, min_seconds: float = 2.0) -> float:
     """Items per second of run() after one warm-up call, repeated for at least min_seconds."""
     run()
@@ -129,7 +141,7 @@ def main() -> int:
     if not info["cuda"] or not info["cuda_devices"]:
         print(f"no CUDA module or no GPU: {info['cuda_detail']}", file=sys.stderr)
         return 2
-    data = dict(np.load(args.data))
+    data = load_data(Path(args.data))
     result = {"build": info, "cpu": cpu_model()}
     result["parity"] = parity(data, pfd)
     print(json.dumps(result["parity"]), flush=True)

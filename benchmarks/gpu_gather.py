@@ -5,9 +5,10 @@ GPU machine that reaches no package registry, within the device tool's 64 MiB:
 - the scipy-openblas32 wheel (the one build requirement that GPU image lacks; it has nvcc, CMake,
   ninja, pybind11, numpy and the nvidia-cudnn-cu13 / cuBLAS / cuRAND / cuSOLVER wheels);
 - the shipped face model (22 MB: the checks use aligned chips, so no detector or landmark model);
-- data.npz: the 55 dlib-johns chips and LFW chips of identities with >= 5 photos (for the
-  parity check and for 175-face training batches), with their identity labels and the
-  descriptors this machine's CPU build gives them (the parity reference).
+- chips.png: the 55 dlib-johns chips, then LFW chips of identities with >= 5 photos (for the
+  parity check and for 175-face training batches), stacked into one lossless PNG (half the size
+  of compressed arrays); data.npz: their identity labels and the descriptors this machine's CPU
+  build gives them (the parity reference).
 
     PYTHONPATH=. PYFACEDLIB_DATA=../shared/datasets python benchmarks/gpu_gather.py [--lfw-chips 500]
 
@@ -23,6 +24,7 @@ import sys
 from pathlib import Path
 
 import numpy as np
+from PIL import Image
 
 from _common import cpu_model, johns_chips, lfw_people
 
@@ -81,8 +83,9 @@ def main() -> None:
     lfw, lfw_labels = lfw_identity_chips(args.lfw_chips)
     embedder = pfd.FaceEmbedder(device="cpu")
     reference = {"johns": embedder.embed_chips(johns), "lfw": embedder.embed_chips(lfw)}
-    np.savez_compressed(out / "data.npz", johns=johns, johns_labels=np.asarray(johns_labels, np.int64),
-                        lfw=lfw, lfw_labels=lfw_labels, johns_cpu=reference["johns"], lfw_cpu=reference["lfw"])
+    Image.fromarray(np.concatenate([johns, lfw]).reshape(-1, lfw.shape[2], 3)).save(out / "chips.png", compress_level=9)
+    np.savez_compressed(out / "data.npz", johns_count=len(johns), johns_labels=np.asarray(johns_labels, np.int64),
+                        lfw_labels=lfw_labels, johns_cpu=reference["johns"], lfw_cpu=reference["lfw"])
     (out / "reference.json").write_text(json.dumps({"cpu": cpu_model(), "build": pfd.build_info()}, indent=1, default=str))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
     print(f"{out}: {size:.1f} MiB ({len(johns)} johns chips, {len(lfw)} LFW chips of "

@@ -2,7 +2,8 @@
 detection (dlib's HOG, upsample 1; large photos on the scaled copy, which is included), landmarks,
 chips, descriptors (the folded forward pass, one thread). Two sets: LFW photos as they are
 (250x250) and 4000x3000 photos composed from LFW photos (7 faces of 150-450 px, as in
-large_photos.py). Also dlib's own detector (dlib-bin, when installed) on the small photos.
+large_photos.py). Then detection alone on the small photos, side by side: each HOG kernel
+(portable, AVX2 where the CPU has it) and dlib's own detector (dlib-bin, when installed).
 
     PYTHONPATH=. PYFACEDLIB_DATA=../shared/datasets python benchmarks/photo_stages.py [--small 100] [--large 4]
 """
@@ -77,21 +78,28 @@ def main() -> None:
         total = sum(v for k, v in r.items() if k != "faces per photo")
         print(f"| {name} | {r['decode']:.1f} | {r['detect']:.1f} | {r['landmarks + chips']:.1f} | "
               f"{r['descriptors']:.1f} | {r['faces per photo']:.2f} | {total:.1f} |")
+    import pyfacedlib as pfd
+    from pyfacedlib._native import core
+
+    images = [pfd.load_image(p, exif_orientation=False) for p in small]
+    detectors = {f"pyfacedlib, {kernel} HOG kernel": core.HogFaceDetector(kernel).detect
+                 for kernel in ("portable", "avx2") if kernel == "portable" or pfd.build_info()["hog_kernel"].startswith(kernel)}
     try:
         import dlib
+
+        dlib_detector = dlib.get_frontal_face_detector()
+        detectors["dlib-bin"] = lambda image, upsample: dlib_detector(image, upsample)
     except ImportError:
-        return
-    import pyfacedlib as pfd
-
-    detector = dlib.get_frontal_face_detector()
-    images = [pfd.load_image(p, exif_orientation=False) for p in small]
-    detector(images[0], 1)
-    start = time.perf_counter()
-    for image in images:
-        detector(image, 1)
-    print(f"\ndlib-bin's own HOG detector on the same {len(images)} small photos: "
-          f"{1000 * (time.perf_counter() - start) / len(images):.1f} ms a photo")
-
+        pass
+    print(f"\nHOG detection alone (upsample 1), the same {len(images)} small photos, one thread "
+          f"(auto kernel here: {pfd.build_info()['hog_kernel']}):")
+    print("| detector | ms a photo |\n|---|---|")
+    for name, detect in detectors.items():
+        detect(images[0], 1)
+        start = time.perf_counter()
+        for image in images:
+            detect(image, 1)
+        print(f"| {name} | {1000 * (time.perf_counter() - start) / len(images):.1f} |")
 
 if __name__ == "__main__":
     main()

@@ -1,5 +1,6 @@
 #include "alignment.h"
 
+#include "fast_conv.h"
 #include "model_io.h"
 
 #include <cstring>
@@ -46,13 +47,15 @@ std::vector<detection> hog_face_detector::detect(const rgb_image_view& img, unsi
 }
 
 // dlib's CNN face detector network (the net of dlib's cnn_face_detection_model_v1).
+// The convolutions are fast_con (fast_conv.h: dlib's con_ with faster im2col/col2img and batched
+// GEMMs; the same parameters and file records), so detections match dlib's to float rounding.
 struct cnn_face_detector::net_holder {
-    template <long num_filters, typename SUBNET> using con5d = dlib::con<num_filters, 5, 5, 2, 2, SUBNET>;
-    template <long num_filters, typename SUBNET> using con5 = dlib::con<num_filters, 5, 5, 1, 1, SUBNET>;
+    template <long num_filters, typename SUBNET> using con5d = fast_con<num_filters, 5, 5, 2, 2, SUBNET>;
+    template <long num_filters, typename SUBNET> using con5 = fast_con<num_filters, 5, 5, 1, 1, SUBNET>;
     template <typename SUBNET> using downsampler =
         dlib::relu<dlib::affine<con5d<32, dlib::relu<dlib::affine<con5d<32, dlib::relu<dlib::affine<con5d<16, SUBNET>>>>>>>>>;
     template <typename SUBNET> using rcon5 = dlib::relu<dlib::affine<con5<45, SUBNET>>>;
-    using net_type = dlib::loss_mmod<dlib::con<1, 9, 9, 1, 1, rcon5<rcon5<rcon5<downsampler<
+    using net_type = dlib::loss_mmod<fast_con<1, 9, 9, 1, 1, rcon5<rcon5<rcon5<downsampler<
         dlib::input_rgb_image_pyramid<dlib::pyramid_down<6>>>>>>>>;
     net_type net;
 };
