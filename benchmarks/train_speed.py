@@ -17,20 +17,21 @@ import tempfile
 import time
 from pathlib import Path
 
-from _common import blas_env, johns_chips, run_twice
+from _common import blas_env, cpu_model, johns_chips, run_twice
 
 
 def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
     import pyfacedlib as pfd
     from pyfacedlib._native import core
+    from pyfacedlib._finetune import HEAD_LEVEL
 
     johns, labels = johns_chips()
     chips = pfd.datasets.degrade(johns, "lowres:10")
     shipped = pfd.models.path("dlib_face_recognition_resnet_model_v1")
     threads = threads or pfd.embedder.default_threads()
 
-    def trainer(base: str, bn: bool, strategy: str, level: int, fast: bool = True):
-        return core.FaceTrainer(base, bn, chips, labels, level, 1e-4, 5, 5, False, 1, 0, threads, fast)
+    def trainer(base: str, bn: bool, strategy: str, level: int, fast: bool = True, stop_backprop: bool = True):
+        return core.FaceTrainer(base, bn, chips, labels, level, 1e-4, 5, 5, False, 1, 0, threads, fast, stop_backprop)
 
     def per_step(t, steps: int) -> float:
         t.train(1)  # warm-up (allocations)
@@ -42,7 +43,7 @@ def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
 
     from pyfacedlib import _core
 
-    result = {"openblas_env": blas_env(), "blas_core": pfd.build_info().get("blas_core"), "threads": threads,
+    result = {"cpu": cpu_model(), "openblas_env": blas_env(), "blas_core": pfd.build_info().get("blas_core"), "threads": threads,
               "gemm_peak_gflops": _core.sgemm_gflops(2048, 1024, 2304, threads, 5),
               "step_gflop": 3 * 2 * pfd.FaceEmbedder()._core.multiply_adds_per_face * 25 / 1e9}
     start = time.perf_counter()
@@ -51,6 +52,11 @@ def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
     result["head_ms"] = 1000 * per_step(head, head_steps)
     result["affine_fast_ms"] = 1000 * per_step(trainer(shipped, False, "all", 0), full_steps)
     result["affine_dlib_ms"] = 1000 * per_step(trainer(shipped, False, "all", 0, fast=False), full_steps)
+    # from_level:K, frozen BN: back-propagation stopped at level K against computed through the frozen levels
+    result["from_level_ms"] = {k: {"stopped": 1000 * per_step(trainer(shipped, False, f"from_level:{k}", k), full_steps),
+                                   "through": 1000 * per_step(trainer(shipped, False, f"from_level:{k}", k,
+                                                                      stop_backprop=False), full_steps)}
+                               for k in range(1, HEAD_LEVEL)}
     with tempfile.TemporaryDirectory() as tmp:
         bn = str(Path(tmp) / "bn.dat")
         pfd.convert_affine_to_bn(shipped, bn, calibration=chips)
@@ -60,7 +66,7 @@ def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
 
 
 def report(r: dict, label: str) -> None:
-    print(f"--- {label}: OPENBLAS env {r['openblas_env']}, OpenBLAS kernel {r['blas_core']}, "
+    print(f"--- {label}: {r['cpu']}, OPENBLAS env {r['openblas_env']}, OpenBLAS kernel {r['blas_core']}, "
           f"{r['threads']} threads, 25 faces per step")
     def rate(ms: float) -> str:
         gflops = r["step_gflop"] / (ms / 1000)
@@ -75,6 +81,9 @@ def report(r: dict, label: str) -> None:
     print(f"  full net, bn_con:    dlib dnn_trainer {r['bn_dlib_ms']:9.1f} ms/step   ({rate(r['bn_dlib_ms'])})  "
           f"-> {r['bn_dlib_ms'] / r['bn_fast_ms']:.2f}x")
     print(f"  head vs full frozen-BN step: {r['affine_fast_ms'] / r['head_ms']:,.0f}x")
+    print("  from_level:K, frozen BN, pyfacedlib: back-propagation stopped at level K / through the frozen levels")
+    for k, t in r["from_level_ms"].items():
+        print(f"    K={k}: {t['stopped']:7.1f} ms / {t['through']:7.1f} ms  -> saves {100 * (1 - t['stopped'] / t['through']):4.1f}%")
 
 
 def main() -> None:

@@ -20,7 +20,7 @@ void bind_training(py::module_& m) {
         .def(py::init([](const std::string& base_path, bool train_bn_net, const py::array& chips,
                          const py::object& labels, int first_level,
                          double learning_rate, int identities_per_batch, int images_per_identity, bool augment,
-                         int head_feature_copies, std::uint64_t seed, int threads, bool fast_path) {
+                         int head_feature_copies, std::uint64_t seed, int threads, bool fast_path, bool stop_backprop) {
                  train_data data;
                  data.chips = checked_chips(chips);
                  data.labels = checked_labels(labels, data.chips.size());
@@ -34,6 +34,7 @@ void bind_training(py::module_& m) {
                  options.seed = seed;
                  options.threads = threads;
                  options.fast_path = fast_path;
+                 options.stop_backprop = stop_backprop;
                  const auto bytes = read_model_bytes(base_path, "dlib face recognition network (.dat)");
                  py::gil_scoped_release release;
                  return make_trainer(bytes, base_path, train_bn_net, std::move(data), options);
@@ -41,7 +42,7 @@ void bind_training(py::module_& m) {
              py::arg("base_path"), py::arg("train_bn_net"), py::arg("chips").noconvert(), py::arg("labels"),
              py::arg("first_level"), py::arg("learning_rate"), py::arg("identities_per_batch"),
              py::arg("images_per_identity"), py::arg("augment"), py::arg("head_feature_copies"), py::arg("seed"),
-             py::arg("threads"), py::arg("fast_path") = true)
+             py::arg("threads"), py::arg("fast_path") = true, py::arg("stop_backprop") = true)
         .def("train", [](face_trainer& self, long steps) {
                  if (steps < 0) throw py::value_error("steps must be >= 0");
                  py::gil_scoped_release release;

@@ -115,9 +115,10 @@ void fast_conv_backward(const conv_shape& s, const float* input, const float* fi
             im2col_rows<false>(s, first, count, input, nullptr, cols);
             sgemm(false, true, s.filters, k, m, dy, m, cols, m, filter_gradient, k, first == 0 ? 0.0f : 1.0f);
         }
-        // d cols (K x M) = W^T * dY, then scattered back (added) into the data gradient
-        sgemm(true, false, k, m, s.filters, filters, k, dy, m, cols, m, 0.0f);
-        im2col_rows<true>(s, first, count, nullptr, data_gradient, cols);
+        if (data_gradient) {  // d cols (K x M) = W^T * dY, then scattered back (added) into the data gradient
+            sgemm(true, false, k, m, s.filters, filters, k, dy, m, cols, m, 0.0f);
+            im2col_rows<true>(s, first, count, nullptr, data_gradient, cols);
+        }
     }
 }
 

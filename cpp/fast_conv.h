@@ -49,12 +49,21 @@ public:
         if (!this->relu_is_disabled()) dlib::tt::relu(output, output);
     }
 
+    // Back-propagation stops here: the gradient with respect to this layer's input is not
+    // computed (set on the lowest trained convolution when every layer below it is frozen).
+    void stop_input_gradient(bool stop) { stop_input_gradient_ = stop; }
+    // A frozen convolution (learning-rate multiplier 0) computes no gradients at all: the trainers
+    // freeze whole levels from the input up (from_level:K), so no layer below it learns.
+    void skip_when_frozen(bool skip) { skip_when_frozen_ = skip; }
+
     template <typename SUBNET>
     void backward(const dlib::tensor& gradient_input, SUBNET& sub, dlib::tensor& params_grad) {
         const conv_shape s = shape_of(sub.get_output());
         const bool learns = this->get_learning_rate_multiplier() != 0;
+        if (!learns && skip_when_frozen_) return;
         fast_conv_backward(s, sub.get_output().host(), this->get_layer_params().host(), gradient_input.host(),
-                           sub.get_gradient_input().host(), learns ? params_grad.host() : nullptr, scratch_);
+                           stop_input_gradient_ ? nullptr : sub.get_gradient_input().host(),
+                           learns ? params_grad.host() : nullptr, scratch_);
         if (learns && !this->bias_is_disabled()) {
             const long filter_size = s.filters * s.channels * s.filter_rows * s.filter_cols;
             dlib::alias_tensor bias_shape(1, s.filters);
@@ -70,6 +79,8 @@ private:
     }
 
     std::vector<float> scratch_;
+    bool stop_input_gradient_ = false;   // runtime settings, not serialised (the trainers set them)
+    bool skip_when_frozen_ = false;
 };
 
 #ifdef DLIB_USE_CUDA  // cuDNN's convolutions are the fast ones there

@@ -53,12 +53,32 @@ void load_state(const std::string& bytes, trainer_type& trainer, dlib::rand& rnd
     trainer.be_quiet();
 }
 
+template <typename layer_type, typename = void>
+struct can_stop_input_gradient : std::false_type {};
+template <typename layer_type>
+struct can_stop_input_gradient<layer_type, std::void_t<decltype(std::declval<layer_type&>().stop_input_gradient(true))>>
+    : std::true_type {};
+
+// Freezes every layer from first_frozen_index down to the input (learning-rate multipliers 0).
+// With fast_con convolutions back-propagation also stops there: frozen convolutions compute no
+// gradients, and the trained convolution nearest the input computes none for its input.
 template <typename net_type>
-void set_multipliers(net_type& net, size_t first_frozen_index) {
+void set_multipliers(net_type& net, size_t first_frozen_index, bool stop_backprop) {
+    size_t lowest_trained_conv = 0;
+    bool found = false;
     visit_computational_layers(net, [&](size_t idx, auto& l) {
         const double m = idx >= first_frozen_index ? 0.0 : 1.0;
         set_learning_rate_multiplier(l, m);
         set_bias_learning_rate_multiplier(l, m);
+        if constexpr (can_stop_input_gradient<std::decay_t<decltype(l)>>::value) {
+            if (idx < first_frozen_index && (!found || idx > lowest_trained_conv)) lowest_trained_conv = idx, found = true;
+        }
+    });
+    visit_computational_layers(net, [&](size_t idx, auto& l) {
+        if constexpr (can_stop_input_gradient<std::decay_t<decltype(l)>>::value) {
+            l.stop_input_gradient(stop_backprop && found && idx == lowest_trained_conv);
+            l.skip_when_frozen(stop_backprop);
+        }
     });
 }
 
@@ -142,7 +162,8 @@ public:
         : base(std::move(net), data.labels, options), data_(std::move(data)) {
         // levels below first_trained_level are frozen: every layer at or below the top of level k-1
         const int k = options.first_trained_level;
-        set_multipliers(this->net_, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1));
+        set_multipliers(this->net_, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1),
+                        options.stop_backprop);
     }
 
     face_test_net testing_net() override { return face_test_net(this->trained_net()); }
@@ -188,7 +209,8 @@ public:
         : data_(std::move(data)), options_(options), sampler_(data_.labels, options.identities_per_batch, options.images_per_identity, options.seed), learning_rate_(options.learning_rate),
           solvers_(fast_test_net::num_computational_layers, dlib::sgd(options.weight_decay, options.momentum)) {
         const int k = options.first_trained_level;
-        set_multipliers(net, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1));
+        set_multipliers(net, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1),
+                        options.stop_backprop);
         replicas_.assign(std::max(1, options.threads), net);
         inputs_.resize(replicas_.size());
         slices_.resize(replicas_.size());
@@ -226,6 +248,9 @@ public:
         deserialize(sampler_.rnd(), in);
         dlib::deserialize(step_, in);
         dlib::deserialize(learning_rate_, in);
+        const int k = options_.first_trained_level;   // the frozen levels again (runtime settings are not serialised)
+        set_multipliers(net, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1),
+                        options_.stop_backprop);
         replicas_.assign(replicas_.size(), net);
     }
 

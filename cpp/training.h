@@ -27,6 +27,9 @@ struct train_options {
     // full-net runs: fast_con convolutions, and for frozen BN each batch split over `threads` net
     // replicas (exact, faster); false = dlib's con_ in one dnn_trainer (the reference)
     bool fast_path = true;
+    // fast path, from_level:K: back-propagation stops at the lowest trained level (frozen levels
+    // compute no gradients); false = computed through the frozen levels as dlib does (benchmarks)
+    bool stop_backprop = true;
 };
 
 // A training set: chips and integer identity labels (every identity with >= 2 images).

@@ -110,7 +110,7 @@ class FaceTrainer:
     """
     One fine-tuning run of the face net (loss_metric, dlib's sgd; fast_path=False: dlib's con_ and dnn_trainer unchanged, the reference).
     """
-    def __init__(self, base_path: str, train_bn_net: bool, chips: numpy.ndarray, labels: typing.Any, first_level: typing.SupportsInt | typing.SupportsIndex, learning_rate: typing.SupportsFloat | typing.SupportsIndex, identities_per_batch: typing.SupportsInt | typing.SupportsIndex, images_per_identity: typing.SupportsInt | typing.SupportsIndex, augment: bool, head_feature_copies: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, fast_path: bool = True) -> None:
+    def __init__(self, base_path: str, train_bn_net: bool, chips: numpy.ndarray, labels: typing.Any, first_level: typing.SupportsInt | typing.SupportsIndex, learning_rate: typing.SupportsFloat | typing.SupportsIndex, identities_per_batch: typing.SupportsInt | typing.SupportsIndex, images_per_identity: typing.SupportsInt | typing.SupportsIndex, augment: bool, head_feature_copies: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, fast_path: bool = True, stop_backprop: bool = True) -> None:
         ...
     def affine_bytes(self) -> bytes:
         """

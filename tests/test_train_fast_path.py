@@ -16,8 +16,8 @@ def hard_johns(johns):
     return datasets.degrade(chips, "lowres:10"), [names.index(n) for n in labels]
 
 
-def _trainer(base, train_bn, chips, labels, threads, fast, augment=False, strategy="all", level=0):
-    return core.FaceTrainer(base, train_bn, chips, labels, level, 1e-3, 5, 5, augment, 1, 0, threads, fast)
+def _trainer(base, train_bn, chips, labels, threads, fast, augment=False, strategy="all", level=0, stop_backprop=True):
+    return core.FaceTrainer(base, train_bn, chips, labels, level, 1e-3, 5, 5, augment, 1, 0, threads, fast, stop_backprop)
 
 
 # The two paths sum the same gradients in different orders (per-sample GEMMs in one net vs several
@@ -50,6 +50,23 @@ def test_frozen_bn_step_matches_dnn_trainer(hard_johns, threads):
     assert loss_ref > 0.01 and loss_fast == pytest.approx(loss_ref, rel=1e-5)
     moved = _assert_same_parameters(reference.parameters(), fast.parameters(), start)
     assert moved == 30  # 29 convolutions + the fc head all learned
+
+
+@pytest.mark.parametrize("level", [1, 3])
+def test_from_level_step_stops_back_propagation_with_dlibs_result(hard_johns, level):
+    """from_level:K on the fast path computes no gradients below level K: the same step as dlib's
+    dnn_trainer (which back-propagates through every frozen level), frozen levels unchanged."""
+    chips, labels = hard_johns
+    base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    reference = _trainer(base, False, chips, labels, 2, False, level=level)
+    stopped = _trainer(base, False, chips, labels, 2, True, level=level)
+    start = stopped.parameters()
+    assert stopped.train(1) == pytest.approx(reference.train(1), rel=1e-5)
+    moved = _assert_same_parameters(reference.parameters(), stopped.parameters(), start)
+    assert 0 < moved < 30
+    start, after = dict(start), dict(stopped.parameters())
+    frozen = [i for i, before in start.items() if before.size and np.array_equal(before, after[i])]
+    assert len(frozen) == sum(1 for before in start.values() if before.size) - moved
 
 
 def test_calibrated_bn_step_matches_dnn_trainer(hard_johns, tmp_path):
