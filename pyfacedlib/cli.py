@@ -14,7 +14,8 @@ from .align import DETECTORS
 from .chipcache import FALLBACKS
 from .archive import ENGINES
 from .clustering import METHODS
-from .embedder import BACKENDS, DEVICES
+from ._native import DEVICES
+from .embedder import BACKENDS
 from .gallery import CLASSIFIERS, MULTIPLE_FACES
 from .index import KINDS
 

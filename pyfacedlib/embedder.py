@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import models
-from ._native import DEVICES, resolve_device
+from ._native import resolve_device
 from ._system import available_cpus
 from .images import ImageLike, as_rgb
 
