@@ -1,4 +1,6 @@
 """The HOG scan compiled twice (portable, AVX2) and chosen at run time: same boxes, dlib's scores."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -13,6 +15,15 @@ def test_build_info_names_the_hog_kernel():
     assert choice.split(":")[0] in ("avx2", "portable") and ":" in choice
     assert core.HogFaceDetector().kernel == choice.split(":")[0]
     assert core.HogFaceDetector("portable").kernel == "portable"
+
+
+def test_an_avx2_cpu_gets_the_avx2_kernel():
+    """On a CPU with AVX2 the installed package must carry and load its AVX2 module (a build or
+    packaging slip would otherwise only make detection slower)."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists() or " avx2" not in cpuinfo.read_text():
+        pytest.skip("this CPU has no AVX2 (or no /proc/cpuinfo)")
+    assert HAS_AVX2, pfd.build_info()["hog_kernel"]
 
 
 def test_unknown_kernel_is_a_value_error():
