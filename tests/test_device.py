@@ -3,7 +3,6 @@
 CI builds the CPU module only; the last test runs where a CUDA module is installed (a CUDA build on
 a machine without a GPU must still import, embed on the CPU and name why it cannot use the GPU).
 """
-import subprocess
 import sys
 import tomllib
 import warnings
@@ -59,9 +58,12 @@ def test_unknown_device_is_rejected():
         pfd.FinetuneConfig(device="tpu")
 
 
-def test_cli_info_prints_the_device():
-    done = subprocess.run([sys.executable, "-m", "pyfacedlib", "info"], capture_output=True, text=True, check=True)
-    assert "default_device" in done.stdout and "cuda_detail" in done.stdout
+def test_cli_info_prints_the_device(capsys):
+    from pyfacedlib.cli import main
+
+    assert main(["info"]) == 0
+    out = capsys.readouterr().out
+    assert "default_device" in out and "cuda_detail" in out and "hog_kernel" in out
 
 
 def test_cuda_build_requirements_are_the_cuda_extra():
