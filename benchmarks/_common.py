@@ -92,3 +92,16 @@ def cpu_model() -> str:
             if line.startswith("model name"):
                 return line.split(":", 1)[1].strip()
     return platform.machine()
+
+
+GEMM_SHAPE = (2048, 1024, 2304)  # m, n, k: a large conv-like GEMM, the machine's practical peak
+
+
+def gemm_peak(threads: int, previous: float = 0.0) -> float:
+    """The float32 GEMM peak in GFLOP/s (best of 5 after a warm-up, through the linked OpenBLAS),
+    or `previous` when that was higher: this machine's speed drifts, so the benchmarks measure the
+    peak before and after their own figures and keep the best (a percentage over 100 would
+    otherwise say more about a slow moment than about the code)."""
+    from pyfacedlib import _core
+
+    return max(previous, round(_core.sgemm_gflops(*GEMM_SHAPE, threads, 5), 1))
