@@ -283,7 +283,8 @@ class CMakeBuild(build_ext):
         subprocess.run(["cmake", "--build", str(build_dir), "--target", "_core", "-j", jobs], check=True, env=env)
         (module,) = (build_dir / "lib").glob(f"{name}.*so")
         out_dir.mkdir(parents=True, exist_ok=True)
-        for built in (module, build_dir / "lib" / f"{name}_hog_avx2.so"):   # the module and its AVX2 HOG kernel
+        avx2_kernel = build_dir / "lib" / f"{name}_hog_avx2.so"   # x86 builds only
+        for built in (module, avx2_kernel) if avx2_kernel.exists() else (module,):
             tmp = out_dir / (built.name + ".tmp")
             shutil.copy2(built, tmp)
             os.replace(tmp, out_dir / built.name)

@@ -3,7 +3,8 @@ detection (dlib's HOG, upsample 1; large photos on the scaled copy, which is inc
 chips, descriptors (the folded forward pass, one thread). Two sets: LFW photos as they are
 (250x250) and 4000x3000 photos composed from LFW photos (7 faces of 150-450 px, as in
 large_photos.py). Then detection alone on the small photos, side by side: each HOG kernel
-(portable, AVX2 where the CPU has it) and dlib's own detector (dlib-bin, when installed).
+(portable, AVX2 where the CPU has it) and dlib's own detector (dlib-bin, when installed); the CNN
+detector, ours and dlib-bin's; and the chip cache's alignment in 1 and 2 worker processes.
 
     PYTHONPATH=. PYFACEDLIB_DATA=../shared/datasets python benchmarks/photo_stages.py [--small 100] [--large 4]
 """
@@ -59,6 +60,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=100)
     parser.add_argument("--large", type=int, default=4)
+    parser.add_argument("--cnn", type=int, default=5, help="photos for the CNN detector comparison")
     args = parser.parse_args()
     print(f"CPU: {cpu_model()}; one thread; OPENBLAS_CORETYPE={os.environ.get('OPENBLAS_CORETYPE')}")
     people = lfw_people()
@@ -100,6 +102,32 @@ def main() -> None:
         for image in images:
             detect(image, 1)
         print(f"| {name} | {1000 * (time.perf_counter() - start) / len(images):.1f} |")
+
+    cnn_photos = images[:args.cnn]
+    cnn = {"pyfacedlib (fast_con)": lambda image: pfd.align.detect(image, detector="cnn", upsample=1)}
+    if "dlib-bin" in detectors:
+        dlib_cnn = dlib.cnn_face_detection_model_v1(pfd.models.path(pfd.models.CNN_DETECTOR))
+        cnn["dlib-bin"] = lambda image: dlib_cnn(image, 1)
+    print(f"\nCNN detection (the fallback for HOG misses), upsample 1, {len(cnn_photos)} of the small photos:")
+    print("| detector | ms a photo |\n|---|---|")
+    for name, detect_cnn in cnn.items():
+        detect_cnn(cnn_photos[0])
+        start = time.perf_counter()
+        for image in cnn_photos:
+            detect_cnn(image)
+        print(f"| {name} | {1000 * (time.perf_counter() - start) / len(cnn_photos):.1f} |")
+
+    from pyfacedlib.chipcache import ChipCache
+
+    print(f"\nChip-cache alignment (decode, HOG, landmarks, chip, write) of the {len(small)} small photos, "
+          "cold cache, in 1 and 2 worker processes:")
+    print("| processes | ms a photo |\n|---|---|")
+    for workers in (1, 2):
+        with tempfile.TemporaryDirectory() as cache:
+            start = time.perf_counter()
+            ChipCache(cache).faces(small, workers=workers, progress=False)
+            print(f"| {workers} | {1000 * (time.perf_counter() - start) / len(small):.1f} |")
+
 
 if __name__ == "__main__":
     main()

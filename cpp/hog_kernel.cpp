@@ -18,6 +18,9 @@ struct avx2_loader {
     std::string why;   // where it came from, or why it is not available
 
     avx2_loader() {
+#ifndef PFD_HOG_AVX2_FILE
+        why = "no AVX2 kernel is built for this processor";
+#else
         if (!__builtin_cpu_supports("avx2")) {
             why = "this CPU has no AVX2";
             return;
@@ -37,6 +40,7 @@ struct avx2_loader {
         }
         kernel = static_cast<const pfd_hog_kernel*>(dlsym(handle, "pfd_hog_kernel_avx2"));
         why = kernel ? path : path + " has no pfd_hog_kernel_avx2";
+#endif
     }
 };
 

@@ -2,7 +2,7 @@
 
 `_core` is the CPU build and is always there. A CUDA build (PYFACEDLIB_CUDA=ON) adds `_core_cuda`:
 the same C++ over dlib's CUDA backend. dlib's CUDA tensors need a GPU for every allocation, so the
-CPU paths never go through it; `module_for(device)` picks one module explicitly.
+CPU paths never go through it; `resolve_device(device)` picks one module explicitly.
 """
 from __future__ import annotations
 
