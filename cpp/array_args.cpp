@@ -48,6 +48,7 @@ py::array_t<T, py::array::c_style> checked_array(const py::handle& obj, const ch
 }
 
 template py::array_t<unsigned char, py::array::c_style> checked_array(const py::handle&, const char*, std::initializer_list<py::ssize_t>);
+template py::array_t<float, py::array::c_style> checked_array(const py::handle&, const char*, std::initializer_list<py::ssize_t>);
 template py::array_t<double, py::array::c_style> checked_array(const py::handle&, const char*, std::initializer_list<py::ssize_t>);
 template py::array_t<std::int64_t, py::array::c_style> checked_array(const py::handle&, const char*, std::initializer_list<py::ssize_t>);
 

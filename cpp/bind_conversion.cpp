@@ -50,6 +50,19 @@ void bind_conversion(py::module_& m) {
           },
           py::arg("path"), "'affine' or 'bn' for a face-net file; ModelFormatError for anything else.");
 
+    m.def("scaled_descriptor_net",
+          [](const std::string& path, double factor) {
+              const auto bytes = read_model_bytes(path, face_net_what);
+              std::string out;
+              {
+                  py::gil_scoped_release release;
+                  out = scaled_descriptor_net(bytes, path, factor);
+              }
+              return py::bytes(out);
+          },
+          py::arg("path"), py::arg("factor"),
+          "The face net in `path` (either kind) with every descriptor multiplied by `factor`, as .dat bytes.");
+
     py::class_<calibrator>(m, "BnCalibrator", "Per-channel mean/variance of every BN layer's input, streamed.", py::module_local())
         .def(py::init<const std::string&, int>(), py::arg("affine_path"), py::arg("threads"))
         .def("add", &calibrator::add, py::arg("chips").noconvert(), "Accumulates a (N,150,150,3) uint8 batch.")

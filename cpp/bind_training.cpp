@@ -10,17 +10,61 @@
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <optional>
 
 namespace pfd {
 
+namespace {
+
+// A (rows, cols) float32 array as a dlib matrix (checked: dtype, layout, shape).
+dlib::matrix<float> float_matrix(const py::handle& obj, const char* name, py::ssize_t cols = -1) {
+    const auto a = checked_array<float>(obj, name, {-1, cols});
+    return dlib::mat(a.data(), a.shape(0), a.shape(1));
+}
+
+py::array_t<float> to_array(const dlib::matrix<float>& m) {
+    py::array_t<float> out({static_cast<py::ssize_t>(m.nr()), static_cast<py::ssize_t>(m.nc())});
+    std::copy(m.begin(), m.end(), out.mutable_data());
+    return out;
+}
+
+}  // namespace
+
 void bind_training(py::module_& m) {
-    py::class_<face_trainer>(m, "FaceTrainer", "One fine-tuning run of the face net (loss_metric, dlib's sgd; fast_path=False: dlib's con_ and "
-                                              "dnn_trainer unchanged, the reference).",
+    py::class_<loss_margin_>(m, "MarginLoss",
+                             "Softmax margin loss over cosines (insightface's combined form with m1 = 1): the true "
+                             "class's logit is s*(cos(theta + angular_margin) - cosine_margin), the others s*cos(theta). "
+                             "ArcFace: angular_margin; CosFace: cosine_margin.",
+                             py::module_local())
+        .def(py::init<double, double, double>(), py::arg("scale"), py::arg("angular_margin") = 0.0, py::arg("cosine_margin") = 0.0)
+        .def_property_readonly("scale", &loss_margin_::scale)
+        .def_property_readonly("angular_margin", &loss_margin_::angular_margin)
+        .def_property_readonly("cosine_margin", &loss_margin_::cosine_margin)
+        .def("loss_and_gradient", [](const loss_margin_& self, const py::array& cosines, const py::object& labels) {
+                 const auto c = float_matrix(cosines, "cosines");
+                 const auto label_values = checked_labels(labels, static_cast<size_t>(c.nr()));
+                 dlib::matrix<float> gradient;
+                 const double loss = margin_loss_gradient(self, c, label_values, gradient);
+                 return py::make_tuple(loss, to_array(gradient));
+             }, py::arg("cosines").noconvert(), py::arg("labels"),
+             "(mean loss, d loss / d cosines) for (n, classes) float32 cosines and n labels.");
+
+    m.def("cosine_layer", [](const py::array& x, const py::array& centres, const py::array& gradient) {
+              const auto pass = run_cosine_layer(float_matrix(x, "x"), float_matrix(centres, "centres"), float_matrix(gradient, "gradient"));
+              return py::make_tuple(to_array(pass.cosines), to_array(pass.x_gradient), to_array(pass.centre_gradient));
+          }, py::arg("x").noconvert(), py::arg("centres").noconvert(), py::arg("gradient").noconvert(),
+          "The margin runs' class layer (cosine_fc_) on its own: (cosines (n, c), d/dx (n, d), d/dcentres (c, d)) for "
+          "float32 x (n, d), centres (c, d) and a gradient (n, c) with respect to the cosines.");
+
+    py::class_<face_trainer>(m, "FaceTrainer", "One fine-tuning run of the face net (dlib's sgd; loss_metric, or margin_loss with a cosine class "
+                                              "layer starting from class_centres; fast_path=False: dlib's con_ and dnn_trainer "
+                                              "unchanged, the reference).",
                               py::module_local())
         .def(py::init([](const std::string& base_path, bool train_bn_net, const py::array& chips,
                          const py::object& labels, int first_level,
                          double learning_rate, int identities_per_batch, int images_per_identity, bool augment,
-                         int head_feature_copies, std::uint64_t seed, int threads, bool fast_path, bool stop_backprop) {
+                         int head_feature_copies, std::uint64_t seed, int threads, bool fast_path, bool stop_backprop,
+                         const std::optional<loss_margin_>& margin_loss, const py::object& class_centres) {
                  train_data data;
                  data.chips = checked_chips(chips);
                  data.labels = checked_labels(labels, data.chips.size());
@@ -35,6 +79,15 @@ void bind_training(py::module_& m) {
                  options.threads = threads;
                  options.fast_path = fast_path;
                  options.stop_backprop = stop_backprop;
+                 if (margin_loss.has_value() != !class_centres.is_none())
+                     throw py::value_error("a margin loss needs class_centres (one row per label), and only a margin loss takes them");
+                 if (margin_loss) {
+                     options.margin.enabled = true;
+                     options.margin.scale = margin_loss->scale();
+                     options.margin.angular_margin = margin_loss->angular_margin();
+                     options.margin.cosine_margin = margin_loss->cosine_margin();
+                     options.margin.centres = float_matrix(class_centres, "class_centres", descriptor_size);
+                 }
                  const auto bytes = read_model_bytes(base_path, "dlib face recognition network (.dat)");
                  py::gil_scoped_release release;
                  return make_trainer(bytes, base_path, train_bn_net, std::move(data), options);
@@ -42,7 +95,8 @@ void bind_training(py::module_& m) {
              py::arg("base_path"), py::arg("train_bn_net"), py::arg("chips").noconvert(), py::arg("labels"),
              py::arg("first_level"), py::arg("learning_rate"), py::arg("identities_per_batch"),
              py::arg("images_per_identity"), py::arg("augment"), py::arg("head_feature_copies"), py::arg("seed"),
-             py::arg("threads"), py::arg("fast_path") = true, py::arg("stop_backprop") = true)
+             py::arg("threads"), py::arg("fast_path") = true, py::arg("stop_backprop") = true,
+             py::arg("margin_loss") = py::none(), py::arg("class_centres") = py::none())
         .def("train", [](face_trainer& self, long steps) {
                  if (steps < 0) throw py::value_error("steps must be >= 0");
                  py::gil_scoped_release release;
@@ -102,7 +156,9 @@ void bind_training(py::module_& m) {
                      out[py::int_(idx)] = a;
                  }
                  return out;
-             }, "{layer index: learnable parameters} of every computational layer (empty for affine layers).");
+             }, "{layer index: learnable parameters} of every computational layer (empty for affine layers).")
+        .def("class_centres", [](face_trainer& self) { return to_array(self.class_centres()); },
+             "A margin run's class layer as trained: (classes, 128) float32, one row per label (0 rows for loss_metric).");
 
     m.def("identity_batches",
           [](const py::object& labels, int identities, int per_identity, std::uint64_t seed) {

@@ -125,6 +125,23 @@ face_test_net load_test_net(const std::string& bytes, const std::string& label) 
     return net;
 }
 
+namespace {
+
+template <typename net_type>
+std::string scaled(net_type net, double factor) {
+    dlib::tensor& weights = dlib::layer<1>(net).layer_details().get_layer_params();
+    dlib::tt::affine_transform(weights, weights, static_cast<float>(factor));
+    return serialize_net(net);
+}
+
+}  // namespace
+
+std::string scaled_descriptor_net(const std::string& bytes, const std::string& label, double factor) {
+    if (!(factor > 0) || !std::isfinite(factor)) throw std::invalid_argument("the descriptor scale must be a finite number > 0");
+    if (detect_net_kind(bytes, label) == net_kind::bn) return scaled(load_bn_net(bytes, label), factor);
+    return scaled(load_test_net(bytes, label), factor);
+}
+
 std::string serialize_net(face_train_net& net) {
     net.clean();
     std::ostringstream out;

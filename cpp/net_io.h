@@ -29,6 +29,10 @@ void set_up(net_type& net) {
     net(blank);
 }
 
+// The same net (either kind) with its descriptors multiplied by `factor` (the weights of the final
+// fc_no_bias<128> scaled: every distance scales by factor), serialized.
+std::string scaled_descriptor_net(const std::string& bytes, const std::string& label, double factor);
+
 // Serialized nets (the bn net clean()ed first).
 std::string serialize_net(face_train_net& net);
 std::string serialize_net(const face_test_net& net);

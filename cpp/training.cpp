@@ -1,190 +1,19 @@
-#include "training.h"
+#include "training_runs.h"
 
-#include "blas.h"
 #include "model_io.h"
-#include "net_io.h"
 #include "parallel.h"
-#include "sampler.h"
-
-#include <dlib/image_transforms.h>
 
 #include <algorithm>
 #include <cmath>
 #include <cstring>
 #include <map>
-#include <mutex>
-#include <sstream>
 #include <stdexcept>
-#include <thread>
-#include <type_traits>
 
 namespace pfd {
 
-using namespace dlib;  // this file works on dlib nets throughout (never in a header)
+using namespace training_detail;  // the shared training code (and through it dlib's names)
 
 namespace {
-
-// Mini-batches of N identities x M images: both positive and negative pairs in every batch.
-// jitter_image's random crop/scale/rotation/flip plus a random colour offset, as in dlib's
-// metric-learning example.
-chip_type augmented(const chip_type& chip, dlib::rand& rnd) {
-    chip_type out = dlib::jitter_image(chip, rnd);
-    dlib::apply_random_color_offset(out, rnd);
-    return out;
-}
-
-// Trainer state (net, solver, counters), sampler state and step, in one blob.
-template <typename trainer_type>
-std::string save_state(trainer_type& trainer, dlib::rand& rnd, long step) {
-    trainer.get_net();  // waits for the training thread
-    std::ostringstream out;
-    serialize(trainer, out);
-    serialize(rnd, out);
-    dlib::serialize(step, out);
-    return out.str();
-}
-
-template <typename trainer_type>
-void load_state(const std::string& bytes, trainer_type& trainer, dlib::rand& rnd, long& step) {
-    std::istringstream in(bytes);
-    deserialize(trainer, in);
-    deserialize(rnd, in);
-    dlib::deserialize(step, in);
-    trainer.be_quiet();
-}
-
-template <typename layer_type, typename = void>
-struct can_stop_input_gradient : std::false_type {};
-template <typename layer_type>
-struct can_stop_input_gradient<layer_type, std::void_t<decltype(std::declval<layer_type&>().stop_input_gradient(true))>>
-    : std::true_type {};
-
-// Freezes every layer from first_frozen_index down to the input (learning-rate multipliers 0).
-// With fast_con convolutions back-propagation also stops there: frozen convolutions compute no
-// gradients, and the trained convolution nearest the input computes none for its input.
-template <typename net_type>
-void set_multipliers(net_type& net, size_t first_frozen_index, bool stop_backprop) {
-    size_t lowest_trained_conv = 0;
-    bool found = false;
-    visit_computational_layers(net, [&](size_t idx, auto& l) {
-        const double m = idx >= first_frozen_index ? 0.0 : 1.0;
-        set_learning_rate_multiplier(l, m);
-        set_bias_learning_rate_multiplier(l, m);
-        if constexpr (can_stop_input_gradient<std::decay_t<decltype(l)>>::value) {
-            if (idx < first_frozen_index && (!found || idx > lowest_trained_conv)) lowest_trained_conv = idx, found = true;
-        }
-    });
-    visit_computational_layers(net, [&](size_t idx, auto& l) {
-        if constexpr (can_stop_input_gradient<std::decay_t<decltype(l)>>::value) {
-            l.stop_input_gradient(stop_backprop && found && idx == lowest_trained_conv);
-            l.skip_when_frozen(stop_backprop);
-        }
-    });
-}
-
-template <typename net_type>
-std::vector<std::pair<size_t, std::vector<float>>> parameters_of(net_type& net) {
-    std::vector<std::pair<size_t, std::vector<float>>> out;
-    visit_computational_layers(net, [&](size_t idx, auto& l) {
-        // learnable parameters only: empty for affine_ (frozen batch norm), gamma+beta for bn_
-        const tensor& t = l.get_layer_params();
-        out.emplace_back(idx, std::vector<float>(t.host(), t.host() + t.size()));
-    });
-    return out;
-}
-
-// --------------------------------------------------------------------------------------------
-// Runs driven by one dlib dnn_trainer: the step loop (batches from the sampler, one sample per
-// index from make_sample), counters, learning rate and trainer state. The schedule lives in Python,
-// so dnn_trainer's own learning-rate shrinking is switched off.
-
-template <typename net_type, typename sample_type>
-class dnn_trainer_run : public face_trainer {
-public:
-    double train(long steps) override {
-        set_blas_threads(options_.threads);
-        trainer_.clear_average_loss();
-        std::vector<size_t> indices;
-        std::vector<unsigned long> labels;
-        std::vector<sample_type> batch;
-        for (long s = 0; s < steps; ++s) {
-            sampler_.next(indices, labels);
-            batch.clear();
-            for (size_t i : indices) batch.push_back(make_sample(i));
-            // dnn_trainer computes in its own thread; the next batch is prepared meanwhile.
-            trainer_.train_one_step(batch, labels);
-            ++step_;
-        }
-        return trainer_.get_average_loss();
-    }
-
-    long step() const override { return step_; }
-    double learning_rate() const override { return trainer_.get_learning_rate(); }
-    void set_learning_rate(double lr) override { trainer_.set_learning_rate(lr); }
-
-    std::string checkpoint() override {
-        trained_net().clean();  // drop cached activations/gradients (10x smaller); the next step reallocates them
-        return save_state(trainer_, sampler_.rnd(), step_);
-    }
-    void restore(const std::string& bytes) override { load_state(bytes, trainer_, sampler_.rnd(), step_); }
-
-protected:
-    dnn_trainer_run(net_type net, const std::vector<unsigned long>& labels, const train_options& options)
-        : options_(options), sampler_(labels, options.identities_per_batch, options.images_per_identity, options.seed), net_(std::move(net)),
-          trainer_(net_, dlib::sgd(options.weight_decay, options.momentum)) {
-        trainer_.be_quiet();
-        trainer_.set_learning_rate(options.learning_rate);
-        trainer_.set_iterations_without_progress_threshold(1000000000);
-        trainer_.set_test_iterations_without_progress_threshold(1000000000);
-    }
-
-    virtual sample_type make_sample(size_t index) = 0;
-
-    net_type& trained_net() {
-        trainer_.get_net();  // waits for the training thread
-        return net_;
-    }
-
-    train_options options_;
-    batch_sampler sampler_;
-    net_type net_;
-    dlib::dnn_trainer<net_type> trainer_;
-    long step_ = 0;
-};
-
-// The whole net through dnn_trainer (lower levels frozen by learning-rate multipliers).
-template <typename net_type>
-class full_trainer : public dnn_trainer_run<net_type, chip_type> {
-    using base = dnn_trainer_run<net_type, chip_type>;
-
-public:
-    full_trainer(net_type net, train_data data, const train_options& options)
-        : base(std::move(net), data.labels, options), data_(std::move(data)) {
-        // levels below first_trained_level are frozen: every layer at or below the top of level k-1
-        const int k = options.first_trained_level;
-        set_multipliers(this->net_, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1),
-                        options.stop_backprop);
-    }
-
-    face_test_net testing_net() override { return face_test_net(this->trained_net()); }
-
-    std::string training_net_bytes() override {
-        if constexpr (!std::is_same_v<net_type, face_test_net>) {
-            face_train_net copy = this->trained_net();
-            return serialize_net(copy);
-        }
-        return std::string();
-    }
-
-    std::vector<std::pair<size_t, std::vector<float>>> parameters() override { return parameters_of(this->trained_net()); }
-
-private:
-    chip_type make_sample(size_t i) override {
-        return this->options_.augment ? augmented(data_.chips[i], this->sampler_.rnd()) : data_.chips[i];
-    }
-
-    train_data data_;
-};
 
 // --------------------------------------------------------------------------------------------
 // The frozen-BN (affine) net, data-parallel: the batch is split over worker threads, each with its
@@ -195,12 +24,69 @@ private:
 // same learning-rate multipliers) is applied. Augmentation runs in the workers too, each sample
 // drawn from its own generator seeded per step, so results do not depend on the thread count.
 
-// What loss_metric_::compute_loss_value_and_gradient needs from the net below it.
-struct embedding_batch {
-    resizable_tensor output, gradient;
-    const tensor& get_output() const { return output; }
-    tensor& get_gradient_input() { return gradient; }
-    static unsigned int sample_expansion_factor() { return 1; }
+// The batch's embeddings and their gradient, as the loss sees them.
+using embedding_batch = tensor_pair;
+
+// The loss over the whole batch of embeddings, between the replicas' forward and backward passes:
+// loss_metric, or the margin loss with its class layer (which updates its own parameters, as
+// dnn_trainer would: gradients from the pre-step parameters, the same sgd).
+class batch_objective {
+public:
+    virtual ~batch_objective() = default;
+    // The batch's loss; fills all.gradient with d loss / d embeddings.
+    virtual double step(embedding_batch& all, const std::vector<unsigned long>& labels, double learning_rate) = 0;
+    virtual void save(std::ostream&) const {}
+    virtual void load(std::istream&) {}
+    virtual matrix<float> class_centres() const { return matrix<float>(); }
+};
+
+class metric_objective : public batch_objective {
+public:
+    double step(embedding_batch& all, const std::vector<unsigned long>& labels, double) override {
+        return loss_.compute_loss_value_and_gradient(all.output, labels.begin(), all);
+    }
+
+private:
+    loss_metric_ loss_;
+};
+
+class margin_objective : public batch_objective {
+public:
+    margin_objective(const train_options& o)
+        : layer_(o.margin.centres), loss_(margin_loss_of(o.margin)), solver_(o.weight_decay, o.momentum) {}
+
+    double step(embedding_batch& all, const std::vector<unsigned long>& labels, double learning_rate) override {
+        layer_.setup(all);  // checks the sizes
+        embedding_batch cosines;
+        layer_.forward(all, cosines.output);
+        cosines.gradient.copy_size(cosines.output);
+        const double loss = loss_.compute_loss_value_and_gradient(cosines.output, labels.begin(), cosines);
+        all.gradient = 0;
+        params_grad_.copy_size(layer_.get_layer_params());
+        layer_.backward(cosines.gradient, all, params_grad_);
+        if (layer_.get_learning_rate_multiplier() != 0) {
+            const tensor& change = solver_(static_cast<float>(learning_rate), layer_, params_grad_);
+            tt::add(layer_.get_layer_params(), layer_.get_layer_params(), change);
+        }
+        return loss;
+    }
+
+    matrix<float> class_centres() const override { return layer_.centres(); }
+
+    void save(std::ostream& out) const override {
+        serialize(layer_, out);
+        serialize(solver_, out);
+    }
+    void load(std::istream& in) override {
+        deserialize(layer_, in);
+        deserialize(solver_, in);
+    }
+
+private:
+    cosine_fc_ layer_;
+    loss_margin_ loss_;
+    dlib::sgd solver_;
+    resizable_tensor params_grad_;
 };
 
 class parallel_affine_trainer : public face_trainer {
@@ -208,9 +94,11 @@ public:
     parallel_affine_trainer(fast_test_net net, train_data data, const train_options& options)
         : data_(std::move(data)), options_(options), sampler_(data_.labels, options.identities_per_batch, options.images_per_identity, options.seed), learning_rate_(options.learning_rate),
           solvers_(fast_test_net::num_computational_layers, dlib::sgd(options.weight_decay, options.momentum)) {
-        const int k = options.first_trained_level;
-        set_multipliers(net, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1),
-                        options.stop_backprop);
+        if (options.margin.enabled)
+            objective_ = std::make_unique<margin_objective>(options);
+        else
+            objective_ = std::make_unique<metric_objective>();
+        set_multipliers(net, first_frozen_layer(options.first_trained_level, 0), options.stop_backprop);
         replicas_.assign(std::max(1, options.threads), net);
         inputs_.resize(replicas_.size());
         slices_.resize(replicas_.size());
@@ -237,6 +125,7 @@ public:
         serialize(sampler_.rnd(), out);
         dlib::serialize(step_, out);
         dlib::serialize(learning_rate_, out);
+        objective_->save(out);
         return out.str();
     }
 
@@ -248,13 +137,14 @@ public:
         deserialize(sampler_.rnd(), in);
         dlib::deserialize(step_, in);
         dlib::deserialize(learning_rate_, in);
-        const int k = options_.first_trained_level;   // the frozen levels again (runtime settings are not serialised)
-        set_multipliers(net, k == 0 ? face_net_levels::net::num_layers : face_net_levels::top_layer_of_level(k - 1),
-                        options_.stop_backprop);
+        objective_->load(in);
+        // the frozen levels again (runtime settings are not serialised)
+        set_multipliers(net, first_frozen_layer(options_.first_trained_level, 0), options_.stop_backprop);
         replicas_.assign(replicas_.size(), net);
     }
 
     std::vector<std::pair<size_t, std::vector<float>>> parameters() override { return parameters_of(replicas_.front()); }
+    dlib::matrix<float> class_centres() override { return objective_->class_centres(); }
 
 private:
     double one_step() {
@@ -269,19 +159,13 @@ private:
         parallel_slices(n, workers, [&](long w, long begin, long end) {
             slices_[w] = {begin, end};
             std::vector<chip_type> batch;
-            for (long i = begin; i < end; ++i) {
-                if (!options_.augment) {
-                    batch.push_back(data_.chips[indices[i]]);
-                    continue;
-                }
-                dlib::rand rnd("pyfacedlib-augment-" + std::to_string(step_seed) + "-" + std::to_string(i));
-                batch.push_back(augmented(data_.chips[indices[i]], rnd));
-            }
+            for (long i = begin; i < end; ++i)
+                batch.push_back(options_.augment ? augmented_sample(data_.chips[indices[i]], step_seed, i) : data_.chips[indices[i]]);
             replicas_[w].to_tensor(batch.begin(), batch.end(), inputs_[w]);
             replicas_[w].subnet().forward(inputs_[w]);
         });
 
-        // loss_metric over the whole batch
+        // the loss over the whole batch
         embedding_batch all;
         all.output.set_size(n, descriptor_size);
         all.gradient.set_size(n, descriptor_size);
@@ -289,7 +173,7 @@ private:
             const tensor& out = replicas_[w].subnet().get_output();
             std::memcpy(all.output.host() + slices_[w].first * descriptor_size, out.host(), out.size() * sizeof(float));
         }
-        const double loss = loss_.compute_loss_value_and_gradient(all.output, labels.begin(), all);
+        const double loss = objective_->step(all, labels, learning_rate_);
 
         // backward: each worker its slice of the gradient
         parallel_slices(n, workers, [&](long w, long begin, long end) {
@@ -329,7 +213,7 @@ private:
     std::vector<fast_test_net> replicas_;   // replicas_[0] holds the model; the others follow it
     std::vector<resizable_tensor> inputs_;
     std::vector<std::pair<long, long>> slices_;
-    loss_metric_ loss_;
+    std::unique_ptr<batch_objective> objective_;
     long step_ = 0;
 };
 
@@ -340,26 +224,39 @@ private:
 using feature_type = matrix<float, 0, 1>;
 using head_net = loss_metric<fc_no_bias<128, input<feature_type>>>;
 
-class head_trainer : public dnn_trainer_run<head_net, feature_type> {
-    using base = dnn_trainer_run<head_net, feature_type>;
+template <typename net_type>  // head_net or margin_net_of<head_net>
+class head_trainer : public dnn_trainer_run<net_type, feature_type> {
+    using base = dnn_trainer_run<net_type, feature_type>;
+    using parts = net_parts<net_type>;
+    using base::net_;
+    using base::options_;
+    using base::sampler_;
 
 public:
     head_trainer(face_test_net trunk, train_data data, const train_options& options)
-        : base(head_net(), data.labels, options), trunk_(std::move(trunk)), images_(data.labels.size()) {
+        : base(net_type(), data.labels, options), trunk_(std::move(trunk)), images_(data.labels.size()) {
         compute_features(data.chips);
         feature_type probe(256);
         probe = 0;
-        net_(probe);  // set up, then start from the base net's fc weights
-        copy_fc(layer<1>(trunk_).layer_details(), layer<1>(net_).layer_details());
+        head_net head;
+        head(probe);  // set up, then start from the base net's fc weights
+        copy_fc(layer<1>(trunk_).layer_details(), layer<1>(head).layer_details());
+        if constexpr (parts::class_layers == 0)
+            net_ = head;
+        else
+            net_ = with_margin_head(head, options.margin.centres, margin_loss_of(options.margin));
     }
 
     face_test_net testing_net() override {
         face_test_net out = trunk_;
-        copy_fc(layer<1>(trained_net()).layer_details(), layer<1>(out).layer_details());
+        auto head = parts::embedding(this->trained_net());
+        copy_fc(layer<1>(head).layer_details(), layer<1>(out).layer_details());
         return out;
     }
 
     std::string training_net_bytes() override { return std::string(); }
+
+    dlib::matrix<float> class_centres() override { return parts::class_centres(this->trained_net()); }
 
     std::vector<std::pair<size_t, std::vector<float>>> parameters() override {
         auto net = testing_net();
@@ -399,7 +296,7 @@ private:
         });
     }
 
-    feature_type make_sample(size_t i) override {
+    feature_type make_sample(size_t i, std::uint64_t, long) override {
         const size_t copies = features_.size() / images_;
         return features_[i * copies + sampler_.rnd().get_random_32bit_number() % copies];
     }
@@ -426,6 +323,17 @@ void check_run(const train_data& data, const train_options& o) {
     if (o.identities_per_batch < 2 || o.images_per_identity < 2)
         throw std::invalid_argument("mini-batches need >= 2 identities of >= 2 images each (loss_metric's pairs)");
     if (o.threads < 1 || o.head_feature_copies < 1) throw std::invalid_argument("threads and head_feature_copies must be >= 1");
+    if (o.margin.enabled) {
+        margin_loss_of(o.margin);  // checks scale and margins
+        const auto& centres = o.margin.centres;
+        if (centres.nc() != static_cast<long>(descriptor_size))
+            throw std::invalid_argument("class centres need " + std::to_string(descriptor_size) + " columns, got " + std::to_string(centres.nc()));
+        if (static_cast<unsigned long>(centres.nr()) <= per_identity.rbegin()->first)
+            throw std::invalid_argument("class centres need one row per label value (labels go up to " +
+                                        std::to_string(per_identity.rbegin()->first) + ", got " + std::to_string(centres.nr()) + " rows)");
+        if (!dlib::is_finite(centres) || min(sum_cols(squared(centres))) <= 0)
+            throw std::invalid_argument("class centres must be finite and non-zero");
+    }
 }
 
 }  // namespace
@@ -433,17 +341,17 @@ void check_run(const train_data& data, const train_options& o) {
 std::unique_ptr<face_trainer> make_trainer(const std::string& base_bytes, const std::string& base_label,
                                            bool train_bn_net, train_data data, const train_options& options) {
     check_run(data, options);
-    if (options.first_trained_level == face_net_levels::num_levels - 1)  // head only: the trunk, batch norm included, is frozen
-        return std::make_unique<head_trainer>(load_test_net(base_bytes, base_label), std::move(data), options);
-    if (train_bn_net && !options.fast_path)
-        return std::make_unique<full_trainer<face_train_net>>(load_bn_net(base_bytes, base_label), std::move(data), options);
-    if (train_bn_net)
-        return std::make_unique<full_trainer<fast_train_net>>(fast_train_net(load_bn_net(base_bytes, base_label)), std::move(data), options);
+    if (options.first_trained_level == face_net_levels::num_levels - 1) {  // head only: the trunk, batch norm included, is frozen
+        if (options.margin.enabled)
+            return std::make_unique<head_trainer<margin_net_of<head_net>>>(load_test_net(base_bytes, base_label), std::move(data), options);
+        return std::make_unique<head_trainer<head_net>>(load_test_net(base_bytes, base_label), std::move(data), options);
+    }
+    if (train_bn_net) return training_detail::bn_net_run(load_bn_net(base_bytes, base_label), std::move(data), options);
 #ifndef DLIB_USE_CUDA  // CPU replicas; with CUDA one dnn_trainer feeds the GPU
     if (options.fast_path)
         return std::make_unique<parallel_affine_trainer>(fast_test_net(load_affine_net(base_bytes, base_label)), std::move(data), options);
 #endif
-    return std::make_unique<full_trainer<face_test_net>>(load_affine_net(base_bytes, base_label), std::move(data), options);
+    return training_detail::affine_net_run(load_affine_net(base_bytes, base_label), std::move(data), options);
 }
 
 }  // namespace pfd

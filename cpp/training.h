@@ -3,6 +3,7 @@
 
 #include "face_net.h"
 #include "inference.h"
+#include "margin.h"
 
 #include <cstdint>
 #include <memory>
@@ -10,6 +11,16 @@
 #include <vector>
 
 namespace pfd {
+
+// The loss: dlib's loss_metric (enabled = false), or a softmax margin loss (margin.h) over a
+// cosine class layer that starts from `centres` (one row per label value, 128 columns).
+struct margin_options {
+    bool enabled = false;
+    double scale = 0;
+    double angular_margin = 0;   // ArcFace: cos(theta + m)
+    double cosine_margin = 0;    // CosFace: cos(theta) - m
+    dlib::matrix<float> centres;
+};
 
 // Every field is set by the caller: the user-facing defaults live in one place, pyfacedlib's
 // FinetuneConfig. make_trainer() rejects values out of range.
@@ -30,6 +41,7 @@ struct train_options {
     // fast path, from_level:K: back-propagation stops at the lowest trained level (frozen levels
     // compute no gradients); false = computed through the frozen levels as dlib does (benchmarks)
     bool stop_backprop = true;
+    margin_options margin;
 };
 
 // A training set: chips and integer identity labels (every identity with >= 2 images).
@@ -39,7 +51,9 @@ struct train_data {
 };
 
 // One fine-tuning run. Implementations: the full net (bn_con or affine = frozen batch norm) through
-// dnn_trainer, and the head fast path (cached trunk features, only fc_no_bias<128> learns).
+// dnn_trainer, the frozen-BN net data-parallel, and the head fast path (cached trunk features, only
+// fc_no_bias<128> learns) -- each with loss_metric or a margin loss. With a margin loss the class
+// layer trains too; the model (testing net, exports, parameters) is always the 128-D net without it.
 class face_trainer {
 public:
     virtual ~face_trainer() = default;
@@ -57,6 +71,8 @@ public:
     virtual void restore(const std::string& bytes) = 0;
     // Per computational layer index: a copy of its learnable parameters (none for affine_ layers).
     virtual std::vector<std::pair<size_t, std::vector<float>>> parameters() = 0;
+    // A margin run's class layer (classes x 128, as trained); empty for loss_metric.
+    virtual dlib::matrix<float> class_centres() = 0;
 };
 
 // base: the starting net, as a serialized affine .dat (bn="frozen" or strategy head) or bn_con .dat.

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BnCalibrator', 'CnnFaceDetector', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cuda_runtime', 'extract_face_chip', 'identity_batches', 'metric_loss', 'net_kind', 'sgemm_gflops']
+__all__: list[str] = ['BnCalibrator', 'CnnFaceDetector', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'MarginLoss', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cosine_layer', 'cuda_runtime', 'extract_face_chip', 'identity_batches', 'metric_loss', 'net_kind', 'scaled_descriptor_net', 'sgemm_gflops']
 class FaceEmbedderCore:
     """
     dlib's face-recognition ResNet (affine testing net) run on batches of chips.
@@ -106,11 +106,30 @@ class BnCalibrator:
     @property
     def faces(self) -> int:
         ...
+class MarginLoss:
+    """
+    Softmax margin loss over cosines (insightface's combined form with m1 = 1): the true class's logit is s*(cos(theta + angular_margin) - cosine_margin), the others s*cos(theta). ArcFace: angular_margin; CosFace: cosine_margin.
+    """
+    def __init__(self, scale: typing.SupportsFloat | typing.SupportsIndex, angular_margin: typing.SupportsFloat | typing.SupportsIndex = 0.0, cosine_margin: typing.SupportsFloat | typing.SupportsIndex = 0.0) -> None:
+        ...
+    def loss_and_gradient(self, cosines: numpy.ndarray, labels: typing.Any) -> tuple[float, numpy.typing.NDArray[numpy.float32]]:
+        """
+        (mean loss, d loss / d cosines) for (n, classes) float32 cosines and n labels.
+        """
+    @property
+    def angular_margin(self) -> float:
+        ...
+    @property
+    def cosine_margin(self) -> float:
+        ...
+    @property
+    def scale(self) -> float:
+        ...
 class FaceTrainer:
     """
-    One fine-tuning run of the face net (loss_metric, dlib's sgd; fast_path=False: dlib's con_ and dnn_trainer unchanged, the reference).
+    One fine-tuning run of the face net (dlib's sgd; loss_metric, or margin_loss with a cosine class layer starting from class_centres; fast_path=False: dlib's con_ and dnn_trainer unchanged, the reference).
     """
-    def __init__(self, base_path: str, train_bn_net: bool, chips: numpy.ndarray, labels: typing.Any, first_level: typing.SupportsInt | typing.SupportsIndex, learning_rate: typing.SupportsFloat | typing.SupportsIndex, identities_per_batch: typing.SupportsInt | typing.SupportsIndex, images_per_identity: typing.SupportsInt | typing.SupportsIndex, augment: bool, head_feature_copies: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, fast_path: bool = True, stop_backprop: bool = True) -> None:
+    def __init__(self, base_path: str, train_bn_net: bool, chips: numpy.ndarray, labels: typing.Any, first_level: typing.SupportsInt | typing.SupportsIndex, learning_rate: typing.SupportsFloat | typing.SupportsIndex, identities_per_batch: typing.SupportsInt | typing.SupportsIndex, images_per_identity: typing.SupportsInt | typing.SupportsIndex, augment: bool, head_feature_copies: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, fast_path: bool = True, stop_backprop: bool = True, margin_loss: MarginLoss | None = None, class_centres: typing.Any = None) -> None:
         ...
     def affine_bytes(self) -> bytes:
         """
@@ -122,6 +141,10 @@ class FaceTrainer:
         """
     def checkpoint(self) -> bytes:
         ...
+    def class_centres(self) -> numpy.typing.NDArray[numpy.float32]:
+        """
+        A margin run's class layer as trained: (classes, 128) float32, one row per label (0 rows for loss_metric).
+        """
     def embedder(self, threads: typing.SupportsInt | typing.SupportsIndex) -> FaceEmbedderCore:
         """
         A FaceEmbedderCore on the current model (affine testing net).
@@ -169,6 +192,10 @@ def chinese_whispers(descriptors: numpy.ndarray, threshold: typing.SupportsFloat
     """
     Cluster label per descriptor from dlib::chinese_whispers over edges closer than threshold.
     """
+def cosine_layer(x: numpy.ndarray, centres: numpy.ndarray, gradient: numpy.ndarray) -> tuple[numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.float32], numpy.typing.NDArray[numpy.float32]]:
+    """
+    The margin runs' class layer (cosine_fc_) on its own: (cosines (n, c), d/dx (n, d), d/dcentres (c, d)) for float32 x (n, d), centres (c, d) and a gradient (n, c) with respect to the cosines.
+    """
 def cuda_runtime() -> dict:
     """
     The CUDA runtime, driver and cuDNN versions and the GPUs found now (a CPU build: none, and why).
@@ -188,6 +215,10 @@ def metric_loss(path: str, chips: numpy.ndarray, labels: typing.Any) -> float:
 def net_kind(path: str) -> str:
     """
     'affine' or 'bn' for a face-net file; ModelFormatError for anything else.
+    """
+def scaled_descriptor_net(path: str, factor: typing.SupportsFloat | typing.SupportsIndex) -> bytes:
+    """
+    The face net in `path` (either kind) with every descriptor multiplied by `factor`, as .dat bytes.
     """
 def sgemm_gflops(m: typing.SupportsInt | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex, k: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, repeats: typing.SupportsInt | typing.SupportsIndex = 5) -> float:
     """

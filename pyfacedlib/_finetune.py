@@ -33,21 +33,48 @@ from . import _atomic, _plots, models
 from ._native import DEVICES, core, resolve_device
 from ._system import available_cpus
 from .datasets import identity_split
-from .evaluate import verification
+from .evaluate import DLIB_THRESHOLD, best_threshold, verification
 from .faces import FaceInput, FaceSet, identity_batches, load_faces
 
 HEAD_LEVEL = core.NUM_LEVELS - 1
 BN_MODES = ("frozen", "calibrated")
-# per kind of strategy: (learning rate, steps, validate every, checkpoint every)
+LOSSES = ("metric", "cosface", "arcface")
+SCHEDULES = ("cosine", "plateau")
+# per kind of strategy: (peak learning rate, steps, validate every, checkpoint every)
 STRATEGY_DEFAULTS = {
     "head": (0.01, 2000, 200, 500),
-    "from_level": (0.0001, 300, 50, 25),
-    "all": (0.00005, 300, 50, 25),
+    "from_level": (0.0001, 400, 50, 25),
+    "all": (0.0001, 400, 50, 25),
 }
+# margins of the margin losses when none is given: ArcFace in radians, CosFace in cosine units.
+# dlib's descriptors decide same/different around 22 degrees, so these are far below insightface's
+# 0.5 / 0.4 (tuned for unit-norm features and ~85k identities); README "Margin losses".
+DEFAULT_MARGINS = {"cosface": 0.1, "arcface": 0.1}
+MIN_DEFAULT_SCALE = 4.0
+
+
+def auto_strategy(faces: int, identities: int) -> str:
+    """The strategy `strategy="auto"` picks for this many training faces and identities.
+
+    Whole-net training (frozen BN) was best on both shifted and clean faces with ≈3,000 training
+    faces (README "Choosing a strategy"); with less data fewer levels learn, and below 200 faces only
+    the head does (the trunk would memorise them).
+    """
+    if faces >= 1000 and identities >= 50:
+        return "all"
+    if faces >= 200 and identities >= 10:
+        return "from_level:4"
+    return "head"
+
+
+def default_scale(classes: int) -> float:
+    """AdaCos's fixed scale s = √2·ln(C − 1) for C classes (at least MIN_DEFAULT_SCALE)."""
+    return max(MIN_DEFAULT_SCALE, math.sqrt(2) * math.log(max(classes - 1, 1)))
 
 
 def parse_strategy(strategy: str) -> tuple[str, int]:
-    """("head"|"all"|"from_level", first trained level 0..HEAD_LEVEL)."""
+    """("head"|"all"|"from_level", first trained level 0..HEAD_LEVEL); "auto" is resolved by
+    FinetuneConfig.resolved() once the data are known."""
     if strategy == "head":
         return "head", HEAD_LEVEL
     if strategy == "all":
@@ -59,7 +86,7 @@ def parse_strategy(strategy: str) -> tuple[str, int]:
             level = -1
         if 0 <= level <= HEAD_LEVEL:
             return "from_level", level
-    raise ValueError(f"strategy must be 'head', 'all' or 'from_level:K' with K in 0..{HEAD_LEVEL}, got {strategy!r}")
+    raise ValueError(f"strategy must be 'auto', 'head', 'all' or 'from_level:K' with K in 0..{HEAD_LEVEL}, got {strategy!r}")
 
 
 @dataclass(frozen=True)
@@ -70,19 +97,35 @@ class FinetuneConfig:
     the ones that define the run (run_settings), so a resume with other settings is refused.
     """
 
-    strategy: str = field(default="head", metadata={"help": f"head | all | from_level:K (K = 0..{HEAD_LEVEL}, from the input)"})
+    strategy: str = field(default="auto", metadata={"help": f"auto (from the amount of data) | head | all | from_level:K "
+                                                             f"(K = 0..{HEAD_LEVEL}, from the input)"})
     bn: str = field(default="frozen", metadata={"help": "batch norm: frozen (the affine net trains) or calibrated (bn net)",
                                                 "choices": BN_MODES})
     steps: int | None = field(default=None, metadata={"help": "mini-batches to train (default: per strategy)"})
-    max_minutes: float | None = field(default=None, metadata={"help": "stop after this many minutes"})
-    lr: float | None = field(default=None, metadata={"help": "learning rate (default: per strategy)"})
+    max_minutes: float | None = field(default=None, metadata={"help": "stop after this many minutes (the cosine schedule "
+                                                                      "shrinks to the steps that fit)"})
+    lr: float | None = field(default=None, metadata={"help": "peak learning rate (default: per strategy)"})
+    schedule: str = field(default="cosine", metadata={"help": "cosine (linear warm-up, then cosine decay to lr/100) or "
+                                                              "plateau (lr/10 after `patience` validations without "
+                                                              "improvement)", "choices": SCHEDULES})
+    warmup: float = field(default=0.05, metadata={"help": "cosine schedule: fraction of the steps spent warming up"})
+    loss: str = field(default="metric", metadata={"help": "metric (dlib's loss_metric) | cosface | arcface (margin "
+                                                          "softmax over a cosine class layer)", "choices": LOSSES})
+    margin: float | None = field(default=None, metadata={"help": "cosface: cosine margin; arcface: angular margin in "
+                                                                 "radians (default: 0.1)"})
+    scale: float | None = field(default=None, metadata={"help": "cosface/arcface: logit scale s (default: AdaCos's "
+                                                                "√2·ln(identities − 1), at least 4)"})
     identities_per_batch: int = field(default=5, metadata={"help": "identities in a mini-batch"})
     images_per_identity: int = field(default=5, metadata={"help": "faces of each identity in a mini-batch"})
     augment: bool = field(default=True, metadata={"help": "random crops, rotations, flips and colour shifts"})
     val_every: int | None = field(default=None, metadata={"help": "validate every N steps (default: per strategy)"})
     checkpoint_every: int | None = field(default=None, metadata={"help": "checkpoint every N steps (default: per strategy)"})
-    patience: int = field(default=3, metadata={"help": "validations without improvement before the lr shrinks 10x"})
+    patience: int = field(default=3, metadata={"help": "plateau schedule: validations without improvement before "
+                                                       "the lr shrinks 10x"})
     lr_floor: float | None = field(default=None, metadata={"help": "stop when the lr falls below this (default: lr/1000)"})
+    calibrate_threshold: bool = field(default=True, metadata={"help": "scale the exported descriptors so that the most "
+                                                                      "accurate threshold on the validation pairs is "
+                                                                      "dlib's 0.6"})
     head_feature_copies: int = field(default=4, metadata={"help": "head strategy: augmented copies of each face's features"})
     seed: int = field(default=0, metadata={"help": "seed of the sampler, augmentation and identity split"})
     threads: int | None = field(default=None, metadata={"help": "worker threads (default: all CPUs)"})
@@ -93,9 +136,17 @@ class FinetuneConfig:
     cache_dir: str | None = field(default=None, metadata={"help": "aligned-chip cache (default: ~/.cache/pyfacedlib/chips)"})
 
     def __post_init__(self) -> None:
-        parse_strategy(self.strategy)
-        if self.bn not in BN_MODES:
-            raise ValueError(f"bn must be one of {BN_MODES}, got {self.bn!r}")
+        if self.strategy != "auto":
+            parse_strategy(self.strategy)
+        for name, allowed in (("bn", BN_MODES), ("loss", LOSSES), ("schedule", SCHEDULES)):
+            if getattr(self, name) not in allowed:
+                raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
+        if self.loss == "metric" and (self.margin is not None or self.scale is not None):
+            raise ValueError("margin and scale belong to the margin losses (loss='cosface' or 'arcface'), not loss_metric")
+        if self.margin is not None and (not _is_number(self.margin) or not 0 <= self.margin < (1.5 if self.loss == "arcface" else 1)):
+            raise ValueError(f"margin must be in [0, {1.5 if self.loss == 'arcface' else 1}), got {self.margin!r}")
+        if not _is_number(self.warmup) or not 0 <= self.warmup < 1:
+            raise ValueError(f"warmup must be a fraction in [0, 1), got {self.warmup!r}")
         if self.device not in DEVICES:
             raise ValueError(f"device must be one of {DEVICES}, got {self.device!r}")
         for name in ("identities_per_batch", "images_per_identity"):
@@ -106,15 +157,22 @@ class FinetuneConfig:
         _check_int("patience", self.patience, 1)
         _check_int("head_feature_copies", self.head_feature_copies, 1)
         _check_int("seed", self.seed, 0)
-        for name in ("lr", "lr_floor", "max_minutes"):
+        for name in ("lr", "lr_floor", "max_minutes", "scale"):
             value = getattr(self, name)
-            if value is not None and (isinstance(value, bool) or not isinstance(value, (int, float))
-                                      or not math.isfinite(value) or value <= 0):
+            if value is not None and (not _is_number(value) or value <= 0):
                 raise ValueError(f"{name} must be a finite number > 0 or None, got {value!r}")
+
+    def resolved(self, faces: int, identities: int) -> "FinetuneConfig":
+        """This config with strategy "auto" replaced by auto_strategy(faces, identities)."""
+        if self.strategy != "auto":
+            return self
+        return dataclasses.replace(self, strategy=auto_strategy(faces, identities))
 
     @property
     def kind(self) -> str:
-        """"head", "from_level" or "all"."""
+        """"head", "from_level" or "all" (after resolved())."""
+        if self.strategy == "auto":
+            raise ValueError("strategy 'auto' is decided from the data: call resolved(faces, identities) first")
         return parse_strategy(self.strategy)[0]
 
     @property
@@ -146,6 +204,29 @@ class FinetuneConfig:
         return float(self.lr_floor if self.lr_floor is not None else self.learning_rate / 1000)
 
     @property
+    def margin_value(self) -> float:
+        """The margin loss's margin (0 for loss_metric)."""
+        return float(self.margin if self.margin is not None else DEFAULT_MARGINS.get(self.loss, 0.0))
+
+    def margin_settings(self, classes: int) -> tuple[float, float, float] | None:
+        """(scale, angular margin, cosine margin) of a cosface/arcface run over `classes` identities
+        (the arguments of _core.MarginLoss); None for loss_metric."""
+        if self.loss == "metric":
+            return None
+        scale = float(self.scale if self.scale is not None else default_scale(classes))
+        return (scale, self.margin_value, 0.0) if self.loss == "arcface" else (scale, 0.0, self.margin_value)
+
+    def learning_rate_at(self, step: int, horizon: int) -> float:
+        """The cosine schedule's rate before step `step` of `horizon`: linear warm-up over the first
+        `warmup` fraction, then half a cosine from the peak down to peak/100."""
+        peak, horizon = self.learning_rate, max(1, horizon)
+        warm = max(1, round(self.warmup * horizon)) if self.warmup > 0 else 0
+        if step < warm:
+            return peak * (step + 1) / warm
+        progress = min(1.0, (step - warm) / max(1, horizon - warm))
+        return peak / 100 + (peak - peak / 100) * 0.5 * (1 + math.cos(math.pi * progress))
+
+    @property
     def worker_threads(self) -> int:
         return int(self.threads if self.threads is not None else available_cpus())
 
@@ -156,9 +237,15 @@ class FinetuneConfig:
 
     def run_settings(self) -> dict:
         """The settings that define a run's trajectory (a checkpoint of other settings is not resumed)."""
-        return {"strategy": self.strategy, "bn": self.bn, "lr": self.learning_rate,
-                "head_feature_copies": self.head_feature_copies, "identities_per_batch": self.identities_per_batch,
-                "images_per_identity": self.images_per_identity, "augment": self.augment, "seed": self.seed}
+        return {"strategy": self.strategy, "bn": self.bn, "lr": self.learning_rate, "schedule": self.schedule,
+                "warmup": self.warmup, "loss": self.loss, "margin": self.margin_value,
+                "scale": self.scale, "head_feature_copies": self.head_feature_copies,
+                "identities_per_batch": self.identities_per_batch, "images_per_identity": self.images_per_identity,
+                "augment": self.augment, "seed": self.seed}
+
+
+def _is_number(value: object) -> bool:
+    return not isinstance(value, bool) and isinstance(value, (int, float, np.floating)) and math.isfinite(value)
 
 
 def _check_int(name: str, value: object, minimum: int) -> None:
@@ -185,6 +272,10 @@ class FinetuneResult:
     skipped_images: dict = field(default_factory=dict)
     skipped_identities: dict = field(default_factory=dict)
     device: str = "cpu"        # where the steps ran: "cpu" or "cuda"
+    strategy: str = ""         # the strategy that ran ("auto" resolved)
+    loss: str = "metric"
+    descriptor_scale: float = 1.0   # the factor applied so that dlib's 0.6 threshold fits (calibrate_threshold)
+    threshold: float | None = None  # the exported model's most accurate threshold on the validation pairs
 
 
 # ------------------------------------------------------------------------------------------------
@@ -276,7 +367,18 @@ def validate(trainer: Any, validation: ValidationSet, threads: int) -> dict:
     loss = (trainer.validation_loss(validation.batch_chips, validation.batch_labels, validation.batch_size)
             if len(validation.batch_labels) else float("nan"))
     return {"accuracy": report.accuracy_mean, "accuracy_at_0_6": report.accuracy_at_0_6,
-            "val_at_far_1e_3": report.val_at_far_1e_3, "loss": float(loss), "pairs": int(len(d))}
+            "val_at_far_1e_3": report.val_at_far_1e_3, "threshold": report.best_threshold, "loss": float(loss),
+            "pairs": int(len(d))}
+
+
+def class_centres(model: str, chips: np.ndarray, labels: list[int], classes: int, threads: int) -> np.ndarray:
+    """Weight imprinting: each identity's mean unit-length descriptor under `model`, normalised
+    ((classes, 128) float32): the margin runs' class layer starts where the faces already are."""
+    descriptors = core.FaceEmbedderCore(model, threads).embed_chips(chips, 0, 0).astype(np.float64)
+    descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
+    sums = np.zeros((classes, descriptors.shape[1]))
+    np.add.at(sums, np.asarray(labels), descriptors)
+    return np.ascontiguousarray(sums / np.linalg.norm(sums, axis=1, keepdims=True), np.float32)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -318,13 +420,19 @@ class TrainingRun:
         self.settings = {**config.run_settings(), "base": _fingerprint(Path(base).read_bytes()),
                          "data": _fingerprint(data.train.chips.tobytes(), labels)}
         self.device, module = resolve_device(config.device)
+        classes = len(data.train.identities)
+        margin = config.margin_settings(classes)
+        self.margin_loss = module.MarginLoss(*margin) if margin is not None else None
+        centres = class_centres(base, data.train.chips, labels, classes, config.worker_threads) if margin else None
         self.trainer = module.FaceTrainer(start_model, config.trains_bn_net, data.train.chips, labels, config.first_level,
                                         config.learning_rate, config.identities_per_batch, config.images_per_identity,
-                                        config.augment, config.head_feature_copies, config.seed, config.worker_threads)
+                                        config.augment, config.head_feature_copies, config.seed, config.worker_threads,
+                                        margin_loss=self.margin_loss, class_centres=centres)
         self.validation = (ValidationSet.build(data.validation, config.identities_per_batch, config.images_per_identity,
                                                config.seed) if data.validation is not None else None)
         self.history: list[dict] = []
         self.best: dict | None = None
+        self.horizon = config.total_steps  # the cosine schedule's length (shrinks when max_minutes binds)
         self.resumed_from = 0
         self.checkpoint_bin, self.checkpoint_json = out / "checkpoint.bin", out / "checkpoint.json"
         self.best_affine, self.best_bn = out / "best_affine.dat", out / "best_bn.dat"
@@ -367,15 +475,24 @@ class TrainingRun:
         if self.validation is not None and not any(h["kind"] == "validation" for h in self.history):
             self.run_validation()  # the starting point, step 0
         total, every_val, every_ckpt = config.total_steps, config.validation_interval, config.checkpoint_interval
-        bar = tqdm(total=total, initial=trainer.step, desc=f"finetune {config.strategy}/{config.bn}", unit="step",
-                   disable=not config.progress)
+        bar = tqdm(total=total, initial=trainer.step, desc=f"finetune {config.strategy}/{config.bn}/{config.loss}",
+                   unit="step", disable=not config.progress)
         chunk = 50 if config.kind == "head" else 1
         stale = 0
+        first_step, timed_from = trainer.step, time.perf_counter()
         while trainer.step < total:
-            if config.max_minutes is not None and (time.perf_counter() - started) / 60 >= config.max_minutes:
+            elapsed = time.perf_counter() - started
+            if config.max_minutes is not None and elapsed / 60 >= config.max_minutes:
                 break
-            if trainer.learning_rate < config.learning_rate_floor:
+            if config.schedule == "plateau" and trainer.learning_rate < config.learning_rate_floor:
                 break
+            if config.schedule == "cosine":
+                self.horizon = total
+                if config.max_minutes is not None and trainer.step > first_step:
+                    per_step = (time.perf_counter() - timed_from) / (trainer.step - first_step)
+                    fit = trainer.step + int((config.max_minutes * 60 - elapsed) / per_step)
+                    self.horizon = max(trainer.step + 1, min(total, fit))
+                trainer.learning_rate = config.learning_rate_at(trainer.step, self.horizon)
             n = min(chunk, total - trainer.step, every_val - trainer.step % every_val,
                     every_ckpt - trainer.step % every_ckpt)
             loss = trainer.train(n)
@@ -387,7 +504,7 @@ class TrainingRun:
                 previous = self.best["step"] if self.best else None
                 self.run_validation()
                 stale = 0 if self.best is None or self.best["step"] != previous else stale + 1
-                if stale >= config.patience:
+                if config.schedule == "plateau" and stale >= config.patience:
                     trainer.learning_rate = trainer.learning_rate / 10
                     stale = 0
             last_val = next((h for h in reversed(self.history) if h["kind"] == "validation"), None)
@@ -424,6 +541,35 @@ def _plot(history: list[dict], path: Path) -> None:
     _plots.save_figure(fig, path, dpi=100)
 
 
+def fit_threshold(run: TrainingRun, affine_out: Path, bn_out: Path) -> tuple[float, float | None]:
+    """(descriptor scale applied, most accurate threshold of the exported model) on the validation
+    pairs (the training faces' pairs when there is no validation set).
+
+    A margin loss trains angles and leaves the descriptors' length free, so its exported model's
+    best threshold is wherever training left it; loss_metric's drifts too (0.66 after 400 steps on
+    16-px faces). With config.calibrate_threshold the model's descriptors are scaled so that it is
+    dlib's 0.6 again (distances scale linearly, so accuracy at the best threshold is unchanged);
+    otherwise the threshold is only reported."""
+    config = run.config
+    if run.validation is not None:
+        chips, first, second, same = (run.validation.faces.chips, run.validation.first, run.validation.second,
+                                      run.validation.same)
+    else:
+        chips = run.data.train.chips[:2000]
+        first, second, same = validation_pairs(run.data.train.labels[:2000], seed=config.seed)
+    if same.all() or (~same).all():
+        return 1.0, None
+    descriptors = core.FaceEmbedderCore(str(affine_out), config.worker_threads).embed_chips(chips, 0, 0).astype(np.float64)
+    threshold = best_threshold(np.linalg.norm(descriptors[first] - descriptors[second], axis=1), same)
+    if not config.calibrate_threshold or not np.isfinite(threshold) or threshold <= 0:
+        return 1.0, float(threshold)
+    factor = DLIB_THRESHOLD / threshold
+    _atomic.write_bytes(affine_out, core.scaled_descriptor_net(str(affine_out), factor))
+    if config.trains_bn_net and bn_out.exists():
+        _atomic.write_bytes(bn_out, core.scaled_descriptor_net(str(bn_out), factor))
+    return float(factor), DLIB_THRESHOLD
+
+
 def export(run: TrainingRun, started: float) -> FinetuneResult:
     """finetuned_affine.dat (the best model, else the last), finetuned_bn.dat, history.json, training_curve.png.
     `started`: time.perf_counter() when training began (the minutes reported include the export)."""
@@ -437,6 +583,7 @@ def export(run: TrainingRun, started: float) -> FinetuneResult:
         _atomic.write_bytes(affine_out, trainer.affine_bytes())
         if config.trains_bn_net:
             _atomic.write_bytes(bn_out, trainer.bn_bytes())
+    descriptor_scale, threshold = fit_threshold(run, affine_out, bn_out)
     if not config.trains_bn_net:  # the bn net to continue from: calibrated on (up to 1000 of) the training faces
         from .convert import convert_affine_to_bn
 
@@ -445,6 +592,7 @@ def export(run: TrainingRun, started: float) -> FinetuneResult:
     history_path, curve_path = out / "history.json", out / "training_curve.png"
     validation_identities = len(data.validation.identities) if data.validation is not None else 0
     summary = {"config": run.settings, "device": run.device, "best": run.best, "history": run.history, "minutes": minutes,
+               "descriptor_scale": descriptor_scale, "threshold": threshold,
                "train_faces": len(data.train), "train_identities": len(data.train.identities),
                "validation_identities": validation_identities,
                "skipped_images": data.skipped_images, "skipped_identities": data.skipped_identities}
@@ -455,7 +603,8 @@ def export(run: TrainingRun, started: float) -> FinetuneResult:
         best_step=run.best["step"] if run.best else trainer.step, best_validation=run.best, steps=trainer.step,
         minutes=minutes, resumed_from_step=run.resumed_from, train_faces=len(data.train),
         train_identities=len(data.train.identities), validation_identities=validation_identities,
-        skipped_images=data.skipped_images, skipped_identities=data.skipped_identities, device=run.device)
+        skipped_images=data.skipped_images, skipped_identities=data.skipped_identities, device=run.device,
+        strategy=config.strategy, loss=config.loss, descriptor_scale=descriptor_scale, threshold=threshold)
 
 
 def finetune(train: FaceInput, output_dir: str | os.PathLike, base_model: str | os.PathLike | None = None,
@@ -489,6 +638,7 @@ def finetune(train: FaceInput, output_dir: str | os.PathLike, base_model: str | 
     if core.net_kind(base) != "affine":  # ModelFormatError for anything that is not a face net
         raise ValueError(f"{base}: base_model must be an affine testing net (export a bn net with convert_bn_to_affine)")
     data = prepare_data(train, val, config)
+    config = config.resolved(len(data.train), len(data.train.identities))
     run = TrainingRun(base, starting_model(base, data, config, out), data, config, out)
     started = time.perf_counter()
     run.train()

@@ -192,8 +192,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
 
     config = FinetuneConfig(**{f.name: getattr(args, f.name) for f in dataclasses.fields(FinetuneConfig)})
     result = finetune(args.train_dir, args.out_dir, base_model=args.base_model, val=args.val_dir, config=config)
-    print(f"trained {result.steps} steps ({result.device}) in {result.minutes:.1f} min on {result.train_faces} faces of "
-          f"{result.train_identities} identities (resumed from step {result.resumed_from_step})")
+    print(f"trained {result.strategy}/{config.bn}/{result.loss} for {result.steps} steps ({result.device}) in "
+          f"{result.minutes:.1f} min on {result.train_faces} faces of {result.train_identities} identities "
+          f"(resumed from step {result.resumed_from_step})")
     if result.best_validation:
         v = result.best_validation
         print(f"best validation (step {result.best_step}, {result.validation_identities} held-out identities): "
@@ -201,6 +202,9 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     if result.skipped_identities or result.skipped_images:
         print(f"skipped: {len(result.skipped_identities)} identities, {len(result.skipped_images)} images "
               f"(listed in {result.history_path})")
+    if result.threshold is not None:
+        scaled = f" (descriptors scaled x{result.descriptor_scale:.3f} so that it is dlib's 0.6)" if result.descriptor_scale != 1 else ""
+        print(f"most accurate threshold on the validation pairs: {result.threshold:.3f}{scaled}")
     print(f"model: {result.affine_model}\nbn net: {result.bn_model}\nhistory: {result.history_path}")
     return 0
 

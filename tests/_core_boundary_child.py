@@ -43,6 +43,9 @@ def main() -> None:
     calibrator = core.BnCalibrator(FACE, 2)
     trainer = core.FaceTrainer(FACE, False, np.zeros((8, 150, 150, 3), np.uint8), [0, 0, 0, 0, 1, 1, 1, 1],
                                0, 1e-4, 2, 2, False, 1, 0, 1)
+    margin = core.MarginLoss(8.0, 0.1)
+    cosines = np.full((4, 2), 0.5, np.float32)
+    x, centres = np.ones((4, 128), np.float32), np.ones((2, 128), np.float32)
     calls = {  # entry point -> (the good array, call with one array argument replaced)
         "HogFaceDetector.detect": (image, lambda a: hog.detect(a, 0)),
         "CnnFaceDetector.detect": (image, lambda a: cnn.detect(a, 0)),
@@ -57,11 +60,19 @@ def main() -> None:
         "chinese_whispers": (descriptors, lambda a: core.chinese_whispers(a, 0.5)),
         "FaceTrainer[chips]": (chips, lambda a: core.FaceTrainer(FACE, False, a, labels, 0, 1e-4, 2, 2, False, 1, 0, 1)),
         "FaceTrainer.validation_loss": (chips, lambda a: trainer.validation_loss(a, labels, 2)),
+        "FaceTrainer[class_centres]": (centres, lambda a: core.FaceTrainer(FACE, False, chips, labels, 0, 1e-4, 2, 2, False, 1,
+                                                                          0, 1, margin_loss=margin, class_centres=a)),
+        "MarginLoss.loss_and_gradient": (cosines, lambda a: margin.loss_and_gradient(a, labels)),
+        "cosine_layer[x]": (x, lambda a: core.cosine_layer(a, centres, cosines)),
+        "cosine_layer[centres]": (centres, lambda a: core.cosine_layer(x, a, cosines)),
+        "cosine_layer[gradient]": (cosines, lambda a: core.cosine_layer(x, centres, a)),
     }
     for name, (good, call) in calls.items():
         for what, value in variants(good).items():
-            if name == "chinese_whispers" and what == "shape":
-                continue  # (N, D) descriptors of any D are valid
+            if name in ("chinese_whispers", "MarginLoss.loss_and_gradient") and what == "shape":
+                continue  # (N, D) descriptors of any D / cosines over any number of classes are valid
+            if name == "FaceTrainer[class_centres]" and what == "none":
+                continue  # None means "no class centres": the margin loss then asks for them (ValueError, tested)
             try:
                 call(value)
                 outcome = "ok"
@@ -103,6 +114,16 @@ def main() -> None:
         "identity_batches[labels]": lambda: core.identity_batches(["a", "b"], 2, 2),
         "identity_batches[negative label]": lambda: core.identity_batches([0, -3], 2, 2),
         "identity_batches[identities]": lambda: core.identity_batches([0, 1, 1], 0, 2),
+        "MarginLoss[scale]": lambda: core.MarginLoss(-1.0),
+        "MarginLoss[margin]": lambda: core.MarginLoss(8.0, float("nan")),
+        "MarginLoss.loss_and_gradient[labels]": lambda: margin.loss_and_gradient(cosines, [0, 1, 2, 7]),
+        "MarginLoss.loss_and_gradient[no rows]": lambda: margin.loss_and_gradient(np.zeros((0, 2), np.float32), []),
+        "cosine_layer[no rows]": lambda: core.cosine_layer(np.zeros((0, 128), np.float32), centres, np.zeros((0, 2), np.float32)),
+        "cosine_layer[zero vector]": lambda: core.cosine_layer(np.zeros((4, 128), np.float32), centres, cosines),
+        "FaceTrainer[margin without centres]": lambda: core.FaceTrainer(FACE, False, chips, labels, 0, 1e-4, 2, 2, False, 1, 0,
+                                                                        1, margin_loss=margin),
+        "scaled_descriptor_net[factor]": lambda: core.scaled_descriptor_net(FACE, 0.0),
+        "scaled_descriptor_net[path]": lambda: core.scaled_descriptor_net(LANDMARKS, 2.0),
     }
     for name, call in scalar_calls.items():
         try:

@@ -24,7 +24,8 @@ NO_UNTRUSTED_INPUT = {"build_info", "cuda_runtime", "FaceEmbedderCore.threads", 
                       "LandmarkPredictor.num_parts", "FaceTrainer.step", "FaceTrainer.learning_rate",
                       "FaceTrainer.embedder", "FaceTrainer.affine_bytes", "FaceTrainer.bn_bytes",
                       "FaceTrainer.checkpoint", "FaceTrainer.parameters", "HogFaceDetector",
-                      "HogFaceDetector.kernel"}
+                      "HogFaceDetector.kernel", "MarginLoss.scale", "MarginLoss.angular_margin", "FaceTrainer.class_centres",
+                      "MarginLoss.cosine_margin"}
 
 
 def core_entry_points() -> set[str]:

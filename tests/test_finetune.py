@@ -149,7 +149,7 @@ def test_finetune_config_validates_instead_of_defaulting():
         with pytest.raises(ValueError):
             pfd.FinetuneConfig(**bad)
     config = pfd.FinetuneConfig(strategy="from_level:3")
-    assert (config.kind, config.first_level, config.learning_rate, config.total_steps) == ("from_level", 3, 1e-4, 300)
+    assert (config.kind, config.first_level, config.learning_rate, config.total_steps) == ("from_level", 3, 1e-4, 400)
     assert pfd.FinetuneConfig(steps=0).total_steps == 0
     with pytest.raises(TypeError, match="unknown fine-tuning option"):
         pfd.finetune("nowhere", "nowhere", learning_rate=0.1)
