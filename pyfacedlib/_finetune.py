@@ -57,7 +57,7 @@ def auto_strategy(faces: int, identities: int) -> str:
     """The strategy `strategy="auto"` picks for this many training faces and identities.
 
     Whole-net training (frozen BN) was best on both shifted and clean faces with ≈3,000 training
-    faces (README "Choosing a strategy"); with less data fewer levels learn, and below 200 faces only
+    faces (README "Fine-tuning"); with less data fewer levels learn, and below 200 faces only
     the head does (the trunk would memorise them).
     """
     if faces >= 1000 and identities >= 50:
