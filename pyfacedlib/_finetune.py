@@ -12,8 +12,8 @@ Levels are counted from the input: 0 = stem (7x7 conv), 1..5 = dlib's level4..le
 A run, step by step (finetune() below): FinetuneConfig (validated settings, the one place for
 defaults) -> prepare data (faces through the chip cache, identities held out for validation) ->
 starting model (the base net, or its calibrated bn net) -> the training loop (TrainingRun:
-steps in C++ with the GIL released, validation, best model, plateau schedule, checkpoints) ->
-export (affine and bn files, history, curve).
+steps in C++ with the GIL released, validation, best model, learning-rate schedule, checkpoints) ->
+export (affine and bn files scaled to dlib's 0.6 threshold, history, curve).
 """
 from __future__ import annotations
 
@@ -618,8 +618,13 @@ def finetune(train: FaceInput, output_dir: str | os.PathLike, base_model: str | 
     150x150 chips are used as they are), an IdentityDataset, a FaceSet, or (chips, labels). When val
     is None, a fifth of the identities (at least 2) is held out. Settings: a FinetuneConfig, or its
     fields as keywords (`finetune(train, out, strategy="all", steps=500)`); see FinetuneConfig for
-    each and its default. The learning rate shrinks 10x after `patience` validations without
-    improvement; the run stops at `steps`, `max_minutes`, or when the rate falls below `lr_floor`.
+    each and its default (strategy "auto" is decided from the number of faces and identities). The
+    learning rate follows the schedule (default: warm-up, then cosine decay); the run stops at
+    `steps` or `max_minutes` (plateau schedule: also when the rate falls below `lr_floor`). With
+    loss="cosface"/"arcface" a cosine class layer, imprinted from the identities' mean descriptors,
+    trains with the net and is left out of the export. With calibrate_threshold (default) the
+    exported descriptors are scaled so that dlib's 0.6 is the most accurate threshold on the
+    validation identities.
     With strategy="head" the trunk runs once per image and per augmented copy and only the head
     trains, on cached 256-D features; the batch-norm mode then only decides how the bn output file
     is made.
