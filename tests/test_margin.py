@@ -247,3 +247,14 @@ def test_cli_takes_the_loss():
     assert (args.loss, args.margin, args.scale, args.schedule) == ("arcface", 0.15, 12.0, "plateau")
     with pytest.raises(SystemExit):
         build_parser().parse_args(["finetune", "T", "O", "--loss", "triplet"])
+
+
+def test_max_minutes_compresses_the_cosine_schedule(tmp_path, johns):
+    """A time budget ends the run with the schedule run through (lr near its floor), not cut off at its peak."""
+    chips, labels = johns
+    result = pfd.finetune((chips, labels), tmp_path, strategy="head", steps=10**7, max_minutes=0.1, val_every=10**6,
+                          checkpoint_every=10**6, progress=False)
+    history = json.loads(Path(result.history_path).read_text())["history"]
+    rates = [h["lr"] for h in history if h["kind"] == "train"]
+    assert 0 < result.steps < 10**7 and result.minutes < 1.0
+    assert max(rates) > 0.5 * 0.01 and rates[-1] < 0.2 * 0.01, rates[-5:]
