@@ -433,6 +433,7 @@ class TrainingRun:
         self.history: list[dict] = []
         self.best: dict | None = None
         self.horizon = config.total_steps  # the cosine schedule's length (shrinks when max_minutes binds)
+        self.exported_best: dict | None = None  # the validation record of the model export() wrote
         self.resumed_from = 0
         self.checkpoint_bin, self.checkpoint_json = out / "checkpoint.bin", out / "checkpoint.json"
         self.best_affine, self.best_bn = out / "best_affine.dat", out / "best_bn.dat"
@@ -543,7 +544,7 @@ def _plot(history: list[dict], path: Path) -> None:
 
 def fit_threshold(run: TrainingRun, affine_out: Path, bn_out: Path) -> tuple[float, float | None]:
     """(descriptor scale applied, most accurate threshold of the exported model) on the validation
-    pairs (the training faces' pairs when there is no validation set).
+    pairs (measured when that model was validated; the training faces' pairs when it was not).
 
     A margin loss trains angles and leaves the descriptors' length free, so its exported model's
     best threshold is wherever training left it; loss_metric's drifts too (0.66 after 400 steps on
@@ -551,16 +552,14 @@ def fit_threshold(run: TrainingRun, affine_out: Path, bn_out: Path) -> tuple[flo
     dlib's 0.6 again (distances scale linearly, so accuracy at the best threshold is unchanged);
     otherwise the threshold is only reported."""
     config = run.config
-    if run.validation is not None:
-        chips, first, second, same = (run.validation.faces.chips, run.validation.first, run.validation.second,
-                                      run.validation.same)
-    else:
+    threshold = exported_best.get("threshold") if (exported_best := run.exported_best) else None
+    if threshold is None:  # the exported model was not validated: measure it on training pairs
         chips = run.data.train.chips[:2000]
         first, second, same = validation_pairs(run.data.train.labels[:2000], seed=config.seed)
-    if same.all() or (~same).all():
-        return 1.0, None
-    descriptors = core.FaceEmbedderCore(str(affine_out), config.worker_threads).embed_chips(chips, 0, 0).astype(np.float64)
-    threshold = best_threshold(np.linalg.norm(descriptors[first] - descriptors[second], axis=1), same)
+        if same.all() or (~same).all():
+            return 1.0, None
+        descriptors = core.FaceEmbedderCore(str(affine_out), config.worker_threads).embed_chips(chips, 0, 0)
+        threshold = best_threshold(np.linalg.norm(descriptors[first].astype(np.float64) - descriptors[second], axis=1), same)
     if not config.calibrate_threshold or not np.isfinite(threshold) or threshold <= 0:
         return 1.0, float(threshold)
     factor = DLIB_THRESHOLD / threshold
@@ -575,7 +574,9 @@ def export(run: TrainingRun, started: float) -> FinetuneResult:
     `started`: time.perf_counter() when training began (the minutes reported include the export)."""
     out, config, data, trainer = run.out, run.config, run.data, run.trainer
     affine_out, bn_out = out / "finetuned_affine.dat", out / "finetuned_bn.dat"
+    run.exported_best = None
     if run.best is not None and run.best_affine.exists():
+        run.exported_best = run.best
         os.replace(run.best_affine, affine_out)
         if config.trains_bn_net and run.best_bn.exists():
             os.replace(run.best_bn, bn_out)
