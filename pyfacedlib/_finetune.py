@@ -46,6 +46,10 @@ STRATEGY_DEFAULTS = {
     "from_level": (0.0001, 400, 50, 25),
     "all": (0.0001, 400, 50, 25),
 }
+# the head's peak rate with a margin loss: at the head's 0.01 both margin losses drove the
+# validation accuracy down and never came back within 2,000 steps; at 0.001 CosFace recovered and
+# gained (README "Fine-tuning", head rows).
+HEAD_MARGIN_LR = 0.001
 # margins of the margin losses when none is given: ArcFace in radians, CosFace in cosine units.
 # dlib's descriptors decide same/different around 22 degrees, so these are far below insightface's
 # 0.5 / 0.4 (tuned for unit-norm features and ~85k identities); README "Margin losses".
@@ -185,6 +189,10 @@ class FinetuneConfig:
 
     @property
     def learning_rate(self) -> float:
+        """The peak learning rate: `lr`, else the strategy's default (HEAD_MARGIN_LR for a margin
+        loss on the head alone)."""
+        if self.lr is None and self.kind == "head" and self.loss != "metric":
+            return HEAD_MARGIN_LR
         return float(self._strategy_default(self.lr, 0))
 
     @property
