@@ -10,9 +10,13 @@
 3. Training speed: full-net steps (strategy "all") of the frozen-BN (affine) and the calibrated
    bn_con net at 25 (5 x 5) and 175 (35 x 5) faces a batch, on the GPU and on 2 CPU threads here;
    the README's 2-core figures are the other comparison.
+4. Margin losses on the GPU: CosFace and ArcFace steps of the whole frozen-BN net (the cosine
+   class layer and loss_margin_ run in the CUDA build), from the same start, batches and class
+   centres as the CPU module here: the losses step by step and how far the nets drift apart,
+   relative to how far they moved; passes when every loss is finite and they agree within 5%.
 
 Writes OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md; prints the table last. Exit status 1 when
-parity fails, 2 when there is no CUDA module or no GPU.
+parity or a margin check fails, 2 when there is no CUDA module or no GPU.
 """
 from __future__ import annotations
 
@@ -26,6 +30,7 @@ from pathlib import Path
 import numpy as np
 
 PARITY_LIMIT = 1e-4
+MARGIN_AGREEMENT = 0.05
 
 
 def load_data(path: Path) -> dict:
@@ -106,6 +111,38 @@ def training_speed(chips: np.ndarray, labels: np.ndarray, steps: int, pfd) -> di
     return out
 
 
+def margin_training(chips: np.ndarray, labels: np.ndarray, steps: int, pfd) -> dict:
+    """CosFace / ArcFace steps on the GPU beside the CPU module: same start, batches and centres."""
+    from pyfacedlib._finetune import class_centres
+    from pyfacedlib._native import core, cuda_module
+
+    cuda = cuda_module()
+    shipped = pfd.models.path(pfd.models.FACE_RECOGNITION)
+    degraded = pfd.datasets.degrade(chips, "lowres:10")
+    names = sorted(set(labels.tolist()))
+    label_list = [names.index(label) for label in labels.tolist()]
+    centres = class_centres(shipped, degraded, label_list, len(names), 2)
+    out = {}
+    for name, (angular, cosine) in (("cosface", (0.0, 0.1)), ("arcface", (0.1, 0.0))):
+        runs = {}
+        for device, module, threads in (("gpu", cuda, 1), ("cpu", core, 2)):
+            trainer = module.FaceTrainer(shipped, False, degraded, label_list, 0, 1e-3, 5, 5, False, 1, 0, threads, True,
+                                         margin_loss=module.MarginLoss(8.0, angular, cosine), class_centres=centres)
+            start = trainer.parameters()
+            losses = [float(trainer.train(1)) for _ in range(steps)]
+            runs[device] = (losses, start, trainer.parameters())
+        (gpu_losses, start, gpu_end), (cpu_losses, _, cpu_end) = runs["gpu"], runs["cpu"]
+        learnable = [k for k in start if np.asarray(start[k]).size]
+        moved = max(float(np.abs(np.asarray(cpu_end[k]) - np.asarray(start[k])).max()) for k in learnable)
+        drift = max(float(np.abs(np.asarray(cpu_end[k]) - np.asarray(gpu_end[k])).max()) for k in learnable)
+        loss_gap = max(abs(g - c) / max(abs(c), 1e-6) for g, c in zip(gpu_losses, cpu_losses))
+        out[name] = {"steps": steps, "gpu_losses": gpu_losses, "cpu_losses": cpu_losses,
+                     "max_relative_loss_gap": loss_gap, "parameter_drift_over_movement": drift / max(moved, 1e-12),
+                     "passed": bool(np.all(np.isfinite(gpu_losses)) and loss_gap <= MARGIN_AGREEMENT
+                                    and drift <= MARGIN_AGREEMENT * moved)}
+    return out
+
+
 def table(result: dict) -> str:
     lines = [f"GPU: {', '.join(result['build']['cuda_devices'])}; CUDA {result['build']['cuda_version']}, "
              f"cuDNN {result['build']['cudnn_version']}; CPU here: {result['cpu']}", "",
@@ -122,6 +159,9 @@ def table(result: dict) -> str:
         net, faces = key.rsplit("_", 1)
         lines.append(f"| full-net step, {net}, {faces} faces: GPU ms / 2 CPU threads here ms (x) | "
                      f"{t['gpu_ms']:.1f} / {t['cpu2_ms']:.0f} ({t['speedup_vs_2_cpu_threads']:.0f}x) |")
+    for name, m in result["margin"].items():
+        lines.append(f"| {name}, {m['steps']} whole-net steps on GPU vs CPU: max relative loss gap / parameter drift over "
+                     f"movement (passed) | {m['max_relative_loss_gap']:.1e} / {m['parameter_drift_over_movement']:.1e} ({m['passed']}) |")
     lines.append(f"| parity passed (<= {PARITY_LIMIT:g}) | {result['parity']['passed']} |")
     return "\n".join(lines)
 
@@ -148,13 +188,16 @@ def main() -> int:
     result["embedding"] = embedding_speed(data["lfw"], pfd)
     print(json.dumps(result["embedding"]), flush=True)
     result["training"] = training_speed(data["lfw"], data["lfw_labels"], args.train_steps, pfd)
+    result["margin"] = margin_training(data["lfw"], data["lfw_labels"], 5, pfd)
+    print(json.dumps(result["margin"]), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     (out / "gpu_check.json").write_text(json.dumps(result, indent=1, default=str))
     text = table(result)
     (out / "gpu_check.md").write_text(text + "\n")
     print(text)
-    return 0 if result["parity"]["passed"] else 1
+    passed = result["parity"]["passed"] and all(m["passed"] for m in result["margin"].values())
+    return 0 if passed else 1
 
 
 if __name__ == "__main__":
