@@ -4,7 +4,6 @@ CI builds the CPU module only; the last test runs where a CUDA module is install
 a machine without a GPU must still import, embed on the CPU and name why it cannot use the GPU).
 """
 import sys
-import tomllib
 import warnings
 from pathlib import Path
 
@@ -73,6 +72,7 @@ def test_cuda_build_requirements_are_the_cuda_extra():
         import pyfacedlib_build
     finally:
         sys.path.pop(0)
+    tomllib = pytest.importorskip("tomllib", reason="reading pyproject.toml needs Python >= 3.11's tomllib")
     extra = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]["optional-dependencies"]["cuda"]
     assert set(pyfacedlib_build.CUDA_BUILD_REQUIRES) <= set(extra)
     assert {r.split(">")[0] for r in extra} - {r.split(">")[0] for r in pyfacedlib_build.CUDA_BUILD_REQUIRES} == {
