@@ -160,6 +160,9 @@ def table(result: dict) -> str:
         lines.append(f"| full-net step, {net}, {faces} faces: GPU ms / 2 CPU threads here ms (x) | "
                      f"{t['gpu_ms']:.1f} / {t['cpu2_ms']:.0f} ({t['speedup_vs_2_cpu_threads']:.0f}x) |")
     for name, m in result["margin"].items():
+        if "failed" in m:
+            lines.append(f"| margin-loss steps on the GPU | failed: {m['failed']} |")
+            continue
         lines.append(f"| {name}, {m['steps']} whole-net steps on GPU vs CPU: max relative loss gap / parameter drift over "
                      f"movement (passed) | {m['max_relative_loss_gap']:.1e} / {m['parameter_drift_over_movement']:.1e} ({m['passed']}) |")
     lines.append(f"| parity passed (<= {PARITY_LIMIT:g}) | {result['parity']['passed']} |")
@@ -188,7 +191,10 @@ def main() -> int:
     result["embedding"] = embedding_speed(data["lfw"], pfd)
     print(json.dumps(result["embedding"]), flush=True)
     result["training"] = training_speed(data["lfw"], data["lfw_labels"], args.train_steps, pfd)
-    result["margin"] = margin_training(data["lfw"], data["lfw_labels"], 5, pfd)
+    try:   # a failure here must not lose the figures above
+        result["margin"] = margin_training(data["lfw"], data["lfw_labels"], 5, pfd)
+    except Exception as error:  # noqa: BLE001 - reported in the table and the exit status
+        result["margin"] = {"error": {"failed": repr(error), "passed": False}}
     print(json.dumps(result["margin"]), flush=True)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
