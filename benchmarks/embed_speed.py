@@ -1,5 +1,7 @@
-"""Embedding throughput, side by side in one run: pyfacedlib's folded forward pass, pyfacedlib
-running dlib's own forward pass (the reference path), and dlib's Python binding (dlib-bin).
+"""Embedding throughput, side by side in one run: pyfacedlib's folded forward pass with each
+convolution kernel this CPU runs (direct AVX-512 / AVX2 kernels, and im2col + OpenBLAS GEMM, the
+path before them), pyfacedlib running dlib's own forward pass (the reference path), and dlib's
+Python binding (dlib-bin).
 
     python benchmarks/embed_speed.py [--faces 256] [--repeats 3] [--threads N]
 
@@ -34,9 +36,10 @@ def measure(faces: int, repeats: int, threads: int | None) -> dict:
     import pyfacedlib as pfd
     johns, _ = johns_chips()
     chips = johns[np.arange(faces) % len(johns)]
-    folded = pfd.FaceEmbedder(threads=threads, backend="folded")
-    reference_path = pfd.FaceEmbedder(threads=threads, backend="dlib")
+    folded = pfd.FaceEmbedder(threads=threads, backend="folded", device="cpu")
+    reference_path = pfd.FaceEmbedder(threads=threads, backend="dlib", device="cpu")
     gflop_per_face = 2 * folded._core.multiply_adds_per_face / 1e9
+    kernels = pfd.build_info()["conv_kernels"]
     result = {
         "cpu": cpu_model(),
         "openblas_env": blas_env(),
@@ -44,23 +47,28 @@ def measure(faces: int, repeats: int, threads: int | None) -> dict:
         "threads": folded.threads,
         "faces": faces,
         "gflop_per_face": round(gflop_per_face, 4),
+        "conv_kernels": kernels,
         "gemm_peak_gflops": gemm_peak(folded.threads),
     }
-    drift = np.abs(folded.embed_chips(chips[:32]) - reference_path.embed_chips(chips[:32])).max()
-    result["max_abs_diff_folded_vs_dlib_path"] = float(drift)
-    result["folded_faces_per_s"] = faces / best_seconds(lambda: folded.embed_chips(chips), repeats)
+    reference = reference_path.embed_chips(chips[:32])
+    for kernel in kernels:
+        folded.conv_kernel = kernel
+        result[f"max_abs_diff_{kernel}_vs_dlib_path"] = float(np.abs(folded.embed_chips(chips[:32]) - reference).max())
+        result[f"folded_{kernel}_faces_per_s"] = faces / best_seconds(lambda: folded.embed_chips(chips), repeats)
+    result["folded_faces_per_s"] = result[f"folded_{kernels[0]}_faces_per_s"]   # the default kernel
     result["dlib_path_faces_per_s"] = faces / best_seconds(lambda: reference_path.embed_chips(chips), repeats)
     binding = dlib.face_recognition_model_v1(pfd.models.path("dlib_face_recognition_resnet_model_v1"))
     few = list(chips[:32])
     result["dlib_bin_faces_per_s"] = len(few) / best_seconds(lambda: binding.compute_face_descriptor(few), 1)
     result["gemm_peak_gflops"] = gemm_peak(folded.threads, result["gemm_peak_gflops"])   # before and after: the best
-    for key in ("folded", "dlib_path", "dlib_bin"):
+    for key in [f"folded_{k}" for k in kernels] + ["folded", "dlib_path", "dlib_bin"]:
         fps = result[f"{key}_faces_per_s"]
         result[f"{key}_gflops"] = round(fps * gflop_per_face, 1)
         result[f"{key}_pct_of_peak"] = round(100 * fps * gflop_per_face / result["gemm_peak_gflops"], 1)
         result[f"{key}_faces_per_s"] = round(fps, 1)
     result["folded_vs_dlib_path"] = round(result["folded_faces_per_s"] / result["dlib_path_faces_per_s"], 2)
     result["folded_vs_dlib_bin"] = round(result["folded_faces_per_s"] / result["dlib_bin_faces_per_s"], 1)
+    result["folded_vs_blas_kernel"] = round(result["folded_faces_per_s"] / result["folded_blas_faces_per_s"], 2)
     return result
 
 
@@ -68,12 +76,14 @@ def report(r: dict, label: str) -> None:
     print(f"--- {label}: {r['cpu']}, OPENBLAS env {r['openblas_env']}, OpenBLAS kernel {r['blas_core']}, "
           f"{r['threads']} threads, {r['faces']} faces, {r['gflop_per_face']} GFLOP/face")
     print(f"  float32 GEMM peak (m,n,k={GEMM_SHAPE}) {r['gemm_peak_gflops']:7.1f} GFLOP/s")
-    print(f"  {'path':<32}{'faces/s':>9}{'GFLOP/s':>9}{'% peak':>8}")
-    for key, name in (("folded", "pyfacedlib folded (default)"), ("dlib_path", "pyfacedlib dlib forward"),
-                      ("dlib_bin", "dlib-bin compute_face_descriptor")):
-        print(f"  {name:<32}{r[f'{key}_faces_per_s']:9.1f}{r[f'{key}_gflops']:9.1f}{r[f'{key}_pct_of_peak']:8.1f}")
-    print(f"  ratios: folded / dlib forward {r['folded_vs_dlib_path']}x, folded / dlib-bin {r['folded_vs_dlib_bin']}x; "
-          f"max |folded - dlib forward| = {r['max_abs_diff_folded_vs_dlib_path']:.2e}")
+    print(f"  {'path':<40}{'faces/s':>9}{'GFLOP/s':>9}{'% peak':>8}{'max |diff| vs dlib':>20}")
+    rows = [(f"folded_{k}", f"pyfacedlib folded, {k} kernel" + (" (default)" if i == 0 else ""),
+             f"{r[f'max_abs_diff_{k}_vs_dlib_path']:.2e}") for i, k in enumerate(r["conv_kernels"])]
+    rows += [("dlib_path", "pyfacedlib dlib forward", "reference"), ("dlib_bin", "dlib-bin compute_face_descriptor", "")]
+    for key, name, diff in rows:
+        print(f"  {name:<40}{r[f'{key}_faces_per_s']:9.1f}{r[f'{key}_gflops']:9.1f}{r[f'{key}_pct_of_peak']:8.1f}{diff:>20}")
+    print(f"  ratios: default / blas kernel {r['folded_vs_blas_kernel']}x, folded / dlib forward {r['folded_vs_dlib_path']}x, "
+          f"folded / dlib-bin {r['folded_vs_dlib_bin']}x")
 
 
 def main() -> None:

@@ -2,6 +2,7 @@
 #include "bindings.h"
 
 #include "blas.h"
+#include "conv_kernels.h"
 #include "inference.h"
 
 #include <cstring>
@@ -46,6 +47,10 @@ void bind_inference(py::module_& m) {
         .def_property("backend", &face_embedder::backend, &face_embedder::set_backend,
                       "'folded' (affine folded into convolutions, batched GEMMs, fused ReLU) or 'dlib' "
                       "(dlib's own forward pass, the reference).")
+        .def_property("conv_kernel", &face_embedder::conv_kernel_name, &face_embedder::set_conv_kernel,
+                      "The folded backend's convolutions: 'avx512' / 'avx2' (direct SIMD kernels, no im2col) or "
+                      "'blas' (im2col + OpenBLAS GEMM); set 'auto' for the fastest this CPU supports. Raises "
+                      "ValueError for a name this CPU cannot run.")
         .def_property_readonly("multiply_adds_per_face",
                                [](const face_embedder& self) { return self.folded() ? self.folded()->multiply_adds_per_face() : 0.0; },
                                "Multiply-adds of one forward pass (from the folded net's op list).")

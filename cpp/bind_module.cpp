@@ -3,6 +3,7 @@
 
 #include "blas.h"
 #include "cuda_info.h"
+#include "conv_kernels.h"
 #include "hog_kernel.h"
 #include "model_io.h"
 
@@ -29,6 +30,10 @@ void bind_build_info(py::module_& m) {
 #endif
         info["simd"] = PFD_SIMD;
         info["hog_kernel"] = hog_kernel_choice();
+        py::list conv_kernels;
+        for (const conv_kernel k : {conv_kernel::avx512, conv_kernel::avx2, conv_kernel::blas})
+            if (conv_kernel_supported(k)) conv_kernels.append(conv_kernel_name(k));
+        info["conv_kernels"] = conv_kernels;  // what this CPU runs, fastest first (the folded net's default)
         info["compiler"] = PFD_COMPILER;
         info["cxx_flags"] = PFD_CXX_FLAGS;
         return info;

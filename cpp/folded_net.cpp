@@ -16,73 +16,135 @@ using namespace dlib;  // this file works on dlib nets throughout (never in a he
 
 namespace {
 
-// Rows of im2col kept per GEMM call: about this many floats of columns (fits the L2 cache).
+// Rows of im2col kept per GEMM call (blas kernel): about this many floats of columns (fits the L2 cache).
 constexpr long column_budget = 256 * 1024;
 constexpr long min_block_rows = 64;
+// Below this output width the direct kernels tile across rows and samples (listed pixels) rather than along one row.
+constexpr long min_row_tile = 8;
 
+// An NHWC tensor whose samples carry a zero border of `b` pixels on every side (b = 1 for every
+// spatial tensor, so a 3x3 window with padding 1 reads the border instead of testing bounds).
 struct shape {
-    long n = 0, h = 0, w = 0, c = 0;
-    long size() const { return n * h * w * c; }
+    long n = 0, h = 0, w = 0, c = 0, b = 0;
+    long pitch() const { return (w + 2 * b) * c; }
+    long sample_floats() const { return (h + 2 * b) * pitch(); }
+    long size() const { return n * sample_floats(); }  // floats stored, border included
+    long values() const { return n * h * w * c; }      // floats of the tensor itself
+    // offset of pixel (y, x) of sample i; -b <= y, x reach into the border
+    long at(long i, long y, long x) const { return i * sample_floats() + (y + b) * pitch() + (x + b) * c; }
 };
 
+constexpr long border = 1;  // the border of every spatial tensor: the largest convolution padding supported
+
 long pooled(long in, long window, long stride, long pad) { return 1 + (in + 2 * pad - window) / stride; }
+
+// Zeroes the border of every sample (buffers are reused, so it holds stale values otherwise).
+void clear_border(float* t, const shape& s) {
+    if (s.b == 0) return;
+    const long side = s.b * s.c;
+    for (long i = 0; i < s.n; ++i) {
+        float* sample = t + i * s.sample_floats();
+        std::fill(sample, sample + s.b * s.pitch(), 0.0f);
+        std::fill(sample + (s.h + s.b) * s.pitch(), sample + s.sample_floats(), 0.0f);
+        for (long y = 0; y < s.h; ++y) {
+            float* row = sample + (y + s.b) * s.pitch();
+            std::fill(row, row + side, 0.0f);
+            std::fill(row + s.pitch() - side, row + s.pitch(), 0.0f);
+        }
+    }
+}
+
+// Calls fn(offset) for the first value of every pixel of the tensor (its c values follow).
+template <typename FN>
+void each_pixel(const shape& s, FN&& fn) {
+    for (long i = 0; i < s.n; ++i)
+        for (long y = 0; y < s.h; ++y)
+            for (long x = 0; x < s.w; ++x) fn(s.at(i, y, x));
+}
 
 void relu_in_place(float* data, long count) {
     for (long i = 0; i < count; ++i) data[i] = std::max(data[i], 0.0f);
 }
 
-// NHWC im2col of output rows [row_begin, row_end) (row = (sample, y, x)); columns ordered (ky, kx, channel).
-void im2col(const float* in, const shape& s, const folded_face_net::op& o, long out_h, long out_w,
-            long row_begin, long row_end, float* cols) {
-    const long k = o.window_y * o.window_x * s.c;
-    const long plane = out_h * out_w;
+shape conv_output(const shape& s, const folded_face_net::op& o) {
+    return {s.n, pooled(s.h, o.window_y, o.stride_y, o.pad_y), pooled(s.w, o.window_x, o.stride_x, o.pad_x), o.out_channels, border};
+}
+
+// im2col of output rows [row_begin, row_end) (row = (sample, y, x)); columns ordered (ky, kx, channel):
+// each window row is window_x * c contiguous floats of the bordered input.
+void im2col(const float* in, const shape& s, const folded_face_net::op& o, const shape& os, long row_begin, long row_end,
+            float* cols) {
+    const long row_floats = o.window_x * s.c, k = o.window_y * row_floats, plane = os.h * os.w;
     for (long r = row_begin; r < row_end; ++r) {
-        const long n = r / plane, y = (r % plane) / out_w, x = r % out_w;
+        const long n = r / plane, y = (r % plane) / os.w, x = r % os.w;
+        const float* window = in + s.at(n, y * o.stride_y - o.pad_y, x * o.stride_x - o.pad_x);
         float* dst = cols + (r - row_begin) * k;
-        const long x0 = x * o.stride_x - o.pad_x;
-        const long kx_begin = std::max<long>(0, -x0), kx_end = std::min<long>(o.window_x, s.w - x0);
-        for (long ky = 0; ky < o.window_y; ++ky, dst += o.window_x * s.c) {
-            const long iy = y * o.stride_y - o.pad_y + ky;
-            if (iy < 0 || iy >= s.h || kx_begin >= kx_end) {
-                std::fill(dst, dst + o.window_x * s.c, 0.0f);
-                continue;
-            }
-            std::fill(dst, dst + kx_begin * s.c, 0.0f);
-            std::memcpy(dst + kx_begin * s.c, in + ((n * s.h + iy) * s.w + x0 + kx_begin) * s.c,
-                        (kx_end - kx_begin) * s.c * sizeof(float));
-            std::fill(dst + kx_end * s.c, dst + o.window_x * s.c, 0.0f);
+        for (long ky = 0; ky < o.window_y; ++ky) std::memcpy(dst + ky * row_floats, window + ky * s.pitch(), row_floats * sizeof(float));
+    }
+}
+
+// conv_kernel::blas: im2col + one OpenBLAS GEMM per block of rows, then bias (+ ReLU) into the bordered output.
+void conv_blas(const float* in, const shape& s, const folded_face_net::op& o, float* out, const shape& os, folded_workspace& ws) {
+    const long k = o.window_y * o.window_x * s.c, f = o.out_channels, rows = os.n * os.h * os.w, plane = os.h * os.w;
+    const long block = std::max(min_block_rows, column_budget / k);
+    ws.columns.resize(std::min(rows, block) * k);
+    ws.products.resize(std::min(rows, block) * f);
+    for (long r0 = 0; r0 < rows; r0 += block) {
+        const long r1 = std::min(rows, r0 + block);
+        im2col(in, s, o, os, r0, r1, ws.columns.data());
+        sgemm_row_major(r1 - r0, f, k, ws.columns.data(), k, o.weights.data(), f, ws.products.data(), f, 0.0f);
+        for (long r = r0; r < r1; ++r) {
+            const float* src = ws.products.data() + (r - r0) * f;
+            float* dst = out + os.at(r / plane, (r % plane) / os.w, r % os.w);
+            for (long c = 0; c < f; ++c) dst[c] = src[c] + o.bias[c];
+            if (o.relu) relu_in_place(dst, f);
         }
     }
 }
 
-void conv(const float* in, const shape& s, const folded_face_net::op& o, float* out, shape& os, std::vector<float>& cols) {
+// The direct kernels: along each output row, or (narrow outputs) over a list of all output pixels.
+void conv_direct(conv_kernel kernel, const float* in, const shape& s, const folded_face_net::op& o, float* out, const shape& os,
+                 folded_workspace& ws) {
+    const direct_conv_call call{in, s.pitch(), o.window_y, o.window_x * s.c, o.packed.data(), o.bias.data(), o.out_channels, o.relu, out};
+    const auto window = [&](long i, long y, long x) { return s.at(i, y * o.stride_y - o.pad_y, x * o.stride_x - o.pad_x); };
+    if (os.w >= min_row_tile) {
+        for (long i = 0; i < os.n; ++i)
+            for (long y = 0; y < os.h; ++y)
+                direct_conv_run(kernel, call, window(i, y, 0), o.stride_x * s.c, os.at(i, y, 0), os.c, os.w);
+        return;
+    }
+    ws.in_offsets.clear();
+    ws.out_offsets.clear();
+    for (long i = 0; i < os.n; ++i)
+        for (long y = 0; y < os.h; ++y)
+            for (long x = 0; x < os.w; ++x) {
+                ws.in_offsets.push_back(window(i, y, x));
+                ws.out_offsets.push_back(os.at(i, y, x));
+            }
+    direct_conv_gather(kernel, call, ws.in_offsets.data(), ws.out_offsets.data(), static_cast<long>(ws.in_offsets.size()));
+}
+
+void conv(conv_kernel kernel, const float* in, const shape& s, const folded_face_net::op& o, float* out, shape& os,
+          folded_workspace& ws) {
     if (s.c != o.in_channels)
         throw std::runtime_error("folded_face_net: convolution expects " + std::to_string(o.in_channels) +
                                  " input channels, got " + std::to_string(s.c));
-    os = {s.n, pooled(s.h, o.window_y, o.stride_y, o.pad_y), pooled(s.w, o.window_x, o.stride_x, o.pad_x), o.out_channels};
-    const long k = o.window_y * o.window_x * s.c, rows = os.n * os.h * os.w;
-    const bool direct = o.window_y == 1 && o.window_x == 1 && o.stride_y == 1 && o.stride_x == 1 && o.pad_y == 0 && o.pad_x == 0;
-    const long block = std::max(min_block_rows, column_budget / k);
-    if (!direct) cols.resize(std::min(rows, block) * k);
-    for (long r0 = 0; r0 < rows; r0 += block) {
-        const long r1 = std::min(rows, r0 + block);
-        float* dst = out + r0 * o.out_channels;
-        for (long r = r0; r < r1; ++r) std::memcpy(out + r * o.out_channels, o.bias.data(), o.out_channels * sizeof(float));
-        const float* a = direct ? in + r0 * k : cols.data();
-        if (!direct) im2col(in, s, o, os.h, os.w, r0, r1, cols.data());
-        sgemm_row_major(r1 - r0, o.out_channels, k, a, k, o.weights.data(), o.out_channels, dst, o.out_channels, 1.0f);
-        if (o.relu) relu_in_place(dst, (r1 - r0) * o.out_channels);
-    }
+    os = conv_output(s, o);
+    if (kernel != conv_kernel::blas && !o.packed.empty())
+        conv_direct(kernel, in, s, o, out, os, ws);
+    else
+        conv_blas(in, s, o, out, os, ws);
+    clear_border(out, os);
 }
 
 void pool(const float* in, const shape& s, const folded_face_net::op& o, float* out, shape& os) {
     const bool is_max = o.kind == folded_face_net::op_kind::max_pool;
-    os = {s.n, pooled(s.h, o.window_y, o.stride_y, o.pad_y), pooled(s.w, o.window_x, o.stride_x, o.pad_x), s.c};
+    os = {s.n, pooled(s.h, o.window_y, o.stride_y, o.pad_y), pooled(s.w, o.window_x, o.stride_x, o.pad_x), s.c, border};
     const float inv = 1.0f / static_cast<float>(o.window_y * o.window_x);
     for (long n = 0; n < os.n; ++n)
         for (long y = 0; y < os.h; ++y)
             for (long x = 0; x < os.w; ++x) {
-                float* dst = out + ((n * os.h + y) * os.w + x) * s.c;
+                float* dst = out + os.at(n, y, x);
                 std::fill(dst, dst + s.c, is_max ? -std::numeric_limits<float>::infinity() : 0.0f);
                 for (long ky = 0; ky < o.window_y; ++ky) {
                     const long iy = y * o.stride_y - o.pad_y + ky;
@@ -90,7 +152,7 @@ void pool(const float* in, const shape& s, const folded_face_net::op& o, float* 
                     for (long kx = 0; kx < o.window_x; ++kx) {
                         const long ix = x * o.stride_x - o.pad_x + kx;
                         if (ix < 0 || ix >= s.w) continue;
-                        const float* src = in + ((n * s.h + iy) * s.w + ix) * s.c;
+                        const float* src = in + s.at(n, iy, ix);
                         if (is_max)
                             for (long c = 0; c < s.c; ++c) dst[c] = std::max(dst[c], src[c]);
                         else
@@ -100,18 +162,19 @@ void pool(const float* in, const shape& s, const folded_face_net::op& o, float* 
                 if (!is_max)
                     for (long c = 0; c < s.c; ++c) dst[c] *= inv;
             }
+    clear_border(out, os);
 }
 
 // dlib's add_prev: the output has the larger of each dimension; what one input lacks counts as 0.
 void add_tensors(const float* a, const shape& sa, const float* b, const shape& sb, float* out, shape& os, bool relu) {
-    os = {std::max(sa.n, sb.n), std::max(sa.h, sb.h), std::max(sa.w, sb.w), std::max(sa.c, sb.c)};
+    os = {std::max(sa.n, sb.n), std::max(sa.h, sb.h), std::max(sa.w, sb.w), std::max(sa.c, sb.c), border};
     const auto at = [](const float* t, const shape& s, long n, long y, long x) -> const float* {
-        return n < s.n && y < s.h && x < s.w ? t + ((n * s.h + y) * s.w + x) * s.c : nullptr;
+        return n < s.n && y < s.h && x < s.w ? t + s.at(n, y, x) : nullptr;
     };
     for (long n = 0; n < os.n; ++n)
         for (long y = 0; y < os.h; ++y)
             for (long x = 0; x < os.w; ++x) {
-                float* dst = out + ((n * os.h + y) * os.w + x) * os.c;
+                float* dst = out + os.at(n, y, x);
                 const float* pa = at(a, sa, n, y, x);
                 const float* pb = at(b, sb, n, y, x);
                 const long ca = pa ? sa.c : 0, cb = pb ? sb.c : 0, common = std::min(ca, cb);
@@ -119,9 +182,9 @@ void add_tensors(const float* a, const shape& sa, const float* b, const shape& s
                 for (long c = common; c < ca; ++c) dst[c] = pa[c];
                 for (long c = common; c < cb; ++c) dst[c] = pb[c];
                 std::fill(dst + std::max(ca, cb), dst + os.c, 0.0f);
-                if (relu)
-                    for (long c = 0; c < os.c; ++c) dst[c] = std::max(dst[c], 0.0f);
+                if (relu) relu_in_place(dst, os.c);
             }
+    clear_border(out, os);
 }
 
 }  // namespace
@@ -200,6 +263,7 @@ struct folded_net_builder {
                         o.weights[((ky * c.nc() + kx) * in + ch) * filters + f] = w[((f * in + ch) * c.nr() + ky) * c.nc() + kx];
         if (!c.bias_is_disabled()) std::copy(w + weight_count, w + weight_count + filters, o.bias.begin());
         o.relu = !c.relu_is_disabled();  // dlib's fuse_layers() moves a following ReLU into the con_
+        if (o.pad_y > border || o.pad_x > border) unsupported("convolution padding above " + std::to_string(border));
         net.ops_.push_back(std::move(o));
     }
 
@@ -291,6 +355,9 @@ folded_face_net::folded_face_net(const face_test_net& source) {
     visit_layers_backwards(copy, folded_net_builder{*this});
     if (input_size_ == 0 || ops_.empty() || ops_.back().kind != op_kind::fc)
         throw std::runtime_error("folded_face_net: the net does not start with a 150x150 RGB input and end with an fc layer");
+    for (auto& o : ops_)  // after folding: the affine layers scaled the weights
+        if (o.kind == op_kind::conv && o.out_channels % conv_block == 0)
+            o.packed = pack_conv_weights(o.weights, o.window_y * o.window_x * o.in_channels, o.out_channels);
 }
 
 namespace {
@@ -322,16 +389,14 @@ struct forward_state {
 
 using op = folded_face_net::op;
 
-void run_conv(forward_state& st, const op& o, std::vector<float>& columns) {
-    const shape s = st.current();
-    const long max_out = s.n * pooled(s.h, o.window_y, o.stride_y, o.pad_y) * pooled(s.w, o.window_x, o.stride_x, o.pad_x) * o.out_channels;
-    const int dst = st.reserve(max_out, st.cur);
-    conv(st.data(st.cur), s, o, st.data(dst), st.shapes[dst], columns);
+void run_conv(forward_state& st, const op& o, conv_kernel kernel, folded_workspace& ws) {
+    const int dst = st.reserve(conv_output(st.current(), o).size(), st.cur);
+    conv(kernel, st.data(st.cur), st.current(), o, st.data(dst), st.shapes[dst], ws);
     st.cur = dst;
 }
 
 // scale_shift (an affine that could not be folded) and a ReLU that could not be fused, in place
-// unless the current tensor is tagged (then on a copy).
+// unless the current tensor is tagged (then on a copy); the border stays zero.
 void run_pointwise(forward_state& st, const op& o) {
     const shape s = st.current();
     int dst = st.cur;
@@ -341,17 +406,18 @@ void run_pointwise(forward_state& st, const op& o) {
         st.shapes[dst] = s;
     }
     float* data = st.data(dst);
-    if (o.kind == folded_face_net::op_kind::scale_shift) {
-        for (long p = 0; p < s.size() / s.c; ++p)
-            for (long c = 0; c < s.c; ++c) data[p * s.c + c] = data[p * s.c + c] * o.weights[c] + o.bias[c];
-    }
-    if (o.kind == folded_face_net::op_kind::relu || o.relu) relu_in_place(data, s.size());
+    each_pixel(s, [&](long p) {
+        if (o.kind == folded_face_net::op_kind::scale_shift)
+            for (long c = 0; c < s.c; ++c) data[p + c] = data[p + c] * o.weights[c] + o.bias[c];
+        if (o.kind == folded_face_net::op_kind::relu || o.relu) relu_in_place(data + p, s.c);
+    });
     st.cur = dst;
 }
 
 void run_pool(forward_state& st, const op& o) {
     const shape s = st.current();
-    const int dst = st.reserve(s.n * pooled(s.h, o.window_y, o.stride_y, o.pad_y) * pooled(s.w, o.window_x, o.stride_x, o.pad_x) * s.c, st.cur);
+    const shape os{s.n, pooled(s.h, o.window_y, o.stride_y, o.pad_y), pooled(s.w, o.window_x, o.stride_x, o.pad_x), s.c, border};
+    const int dst = st.reserve(os.size(), st.cur);
     pool(st.data(st.cur), s, o, st.data(dst), st.shapes[dst]);
     st.cur = dst;
 }
@@ -360,8 +426,8 @@ void run_add_tag(forward_state& st, const op& o) {
     const int other = st.tag_slot.at(o.tag);
     if (other < 0) throw std::runtime_error("folded_face_net: add_prev of an unset tag");
     const shape s = st.current(), t = st.shapes[other];
-    const long floats = std::max(s.n, t.n) * std::max(s.h, t.h) * std::max(s.w, t.w) * std::max(s.c, t.c);
-    const int dst = st.reserve(floats, st.cur, other);
+    const shape os{std::max(s.n, t.n), std::max(s.h, t.h), std::max(s.w, t.w), std::max(s.c, t.c), border};
+    const int dst = st.reserve(os.size(), st.cur, other);
     add_tensors(st.data(st.cur), s, st.data(other), t, st.data(dst), st.shapes[dst], o.relu);
     st.cur = dst;
 }
@@ -374,15 +440,28 @@ void run_global_avg(forward_state& st) {
     const float inv = 1.0f / static_cast<float>(s.h * s.w);
     for (long i = 0; i < s.n; ++i) {
         std::fill(d + i * s.c, d + (i + 1) * s.c, 0.0f);
-        for (long p = 0; p < s.h * s.w; ++p)
-            for (long c = 0; c < s.c; ++c) d[i * s.c + c] += in[(i * s.h * s.w + p) * s.c + c];
+        for (long y = 0; y < s.h; ++y)
+            for (long x = 0; x < s.w; ++x)
+                for (long c = 0; c < s.c; ++c) d[i * s.c + c] += in[s.at(i, y, x) + c];
         for (long c = 0; c < s.c; ++c) d[i * s.c + c] *= inv;
     }
-    st.shapes[dst] = {s.n, 1, 1, s.c};
+    st.shapes[dst] = {s.n, 1, 1, s.c, 0};
+    st.cur = dst;
+}
+
+// Drops the border of the current tensor (an fc layer reads each sample as one vector).
+void compact(forward_state& st) {
+    const shape s = st.current();
+    if (s.b == 0) return;
+    const int dst = st.reserve(s.values(), st.cur);
+    float* d = st.data(dst);
+    each_pixel(s, [&](long p) { d = std::copy(st.data(st.cur) + p, st.data(st.cur) + p + s.c, d); });
+    st.shapes[dst] = {s.n, s.h, s.w, s.c, 0};
     st.cur = dst;
 }
 
 void run_fc(forward_state& st, const op& o) {
+    compact(st);
     const shape s = st.current();
     const long in = s.h * s.w * s.c;
     if (in != o.in_channels) throw std::runtime_error("folded_face_net: fc input size mismatch");
@@ -391,33 +470,42 @@ void run_fc(forward_state& st, const op& o) {
         std::memcpy(st.data(dst) + i * o.out_channels, o.bias.data(), o.out_channels * sizeof(float));
     sgemm_row_major(s.n, o.out_channels, in, st.data(st.cur), in, o.weights.data(), o.out_channels, st.data(dst),
                     o.out_channels, 1.0f);
-    st.shapes[dst] = {s.n, 1, 1, o.out_channels};
+    st.shapes[dst] = {s.n, 1, 1, o.out_channels, 0};
     st.cur = dst;
 }
 
 }  // namespace
 
+void folded_face_net::set_conv_kernel(conv_kernel kernel) {
+    require_conv_kernel(kernel);
+    kernel_ = kernel;
+}
+
 void folded_face_net::forward(const dlib::matrix<dlib::rgb_pixel>* chips, long count, float* out, folded_workspace& ws) const {
     if (count <= 0) return;
     const long n = count, side = input_size_;
     forward_state st(ws.buffers);
-    st.cur = st.reserve(n * side * side * 3);
-    st.shapes[st.cur] = {n, side, side, 3};
+    const shape input{n, side, side, 3, border};
+    st.cur = st.reserve(input.size());
+    st.shapes[st.cur] = input;
     const float avg[3] = {avg_red_, avg_green_, avg_blue_};
     for (long i = 0; i < n; ++i) {
         const auto& chip = chips[i];
         if (chip.nr() != side || chip.nc() != side) throw std::invalid_argument("folded_face_net: chips must be 150x150");
-        float* dst = st.data(st.cur) + i * side * side * 3;
         const dlib::rgb_pixel* src = &chip(0, 0);
-        for (long p = 0; p < side * side; ++p) {
-            dst[3 * p + 0] = (src[p].red - avg[0]) / 256.0f;
-            dst[3 * p + 1] = (src[p].green - avg[1]) / 256.0f;
-            dst[3 * p + 2] = (src[p].blue - avg[2]) / 256.0f;
+        for (long y = 0; y < side; ++y) {
+            float* dst = st.data(st.cur) + input.at(i, y, 0);
+            for (long x = 0; x < side; ++x, ++src) {
+                dst[3 * x + 0] = (src->red - avg[0]) / 256.0f;
+                dst[3 * x + 1] = (src->green - avg[1]) / 256.0f;
+                dst[3 * x + 2] = (src->blue - avg[2]) / 256.0f;
+            }
         }
     }
+    clear_border(st.data(st.cur), input);
     for (const auto& o : ops_) {
         switch (o.kind) {
-            case op_kind::conv: run_conv(st, o, ws.columns); break;
+            case op_kind::conv: run_conv(st, o, kernel_, ws); break;
             case op_kind::scale_shift:
             case op_kind::relu: run_pointwise(st, o); break;
             case op_kind::max_pool:

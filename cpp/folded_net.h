@@ -3,12 +3,16 @@
 // face_net.h) into a short list of operations on batched NHWC tensors:
 //   - each affine layer is folded into the convolution below it (weights scaled, bias shifted),
 //   - each ReLU is fused into the convolution or residual addition it follows,
-//   - a convolution is one im2col + GEMM over the rows of all samples of a batch (in row blocks
-//     that stay in cache), not one small GEMM per sample as in dlib,
+//   - tensors carry a one-pixel zero border, so padding is read, not tested for,
+//   - a convolution runs one of the conv_kernels (cpp/conv_kernels.h): direct SIMD kernels that
+//     accumulate a tile of output pixels in registers over the whole window (no im2col copy; AVX-512
+//     or AVX2, chosen from the CPU at run time), or im2col + OpenBLAS GEMM over the rows of all
+//     samples of a batch (any CPU; the path before the direct kernels),
 //   - callers parallelise over samples, with a single-threaded BLAS per worker.
 // dlib's own forward pass stays the reference; tests check the two agree within 1e-4.
 #pragma once
 
+#include "conv_kernels.h"
 #include "face_net.h"
 
 #include <string>
@@ -19,7 +23,8 @@ namespace pfd {
 // Per-thread scratch memory for folded_face_net::forward (reused between calls).
 struct folded_workspace {
     std::vector<std::vector<float>> buffers;
-    std::vector<float> columns;
+    std::vector<float> columns, products;        // blas kernel: im2col rows and their GEMM results
+    std::vector<long> in_offsets, out_offsets;    // direct kernels on narrow outputs: the pixels' windows
 };
 
 class folded_face_net {
@@ -32,6 +37,11 @@ public:
     // BLAS; one workspace per concurrent caller.
     void forward(const dlib::matrix<dlib::rgb_pixel>* chips, long count, float* out, folded_workspace& ws) const;
 
+    // The convolution kernel forward() uses (default: the fastest this CPU supports); throws
+    // std::invalid_argument for one the CPU cannot run.
+    void set_conv_kernel(conv_kernel kernel);
+    conv_kernel convolution_kernel() const { return kernel_; }
+
     // Multiply-adds per face (for reporting GFLOP/s) and a one-line-per-op description.
     double multiply_adds_per_face() const;
     std::string describe() const;
@@ -43,6 +53,7 @@ public:
         // conv / pools: window, stride, padding; conv: channels and folded weights ((kh*kw*in) x out) + bias
         long in_channels = 0, out_channels = 0, window_y = 0, window_x = 0, stride_y = 1, stride_x = 1, pad_y = 0, pad_x = 0;
         std::vector<float> weights, bias;
+        std::vector<float> packed;  // conv: weights in blocks of 32 outputs for the direct kernels (empty: blas only)
         bool relu = false;  // fused ReLU after this op (conv, scale_shift, add_tag)
         int tag = 0;        // tag / skip / add_tag: the tag id
     };
@@ -51,6 +62,7 @@ private:
     float avg_red_ = 0, avg_green_ = 0, avg_blue_ = 0;
     long input_size_ = 0;
     std::vector<op> ops_;
+    conv_kernel kernel_ = best_conv_kernel();
 
     friend struct folded_net_builder;
 };

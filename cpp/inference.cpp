@@ -45,14 +45,28 @@ face_embedder::face_embedder(const face_test_net& net, int threads) {
 void face_embedder::init_backend() {
 #ifndef DLIB_USE_CUDA  // with CUDA, dlib's cuDNN path is the fast one
     folded_ = std::make_unique<folded_face_net>(replicas_.front());
+    folded_->set_conv_kernel(conv_kernel_);
     backend_ = "folded";
 #endif
 }
 
+void face_embedder::set_conv_kernel(const std::string& name) {
+    const conv_kernel kernel = name == "auto" ? best_conv_kernel() : conv_kernel_from_name(name);
+    require_conv_kernel(kernel);
+    std::lock_guard<std::mutex> lock(mutex_);
+    if (folded_) folded_->set_conv_kernel(kernel);
+    conv_kernel_ = kernel;
+}
+
+std::string face_embedder::conv_kernel_name() const { return pfd::conv_kernel_name(conv_kernel_); }
+
 void face_embedder::set_backend(const std::string& backend) {
     std::lock_guard<std::mutex> lock(mutex_);
     if (backend == "folded") {
-        if (!folded_) folded_ = std::make_unique<folded_face_net>(replicas_.front());
+        if (!folded_) {
+            folded_ = std::make_unique<folded_face_net>(replicas_.front());
+            folded_->set_conv_kernel(conv_kernel_);
+        }
     } else if (backend != "dlib") {
         throw std::invalid_argument("backend must be 'folded' or 'dlib', got '" + backend + "'");
     }

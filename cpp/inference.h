@@ -38,6 +38,12 @@ public:
     const std::string& backend() const { return backend_; }
     const folded_face_net* folded() const { return folded_.get(); }
 
+    // The folded backend's convolution kernel: "auto" (the fastest this CPU supports), "avx512",
+    // "avx2" or "blas" (im2col + OpenBLAS); throws std::invalid_argument for an unknown name or
+    // one this CPU cannot run.
+    void set_conv_kernel(const std::string& name);
+    std::string conv_kernel_name() const;
+
 private:
     void forward(const std::vector<chip_type>& chips, float* out);
     void init_backend();
@@ -47,6 +53,7 @@ private:
     std::string backend_ = "dlib";
     std::vector<face_test_net> replicas_;  // dlib path: one net per worker thread (not reentrant), made on first use
     std::unique_ptr<folded_face_net> folded_;
+    conv_kernel conv_kernel_ = best_conv_kernel();  // applied to folded_ when it is made
     std::vector<folded_workspace> workspaces_;  // one per worker thread
 };
 

@@ -32,6 +32,14 @@ class FaceEmbedderCore:
     def backend(self, arg1: str) -> None:
         ...
     @property
+    def conv_kernel(self) -> str:
+        """
+        The folded backend's convolutions: 'avx512' / 'avx2' (direct SIMD kernels, no im2col) or 'blas' (im2col + OpenBLAS GEMM); set 'auto' for the fastest this CPU supports. Raises ValueError for a name this CPU cannot run.
+        """
+    @conv_kernel.setter
+    def conv_kernel(self, arg1: str) -> None:
+        ...
+    @property
     def folded_ops(self) -> str:
         """
         The folded net's operations, one per line.

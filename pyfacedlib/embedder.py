@@ -47,6 +47,7 @@ class Face:
 
 
 BACKENDS = ("folded", "dlib")
+CONV_KERNELS = ("auto", "avx512", "avx2", "blas")
 
 
 class FaceEmbedder:
@@ -55,7 +56,8 @@ class FaceEmbedder:
     model: path of an affine testing-net .dat (dlib_face_recognition_resnet_model_v1 format, e.g. one
     exported by pyfacedlib); None = the shipped model. threads: worker threads (default: all CPUs
     this process may use). backend: "folded" (the default on CPU: batch norm folded into the
-    convolutions, one batched GEMM per layer, fused ReLU; within 1e-6 of dlib) or "dlib" (dlib's own
+    convolutions, direct SIMD convolution kernels or batched GEMMs (see `conv_kernel`), fused ReLU;
+    within 1e-5 of dlib) or "dlib" (dlib's own
     forward pass, the reference; the only one on a GPU). device: "cpu", "cuda" (dlib's cuDNN forward
     pass; needs a CUDA build and a GPU, else DeviceError) or "auto" (the default: the GPU when this
     installation has a CUDA module and a GPU is found, else the CPU, with a warning when a CUDA
@@ -84,6 +86,19 @@ class FaceEmbedder:
             raise ValueError("backend='folded' is the CPU forward pass: on device='cuda' only dlib's cuDNN "
                              "forward pass runs (use FaceEmbedder(device='cpu') for the folded one)")
         self._core.backend = value
+
+    @property
+    def conv_kernel(self) -> str:
+        """The folded backend's convolution kernel: "avx512" or "avx2" (direct SIMD kernels, the
+        default where the CPU has them) or "blas" (im2col + OpenBLAS GEMM, any CPU). Set "auto" for
+        the fastest this CPU supports; a kernel the CPU cannot run raises ValueError."""
+        return self._core.conv_kernel
+
+    @conv_kernel.setter
+    def conv_kernel(self, value: str) -> None:
+        if value not in CONV_KERNELS:
+            raise ValueError(f"conv_kernel must be one of {CONV_KERNELS}, got {value!r}")
+        self._core.conv_kernel = value
 
     @staticmethod
     def _check_threads(threads: int | None) -> int:

@@ -104,6 +104,7 @@ def main() -> None:
         "CnnFaceDetector.detect[upsample]": lambda: cnn.detect(image, 40),
         "FaceEmbedderCore.jitter_chips[num_jitters]": lambda: core.FaceEmbedderCore.jitter_chips(chips, 0, 0),
         "FaceEmbedderCore.backend": lambda: setattr(embedder, "backend", "gpu"),
+        "FaceEmbedderCore.conv_kernel": lambda: setattr(embedder, "conv_kernel", "winograd"),
         "FaceEmbedderCore[path]": lambda: core.FaceEmbedderCore(LANDMARKS, 1),
         "CnnFaceDetector[path]": lambda: core.CnnFaceDetector(FACE),
         "LandmarkPredictor[path]": lambda: core.LandmarkPredictor(FACE),

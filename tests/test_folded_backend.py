@@ -1,14 +1,30 @@
-"""The folded CPU forward pass (affine folded into convolutions, batched GEMMs) against dlib's own."""
+"""The folded CPU forward pass (affine folded into convolutions; direct SIMD or im2col + GEMM
+convolutions) against dlib's own, with every convolution kernel this CPU runs."""
 import numpy as np
 import pytest
 
 import pyfacedlib as pfd
 
 
+KERNELS = pfd.build_info()["conv_kernels"]
+
+
 @pytest.fixture(scope="module")
-def both():
-    folded = pfd.FaceEmbedder(threads=2)
-    reference = pfd.FaceEmbedder(threads=2, backend="dlib")
+def reference():
+    return pfd.FaceEmbedder(threads=2, backend="dlib")
+
+
+@pytest.fixture(scope="module")
+def both(reference):
+    return pfd.FaceEmbedder(threads=2), reference
+
+
+@pytest.fixture(scope="module", params=KERNELS)
+def with_kernel(request, reference):
+    """(folded embedder on one convolution kernel, the dlib reference)."""
+    folded = pfd.FaceEmbedder(threads=2, device="cpu")
+    folded.backend = "folded"
+    folded.conv_kernel = request.param
     return folded, reference
 
 
@@ -20,13 +36,23 @@ def test_folded_is_the_cpu_default_and_matches_dlib_path(johns, both):
     assert np.abs(folded.embed_chips(chips) - reference.embed_chips(chips)).max() <= 1e-5
 
 
-@pytest.mark.parametrize("count", [1, 7, 8, 9, 23])
-def test_batch_edges_and_threads_give_per_face_results(johns, both, count):
+def test_every_conv_kernel_matches_dlib_path(johns, with_kernel):
     chips, _ = johns
-    folded, reference = both
+    folded, reference = with_kernel
+    assert np.abs(folded.embed_chips(chips) - reference.embed_chips(chips)).max() <= 1e-5
+
+
+@pytest.mark.parametrize("count", [1, 7, 8, 9, 23])
+def test_batch_edges_and_threads_give_per_face_results(johns, with_kernel, count):
+    chips, _ = johns
+    folded, reference = with_kernel
     batch = chips[np.arange(count) % len(chips)]
     together = folded.embed_chips(batch)
-    one_thread = pfd.FaceEmbedder(threads=1).embed_chips(batch)
+    folded.threads = 1
+    try:
+        one_thread = folded.embed_chips(batch)
+    finally:
+        folded.threads = 2
     alone = np.concatenate([folded.embed_chips(c) for c in batch])
     assert np.abs(together - alone).max() <= 1e-5
     assert np.abs(together - one_thread).max() <= 1e-5
@@ -41,9 +67,9 @@ def test_jitter_averages_match_between_backends(johns, both):
     assert np.abs(a - b).max() <= 1e-5
 
 
-def test_unrealistic_inputs_agree_too(both):
-    # saturated, constant and noise chips exercise ReLU fusion and the zero-padded residual additions
-    folded, reference = both
+def test_unrealistic_inputs_agree_too(with_kernel):
+    # saturated, constant and noise chips exercise ReLU fusion, the zero borders and the zero-padded residual additions
+    folded, reference = with_kernel
     rng = np.random.default_rng(0)
     chips = np.stack([np.zeros((150, 150, 3), np.uint8), np.full((150, 150, 3), 255, np.uint8),
                       rng.integers(0, 256, (150, 150, 3), dtype=np.uint8)])
@@ -64,3 +90,18 @@ def test_unknown_backend_is_rejected(both):
         folded.backend = "onnx"
     with pytest.raises(ValueError, match="backend"):
         pfd.FaceEmbedder(backend="gpu")
+
+
+def test_conv_kernel_default_choice_and_errors(both):
+    folded, _ = both
+    assert "blas" in KERNELS and KERNELS[-1] == "blas"   # the fastest first; blas runs everywhere
+    if not pfd.build_info()["cuda"]:
+        assert folded.conv_kernel == KERNELS[0]
+    with pytest.raises(ValueError, match="conv_kernel"):
+        folded.conv_kernel = "winograd"
+    for missing in {"avx512", "avx2"} - set(KERNELS):   # a kernel this CPU cannot run says what it lacks
+        with pytest.raises(ValueError, match="lacks"):
+            folded.conv_kernel = missing
+    folded.conv_kernel = "blas"
+    folded.conv_kernel = "auto"
+    assert folded.conv_kernel == KERNELS[0]

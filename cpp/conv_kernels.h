@@ -1,0 +1,59 @@
+// Direct convolution kernels for the folded net (cpp/folded_net.cpp): NHWC tensors whose samples
+// carry a zero border wide enough for the convolution's padding, so one output pixel's window row
+// (kw pixels x c channels) is kw*c contiguous floats and no im2col copy is made. The output pixels
+// of one tile are accumulated in SIMD registers over the whole window (bias first, ReLU fused) and
+// stored once; the weights are packed in blocks of 32 output channels.
+//
+// The kernels are compiled into the portable module with per-function target attributes and
+// chosen at run time from the CPU (no dlib or std template is compiled with those flags).
+#pragma once
+
+#include <string>
+#include <vector>
+
+namespace pfd {
+
+// How the folded net computes its convolutions: "blas" (im2col + OpenBLAS GEMM, any CPU),
+// "avx512" (direct, AVX-512F + FMA) or "avx2" (direct, AVX2 + FMA).
+enum class conv_kernel { blas, avx2, avx512 };
+
+constexpr long conv_block = 32;  // output channels per packed weight block and per kernel call
+
+std::string conv_kernel_name(conv_kernel kernel);
+// Throws std::invalid_argument naming the choices for an unknown name ("auto" is resolved by the caller).
+conv_kernel conv_kernel_from_name(const std::string& name);
+// Whether this CPU (and this build) can run the kernel; blas always can.
+bool conv_kernel_supported(conv_kernel kernel);
+// Throws std::invalid_argument saying what the CPU lacks when it cannot run the kernel.
+void require_conv_kernel(conv_kernel kernel);
+// The fastest kernel this CPU supports: avx512, else avx2, else blas.
+conv_kernel best_conv_kernel();
+
+// (kh*kw*c) x f row-major weights -> blocks of conv_block columns: packed[(block*rows + row)*32 + lane].
+// f must be a multiple of conv_block.
+std::vector<float> pack_conv_weights(const std::vector<float>& weights, long rows, long f);
+
+// One convolution over the output pixels of one tile list. Pixel i's window starts at
+// in + in_offsets[i] (the top-left input value, inside the zero border), its window rows are
+// in_pitch floats apart, each kw*c floats long; its f outputs go to out + out_offsets[i].
+struct direct_conv_call {
+    const float* in;
+    long in_pitch;
+    long window_rows;   // kh
+    long window_row;    // kw * c
+    const float* packed;  // pack_conv_weights of the op
+    const float* bias;    // f values
+    long f;
+    bool relu;
+    float* out;
+};
+
+// `count` output pixels whose windows start in_step floats apart and whose outputs are out_step
+// floats apart (pixels of one output row): in_offsets[0] / out_offsets[0] only.
+void direct_conv_run(conv_kernel kernel, const direct_conv_call& call, long in_offset, long in_step, long out_offset,
+                     long out_step, long count);
+// `count` output pixels at arbitrary offsets (small images: tiles across rows and samples).
+void direct_conv_gather(conv_kernel kernel, const direct_conv_call& call, const long* in_offsets, const long* out_offsets,
+                        long count);
+
+}  // namespace pfd
