@@ -3,6 +3,7 @@
 
 #include "model_io.h"
 #include "conversion.h"
+#include "fast_conv.h"
 #include "net_io.h"
 #include "sampler.h"
 #include "training.h"
@@ -160,6 +161,11 @@ void bind_training(py::module_& m) {
         .def("class_centres", [](face_trainer& self) { return to_array(self.class_centres()); },
              "A margin run's class layer as trained: (classes, 128) float32, one row per label (0 rows for loss_metric).");
 
+    m.def("set_training_conv_kernel", &set_fast_conv_kernel, py::arg("name"),
+          "The convolution kernel of the training nets' forward pass and stride-1 data gradients, for the "
+          "whole process: 'auto' (the fastest this CPU runs; the default), 'avx512', 'avx2' or 'blas' "
+          "(im2col + GEMM, the path before the direct kernels). ValueError for a name this CPU cannot run.");
+    m.def("training_conv_kernel", &fast_conv_kernel_name, "The training nets' convolution kernel in use.");
     m.def("identity_batches",
           [](const py::object& labels, int identities, int per_identity, std::uint64_t seed) {
               const auto label_values = checked_labels(labels, py::len(labels));

@@ -67,6 +67,7 @@ conv_kernel conv_kernel_from_name(const std::string& name) {
 
 bool conv_kernel_supported(conv_kernel kernel) {
 #ifdef PFD_CONV_X86
+    __builtin_cpu_init();  // may run from a static initialiser, before libgcc's own
     switch (kernel) {
         case conv_kernel::avx512: return __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("fma");
         case conv_kernel::avx2: return __builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma");

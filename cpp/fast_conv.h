@@ -4,12 +4,16 @@
 // sample at a time, and multiplies per sample; in a fine-tuning step that im2col/col2img work
 // costs more than the GEMMs. fast_con_ keeps con_'s parameters, settings and serialization (it
 // derives from con_, so files written from a net using it are ordinary con_ records that dlib
-// reads) and replaces only forward() and backward(): im2col/col2img copy whole runs of rows, and
-// several samples share one GEMM. Nets with con_ and fast_con_ convert into each other.
+// reads) and replaces only forward() and backward(). Where the CPU has them, the forward pass and
+// the data gradient of stride-1 "same" convolutions run the folded net's direct SIMD kernels
+// (cpp/conv_kernels.h) on transposed copies; otherwise, and for the filter gradient, im2col/col2img
+// copy whole runs of rows and several samples share one GEMM. Nets with con_ and fast_con_
+// convert into each other.
 #pragma once
 
 #include <dlib/dnn.h>
 
+#include <string>
 #include <vector>
 
 namespace pfd {
@@ -29,6 +33,12 @@ void fast_conv_forward(const conv_shape& s, const float* input, const float* fil
 // samples (when non-null; assigned, not accumulated, like dlib's con_).
 void fast_conv_backward(const conv_shape& s, const float* input, const float* filters, const float* gradient,
                         float* data_gradient, float* filter_gradient, std::vector<float>& scratch);
+
+// Which kernel fast_con_ uses where it can ("auto" = the fastest this CPU runs, "blas" = im2col +
+// GEMM everywhere): one setting for the process, for comparisons; throws std::invalid_argument for
+// a name the CPU cannot run.
+void set_fast_conv_kernel(const std::string& name);
+std::string fast_conv_kernel_name();
 
 template <long N, long NR, long NC, int SY, int SX, int PY = SY != 1 ? 0 : NR / 2, int PX = SX != 1 ? 0 : NC / 2>
 class fast_con_ : public dlib::con_<N, NR, NC, SY, SX, PY, PX> {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BnCalibrator', 'CnnFaceDetector', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'MarginLoss', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cosine_layer', 'cuda_runtime', 'extract_face_chip', 'identity_batches', 'metric_loss', 'net_kind', 'scaled_descriptor_net', 'sgemm_gflops']
+__all__: list[str] = ['BnCalibrator', 'CnnFaceDetector', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'MarginLoss', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cosine_layer', 'cuda_runtime', 'extract_face_chip', 'identity_batches', 'metric_loss', 'net_kind', 'scaled_descriptor_net', 'set_training_conv_kernel', 'sgemm_gflops', 'training_conv_kernel']
 class FaceEmbedderCore:
     """
     dlib's face-recognition ResNet (affine testing net) run on batches of chips.
@@ -228,9 +228,17 @@ def scaled_descriptor_net(path: str, factor: typing.SupportsFloat | typing.Suppo
     """
     The face net in `path` (either kind) with every descriptor multiplied by `factor`, as .dat bytes.
     """
+def set_training_conv_kernel(name: str) -> None:
+    """
+    The convolution kernel of the training nets' forward pass and stride-1 data gradients, for the whole process: 'auto' (the fastest this CPU runs; the default), 'avx512', 'avx2' or 'blas' (im2col + GEMM, the path before the direct kernels). ValueError for a name this CPU cannot run.
+    """
 def sgemm_gflops(m: typing.SupportsInt | typing.SupportsIndex, n: typing.SupportsInt | typing.SupportsIndex, k: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, repeats: typing.SupportsInt | typing.SupportsIndex = 5) -> float:
     """
     float32 GEMM rate (GFLOP/s) of the linked BLAS at an m x n x k shape, best of `repeats`: the machine's reference peak for the speed benchmarks.
+    """
+def training_conv_kernel() -> str:
+    """
+    The training nets' convolution kernel in use.
     """
 LEVEL_TOP_LAYER: dict = {0: 127, 1: 103, 2: 68, 3: 41, 4: 14, 5: 3, 6: 1}
 NUM_LEVELS: int = 7

@@ -105,6 +105,7 @@ def main() -> None:
         "FaceEmbedderCore.jitter_chips[num_jitters]": lambda: core.FaceEmbedderCore.jitter_chips(chips, 0, 0),
         "FaceEmbedderCore.backend": lambda: setattr(embedder, "backend", "gpu"),
         "FaceEmbedderCore.conv_kernel": lambda: setattr(embedder, "conv_kernel", "winograd"),
+        "set_training_conv_kernel": lambda: core.set_training_conv_kernel("winograd"),
         "FaceEmbedderCore[path]": lambda: core.FaceEmbedderCore(LANDMARKS, 1),
         "CnnFaceDetector[path]": lambda: core.CnnFaceDetector(FACE),
         "LandmarkPredictor[path]": lambda: core.LandmarkPredictor(FACE),

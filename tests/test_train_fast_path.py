@@ -8,6 +8,17 @@ from pyfacedlib import datasets
 from pyfacedlib._native import core
 
 
+KERNELS = pfd.build_info()["conv_kernels"]
+
+
+@pytest.fixture(params=KERNELS)
+def training_kernel(request):
+    """Runs the test with the training nets' convolutions on each kernel this CPU runs."""
+    core.set_training_conv_kernel(request.param)
+    yield request.param
+    core.set_training_conv_kernel("auto")
+
+
 @pytest.fixture(scope="module")
 def hard_johns(johns):
     """The johns chips at 10 px: the shipped model no longer separates them, so the loss is non-zero."""
@@ -40,8 +51,15 @@ def _assert_same_parameters(a, b, start, rtol=5e-3):
     return moved
 
 
+def test_training_kernel_default_and_errors():
+    assert core.training_conv_kernel() == KERNELS[0]
+    with pytest.raises(ValueError, match="conv_kernel"):
+        core.set_training_conv_kernel("winograd")
+    assert core.training_conv_kernel() == KERNELS[0]
+
+
 @pytest.mark.parametrize("threads", [1, 2])
-def test_frozen_bn_step_matches_dnn_trainer(hard_johns, threads):
+def test_frozen_bn_step_matches_dnn_trainer(hard_johns, threads, training_kernel):
     chips, labels = hard_johns
     base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
     reference, fast = _trainer(base, False, chips, labels, 2, False), _trainer(base, False, chips, labels, threads, True)
@@ -69,7 +87,7 @@ def test_from_level_step_stops_back_propagation_with_dlibs_result(hard_johns, le
     assert len(frozen) == sum(1 for before in start.values() if before.size) - moved
 
 
-def test_calibrated_bn_step_matches_dnn_trainer(hard_johns, tmp_path):
+def test_calibrated_bn_step_matches_dnn_trainer(hard_johns, tmp_path, training_kernel):
     chips, labels = hard_johns
     bn = tmp_path / "bn.dat"
     pfd.convert_affine_to_bn(pfd.models.path("dlib_face_recognition_resnet_model_v1"), bn, calibration=chips)
