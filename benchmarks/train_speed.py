@@ -1,6 +1,8 @@
 """Fine-tuning step speed, side by side in one run: the head fast path, and full-net steps on the
 fast path (fast_con convolutions; frozen BN also data-parallel over replicas) against dlib's own
-con_ + dnn_trainer (the reference), for the frozen-BN (affine) and the calibrated bn_con net.
+con_ + dnn_trainer (the reference), for the frozen-BN (affine) and the calibrated bn_con net; the
+fast path with each convolution kernel this CPU runs (direct AVX-512 / AVX2 kernels, and im2col +
+OpenBLAS GEMM, the path before them), alternated twice, best kept.
 
     python benchmarks/train_speed.py [--head-steps 2000] [--full-steps 6] [--threads N]
 
@@ -48,7 +50,16 @@ def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
     head = trainer(shipped, False, "head", 6)
     result["head_feature_caching_s"] = time.perf_counter() - start
     result["head_ms"] = 1000 * per_step(head, head_steps)
-    result["affine_fast_ms"] = 1000 * per_step(trainer(shipped, False, "all", 0), full_steps)
+    kernels = pfd.build_info()["conv_kernels"]
+    result["conv_kernels"] = kernels
+    result["affine_fast_ms_by_kernel"] = {k: float("inf") for k in kernels}
+    for _ in range(2):   # alternated: this machine's speed drifts between minutes
+        for k in kernels:
+            core.set_training_conv_kernel(k)
+            ms = 1000 * per_step(trainer(shipped, False, "all", 0), full_steps)
+            result["affine_fast_ms_by_kernel"][k] = min(result["affine_fast_ms_by_kernel"][k], ms)
+    core.set_training_conv_kernel("auto")
+    result["affine_fast_ms"] = result["affine_fast_ms_by_kernel"][kernels[0]]
     result["affine_dlib_ms"] = 1000 * per_step(trainer(shipped, False, "all", 0, fast=False), full_steps)
     # from_level:K, frozen BN: back-propagation stopped at level K against computed through the frozen levels
     result["from_level_ms"] = {k: {"stopped": 1000 * per_step(trainer(shipped, False, f"from_level:{k}", k), full_steps),
@@ -73,12 +84,16 @@ def report(r: dict, label: str) -> None:
 
     print(f"  float32 GEMM peak {r['gemm_peak_gflops']:.1f} GFLOP/s; a full-net step = {r['step_gflop']:.1f} GFLOP")
     print(f"  head fast path (cached features)      {r['head_ms']:9.3f} ms/step  (caching once: {r['head_feature_caching_s']:.1f} s)")
-    print(f"  full net, frozen BN: pyfacedlib       {r['affine_fast_ms']:9.1f} ms/step   ({rate(r['affine_fast_ms'])})")
+    for i, (k, ms) in enumerate(r["affine_fast_ms_by_kernel"].items()):
+        label = f"pyfacedlib, {k:<6}" + ("*" if i == 0 else " ")
+        print(f"  full net, frozen BN: {label:<17}{ms:9.1f} ms/step   ({rate(ms)})")
     print(f"  full net, frozen BN: dlib dnn_trainer {r['affine_dlib_ms']:9.1f} ms/step   ({rate(r['affine_dlib_ms'])})  "
           f"-> {r['affine_dlib_ms'] / r['affine_fast_ms']:.2f}x")
     print(f"  full net, bn_con:    pyfacedlib       {r['bn_fast_ms']:9.1f} ms/step   ({rate(r['bn_fast_ms'])})")
     print(f"  full net, bn_con:    dlib dnn_trainer {r['bn_dlib_ms']:9.1f} ms/step   ({rate(r['bn_dlib_ms'])})  "
           f"-> {r['bn_dlib_ms'] / r['bn_fast_ms']:.2f}x")
+    print(f"  (* the default convolution kernel, used in every other row; "
+          f"{r['affine_fast_ms_by_kernel']['blas'] / r['affine_fast_ms']:.2f}x the blas kernel's step)")
     print(f"  head vs full frozen-BN step: {r['affine_fast_ms'] / r['head_ms']:,.0f}x")
     print("  from_level:K, frozen BN, pyfacedlib: back-propagation stopped at level K / through the frozen levels")
     for k, t in r["from_level_ms"].items():

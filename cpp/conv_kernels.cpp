@@ -45,9 +45,66 @@ struct vec {
 #undef PFD_CONV_NS
 #undef PFD_CONV_TARGET
 
+namespace pfd::avx2_kernels {
+
+// One 8x8 block: rows of src (src_stride apart) become columns of dst.
+template <bool add>
+__attribute__((target("avx2,fma"))) inline void transpose8(const float* src, long src_stride, float* dst, long dst_stride) {
+    __m256 r[8], t[8];
+    for (int i = 0; i < 8; ++i) r[i] = _mm256_loadu_ps(src + i * src_stride);
+    for (int i = 0; i < 8; i += 2) {
+        t[i] = _mm256_unpacklo_ps(r[i], r[i + 1]);
+        t[i + 1] = _mm256_unpackhi_ps(r[i], r[i + 1]);
+    }
+    for (int i = 0; i < 8; i += 4) {
+        r[i] = _mm256_shuffle_ps(t[i], t[i + 2], 0x44);
+        r[i + 1] = _mm256_shuffle_ps(t[i], t[i + 2], 0xEE);
+        r[i + 2] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0x44);
+        r[i + 3] = _mm256_shuffle_ps(t[i + 1], t[i + 3], 0xEE);
+    }
+    // r[0..3]: columns 0, 1, 2, 3 of rows 0-3 (low half) and columns 4-7 (high half); r[4..7]: rows 4-7
+    const int order[8] = {0, 1, 2, 3, 0, 1, 2, 3};
+    for (int j = 0; j < 8; ++j) {
+        const __m256 column = j < 4 ? _mm256_permute2f128_ps(r[order[j]], r[order[j] + 4], 0x20)
+                                    : _mm256_permute2f128_ps(r[order[j]], r[order[j] + 4], 0x31);
+        float* d = dst + j * dst_stride;
+        _mm256_storeu_ps(d, add ? _mm256_add_ps(_mm256_loadu_ps(d), column) : column);
+    }
+}
+
+template <bool add>
+__attribute__((target("avx2,fma"))) void transpose(const float* src, long src_stride, float* dst, long dst_stride, long rows,
+                                                   long cols) {
+    const long rows8 = rows - rows % 8, cols8 = cols - cols % 8;
+    for (long i = 0; i < rows8; i += 8)
+        for (long j = 0; j < cols8; j += 8) transpose8<add>(src + i * src_stride + j, src_stride, dst + j * dst_stride + i, dst_stride);
+    for (long i = 0; i < rows; ++i)  // the edges
+        for (long j = i < rows8 ? cols8 : 0; j < cols; ++j) {
+            float& d = dst[j * dst_stride + i];
+            d = add ? d + src[i * src_stride + j] : src[i * src_stride + j];
+        }
+}
+
+}  // namespace pfd::avx2_kernels
+
 #endif  // PFD_CONV_X86
 
 namespace pfd {
+
+void transpose(const float* src, long src_stride, float* dst, long dst_stride, long rows, long cols, bool add) {
+#ifdef PFD_CONV_X86
+    static const bool avx2 = conv_kernel_supported(conv_kernel::avx2);
+    if (avx2) {
+        if (add) return avx2_kernels::transpose<true>(src, src_stride, dst, dst_stride, rows, cols);
+        return avx2_kernels::transpose<false>(src, src_stride, dst, dst_stride, rows, cols);
+    }
+#endif
+    for (long i = 0; i < rows; ++i)
+        for (long j = 0; j < cols; ++j) {
+            float& d = dst[j * dst_stride + i];
+            d = add ? d + src[i * src_stride + j] : src[i * src_stride + j];
+        }
+}
 
 std::string conv_kernel_name(conv_kernel kernel) {
     switch (kernel) {

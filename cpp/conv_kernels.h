@@ -33,19 +33,30 @@ conv_kernel best_conv_kernel();
 // f must be a multiple of conv_block.
 std::vector<float> pack_conv_weights(const std::vector<float>& weights, long rows, long f);
 
-// One convolution over the output pixels of one tile list. Pixel i's window starts at
-// in + in_offsets[i] (the top-left input value, inside the zero border), its window rows are
-// in_pitch floats apart, each kw*c floats long; its f outputs go to out + out_offsets[i].
+// One direct-kernel pass over a list of outputs (output pixels of a convolution, or rows of a
+// filter gradient), each conv_block channels wide per block. Output i's window starts at
+// in + in_offset(i); its window rows are in_pitch floats apart, each window_row values in_step
+// apart. Value j of window row ky multiplies the conv_block weights at
+// weights + block * weight_block + ky * weight_pitch + j * weight_step. Sums start from the bias
+// (or, with `accumulate`, from the output's current values); ReLU when `relu`; block b of output i
+// is stored at out + out_offset(i) + b * conv_block.
 struct direct_conv_call {
     const float* in;
-    long in_pitch;
-    long window_rows;   // kh
-    long window_row;    // kw * c
-    const float* packed;  // pack_conv_weights of the op
-    const float* bias;    // f values
-    long f;
-    bool relu;
+    long in_pitch, in_step;
+    long window_rows, window_row;
+    const float* weights;
+    long weight_pitch, weight_step, weight_block;
+    const float* bias;  // f values (unused with accumulate)
+    long f;             // output channels: a multiple of conv_block
+    bool relu, accumulate;
     float* out;
+
+    // A convolution: window rows of kw*c contiguous values, weights packed by pack_conv_weights.
+    static direct_conv_call convolution(const float* in, long in_pitch, long kh, long kw_times_c, const float* packed,
+                                        const float* bias, long f, bool relu, float* out) {
+        return {in, in_pitch, 1, kh, kw_times_c, packed, kw_times_c * conv_block, conv_block, kh * kw_times_c * conv_block,
+                bias, f, relu, false, out};
+    }
 };
 
 // `count` output pixels whose windows start in_step floats apart and whose outputs are out_step
@@ -55,5 +66,9 @@ void direct_conv_run(conv_kernel kernel, const direct_conv_call& call, long in_o
 // `count` output pixels at arbitrary offsets (small images: tiles across rows and samples).
 void direct_conv_gather(conv_kernel kernel, const direct_conv_call& call, const long* in_offsets, const long* out_offsets,
                         long count);
+
+// dst[j * dst_stride + i] = (or +=, with add) src[i * src_stride + j] for i < rows, j < cols: the
+// layout changes around the direct kernels (8x8 register blocks where the CPU has AVX2).
+void transpose(const float* src, long src_stride, float* dst, long dst_stride, long rows, long cols, bool add);
 
 }  // namespace pfd

@@ -114,10 +114,7 @@ void to_bordered_nhwc(const float* in, long n, long c, long h, long w, float* ou
             float* row = o + (y + 1) * pitch;
             std::fill(row, row + c, 0.0f);
             std::fill(row + (w + 1) * c, row + pitch, 0.0f);
-            for (long ch = 0; ch < c; ++ch) {
-                const float* src = in + ((i * c + ch) * h + y) * w;
-                for (long x = 0; x < w; ++x) row[(x + 1) * c + ch] = src[x];
-            }
+            transpose(in + (i * c * h + y) * w, h * w, row + c, c, c, w, false);  // (c x w) -> (w x c)
         }
     }
 }
@@ -125,16 +122,7 @@ void to_bordered_nhwc(const float* in, long n, long c, long h, long w, float* ou
 // NHWC (n, h, w, c) -> NCHW, assigned or added.
 template <bool add>
 void from_nhwc(const float* in, long n, long c, long h, long w, float* out) {
-    for (long i = 0; i < n; ++i)
-        for (long ch = 0; ch < c; ++ch)
-            for (long y = 0; y < h; ++y) {
-                float* dst = out + ((i * c + ch) * h + y) * w;
-                const float* src = in + ((i * h + y) * w) * c + ch;
-                for (long x = 0; x < w; ++x) {
-                    if (add) dst[x] += src[x * c];
-                    else dst[x] = src[x * c];
-                }
-            }
+    for (long i = 0; i < n; ++i) transpose(in + i * h * w * c, c, out + i * c * h * w, h * w, h * w, c, add);
 }
 
 // Runs one direct convolution over every output pixel (n, oh, ow) of a bordered NHWC input into an
@@ -163,61 +151,149 @@ void direct_conv_all(const direct_conv_call& call, long n, long oh, long ow, WIN
     });
 }
 
-// Scratch areas of a direct convolution: bordered input, NHWC output, packed weights, zero bias.
-struct direct_work {
-    float *in, *out, *packed, *zero_bias;
-    direct_work(std::vector<float>& scratch, long in_floats, long out_floats, long weights, long outputs) {
-        const size_t floats = in_floats + out_floats + weights + outputs;  // all written before read, but the bias
-        if (scratch.size() < floats) scratch.resize(floats);  // grown only: resizing up zero-fills
-        in = scratch.data();
-        out = in + in_floats;
-        packed = out + out_floats;
-        zero_bias = packed + weights;
-        std::fill(zero_bias, zero_bias + outputs, 0.0f);
+// A bordered NHWC copy of an NCHW tensor: its offsets and pitch.
+struct bordered {
+    float* data;
+    long h, w, c;
+    long pitch() const { return (w + 2) * c; }
+    long sample() const { return (h + 2) * pitch(); }
+    long size(long n) const { return n * sample(); }
+    long at(long i, long y, long x) const { return i * sample() + (y + 1) * pitch() + (x + 1) * c; }  // -1 <= y, x
+};
+
+// Carves the layer's scratch vector into consecutive areas (grown only: growing zero-fills).
+struct scratch_areas {
+    std::vector<float>& scratch;
+    std::vector<long> sizes;
+    long add(long floats) {
+        sizes.push_back(floats);
+        return static_cast<long>(sizes.size()) - 1;
+    }
+    std::vector<float*> carve() {
+        long total = 0;
+        for (long n : sizes) total += n;
+        if (static_cast<long>(scratch.size()) < total) scratch.resize(total);
+        std::vector<float*> areas;
+        float* p = scratch.data();
+        for (long n : sizes) areas.push_back(p), p += n;
+        return areas;
     }
 };
+
+// dlib's filters (f, c, ky, kx) -> packed rows (ky, kx, c) in blocks of 32 filters.
+void pack_filters(const conv_shape& s, const float* filters, float* packed) {
+    const long c = s.channels, window = s.filter_rows * s.filter_cols, k = window * c;
+    for (long block = 0; block < s.filters / conv_block; ++block)
+        for (long ch = 0; ch < c; ++ch)
+            for (long p = 0; p < window; ++p) {  // the 32 filters' (ch, p) values: 32 cache lines, reused over p
+                float* dst = packed + (block * k + p * c + ch) * conv_block;
+                const float* src = filters + (block * conv_block * c + ch) * window + p;
+                for (long lane = 0; lane < conv_block; ++lane) dst[lane] = src[lane * c * window];
+            }
+}
+
+// The data gradient's filters: rows (ky', kx', f) in blocks of 32 channels; window position p of
+// W' is position window-1-p of W.
+void pack_flipped_filters(const conv_shape& s, const float* filters, float* packed) {
+    const long c = s.channels, f = s.filters, window = s.filter_rows * s.filter_cols, k = window * f;
+    for (long block = 0; block < c / conv_block; ++block)
+        for (long fi = 0; fi < f; ++fi)
+            for (long p = 0; p < window; ++p) {
+                float* dst = packed + (block * k + p * f + fi) * conv_block;
+                const float* src = filters + (fi * c + block * conv_block) * window + (window - 1 - p);
+                for (long lane = 0; lane < conv_block; ++lane) dst[lane] = src[lane * window];
+            }
+}
 
 void direct_forward(const conv_shape& s, const float* input, const float* filters, const float* bias, float* output,
                     std::vector<float>& scratch) {
     const long oh = s.out_rows(), ow = s.out_cols(), c = s.channels, f = s.filters;
-    const long window = s.filter_rows * s.filter_cols, k = window * c;
-    direct_work w(scratch, s.samples * (s.rows + 2) * (s.cols + 2) * c, s.samples * oh * ow * f, k * f, f);
-    to_bordered_nhwc(input, s.samples, c, s.rows, s.cols, w.in);
-    for (long block = 0; block < f / conv_block; ++block)  // dlib's (f, c, ky, kx) -> rows (ky, kx, c) in blocks of 32 filters
-        for (long ch = 0; ch < c; ++ch)
-            for (long p = 0; p < window; ++p) {  // the 32 filters' (ch, p) values: 32 cache lines, reused over p
-                float* dst = w.packed + (block * k + p * c + ch) * conv_block;
-                const float* src = filters + (block * conv_block * c + ch) * window + p;
-                for (long lane = 0; lane < conv_block; ++lane) dst[lane] = src[lane * c * window];
-            }
-    const long pitch = (s.cols + 2) * c, sample = (s.rows + 2) * pitch;
-    const direct_conv_call call{w.in, pitch, s.filter_rows, s.filter_cols * c, w.packed, bias ? bias : w.zero_bias, f, false, w.out};
-    const auto window_at = [&](long i, long y, long x) {
-        return i * sample + (y * s.stride_y - s.pad_y + 1) * pitch + (x * s.stride_x - s.pad_x + 1) * c;
-    };
-    direct_conv_all(call, s.samples, oh, ow, window_at, s.stride_x * c);
-    from_nhwc<false>(w.out, s.samples, f, oh, ow, output);
+    const long k = s.filter_rows * s.filter_cols * c;
+    scratch_areas plan{scratch, {}};
+    bordered x{nullptr, s.rows, s.cols, c};
+    const long in_area = plan.add(x.size(s.samples)), out_area = plan.add(s.samples * oh * ow * f), packed_area = plan.add(k * f),
+               bias_area = plan.add(f);
+    const auto areas = plan.carve();
+    x.data = areas[in_area];
+    to_bordered_nhwc(input, s.samples, c, s.rows, s.cols, x.data);
+    pack_filters(s, filters, areas[packed_area]);
+    if (!bias) std::fill(areas[bias_area], areas[bias_area] + f, 0.0f);
+    const auto call = direct_conv_call::convolution(x.data, x.pitch(), s.filter_rows, s.filter_cols * c, areas[packed_area],
+                                                    bias ? bias : areas[bias_area], f, false, areas[out_area]);
+    direct_conv_all(
+        call, s.samples, oh, ow, [&](long i, long y, long xx) { return x.at(i, y * s.stride_y - s.pad_y, xx * s.stride_x - s.pad_x); },
+        s.stride_x * c);
+    from_nhwc<false>(areas[out_area], s.samples, f, oh, ow, output);
 }
 
-// data_gradient += the "same" convolution of gradient with the flipped, transposed filters.
-void direct_data_gradient(const conv_shape& s, const float* filters, const float* gradient, float* data_gradient,
-                          std::vector<float>& scratch) {
-    const long h = s.rows, w_ = s.cols, c = s.channels, f = s.filters;  // stride 1, same size
-    const long window = s.filter_rows * s.filter_cols, k = window * f;
-    direct_work w(scratch, s.samples * (h + 2) * (w_ + 2) * f, s.samples * h * w_ * c, k * c, c);
-    to_bordered_nhwc(gradient, s.samples, f, h, w_, w.in);
-    for (long block = 0; block < c / conv_block; ++block)
-        for (long fi = 0; fi < f; ++fi)
-            for (long p = 0; p < window; ++p) {  // window position p of W' is position window-1-p of W
-                float* dst = w.packed + (block * k + p * f + fi) * conv_block;
-                const float* src = filters + (fi * c + block * conv_block) * window + (window - 1 - p);
-                for (long lane = 0; lane < conv_block; ++lane) dst[lane] = src[lane * window];
-            }
-    const long pitch = (w_ + 2) * f, sample = (h + 2) * pitch;
-    const direct_conv_call call{w.in, pitch, s.filter_rows, s.filter_cols * f, w.packed, w.zero_bias, c, false, w.out};
-    const auto window_at = [&](long i, long y, long x) { return i * sample + (y - s.pad_y + 1) * pitch + (x - s.pad_x + 1) * f; };
-    direct_conv_all(call, s.samples, h, w_, window_at, f);
-    from_nhwc<true>(w.out, s.samples, c, h, w_, data_gradient);
+// data_gradient += the "same" convolution of the bordered output gradient dy with the flipped,
+// transposed filters (packed: window*f*c floats, zero_bias: c, out: the NHWC result).
+void direct_data_gradient(const conv_shape& s, const float* filters, const bordered& dy, float* data_gradient, float* packed,
+                          float* zero_bias, float* out) {
+    const long h = s.rows, w = s.cols, c = s.channels, f = s.filters;  // stride 1, same size
+    pack_flipped_filters(s, filters, packed);
+    std::fill(zero_bias, zero_bias + c, 0.0f);
+    const auto call = direct_conv_call::convolution(dy.data, dy.pitch(), s.filter_rows, s.filter_cols * f, packed, zero_bias, c,
+                                                    false, out);
+    direct_conv_all(call, s.samples, h, w, [&](long i, long y, long x) { return dy.at(i, y - s.pad_y, x - s.pad_x); }, f);
+    from_nhwc<true>(out, s.samples, c, h, w, data_gradient);
+}
+
+// filter_gradient (f, c, ky, kx) = sum over samples and output pixels of dy (x) the pixel's window,
+// accumulated by the direct kernel into `sums`, rows (ky, kx, c) x blocks of 32 filters: the
+// "window" of row (ky, j) is the input value at (ky, j) of every output pixel's window (output rows
+// sy*pitch apart, pixels sx*c apart), its "weights" the output gradient's pixels. x: where the
+// bordered NHWC input goes.
+void direct_filter_gradient(const conv_shape& s, const float* input, const bordered& dy, float* filter_gradient,
+                            const bordered& x, float* sums) {
+    const long oh = s.out_rows(), ow = s.out_cols(), c = s.channels, f = s.filters, row = s.filter_cols * c;
+    const long window = s.filter_rows * s.filter_cols, k = window * c;
+    to_bordered_nhwc(input, s.samples, c, s.rows, s.cols, x.data);
+    std::fill(sums, sums + k * f, 0.0f);
+    const long threads = std::max<long>(1, std::min<long>(blas_threads(), row / 12));
+    parallel_slices(row, threads, [&](long, long begin, long end) {  // threads own disjoint rows of the sums
+        for (long i = 0; i < s.samples; ++i) {
+            const direct_conv_call call{x.data, s.stride_y * x.pitch(), s.stride_x * c, oh, ow, dy.data + dy.at(i, 0, 0),
+                                        dy.pitch(), f, conv_block, nullptr, f, false, true, sums};
+            for (long ky = 0; ky < s.filter_rows; ++ky)
+                direct_conv_run(direct_kernel(), call, x.at(i, ky - s.pad_y, -s.pad_x) + begin, 1, (ky * row + begin) * f, f,
+                                end - begin);
+        }
+    });
+    for (long fi = 0; fi < f; ++fi)
+        for (long ch = 0; ch < c; ++ch)
+            for (long p = 0; p < window; ++p) filter_gradient[(fi * c + ch) * window + p] = sums[(p * c + ch) * f + fi];
+}
+
+// The direct parts of a backward pass; sets the gradients it computed to null (the rest is left
+// to im2col + GEMM).
+void direct_backward(const conv_shape& s, const float* input, const float* filters, const float* gradient,
+                     float*& data_gradient, float*& filter_gradient, std::vector<float>& scratch) {
+    const bool direct = direct_kernel() != conv_kernel::blas;
+    const bool direct_filters = filter_gradient && direct && direct_forward_fits(s);
+    const bool direct_data = data_gradient && direct && direct_data_gradient_fits(s);
+    if (!direct_filters && !direct_data) return;
+    const long window = s.filter_rows * s.filter_cols;
+    scratch_areas plan{scratch, {}};
+    bordered dy{nullptr, s.out_rows(), s.out_cols(), s.filters}, x{nullptr, s.rows, s.cols, s.channels};
+    const long dy_area = plan.add(dy.size(s.samples));
+    const long x_area = plan.add(direct_filters ? x.size(s.samples) : 0);
+    const long sums_area = plan.add(direct_filters ? window * s.channels * s.filters : 0);
+    const long out_area = plan.add(direct_data ? s.samples * s.rows * s.cols * s.channels : 0);
+    const long packed_area = plan.add(direct_data ? window * s.filters * s.channels : 0);
+    const long bias_area = plan.add(direct_data ? s.channels : 0);
+    const auto areas = plan.carve();
+    dy.data = areas[dy_area];
+    x.data = areas[x_area];
+    to_bordered_nhwc(gradient, s.samples, s.filters, dy.h, dy.w, dy.data);  // read by both
+    if (direct_filters) {
+        direct_filter_gradient(s, input, dy, filter_gradient, x, areas[sums_area]);
+        filter_gradient = nullptr;
+    }
+    if (direct_data) {
+        direct_data_gradient(s, filters, dy, data_gradient, areas[packed_area], areas[bias_area], areas[out_area]);
+        data_gradient = nullptr;
+    }
 }
 
 }  // namespace
@@ -252,10 +328,8 @@ void fast_conv_forward(const conv_shape& s, const float* input, const float* fil
 
 void fast_conv_backward(const conv_shape& s, const float* input, const float* filters, const float* gradient,
                         float* data_gradient, float* filter_gradient, std::vector<float>& scratch) {
-    if (data_gradient && direct_kernel() != conv_kernel::blas && direct_data_gradient_fits(s)) {
-        if (filter_gradient) fast_conv_backward(s, input, filters, gradient, nullptr, filter_gradient, scratch);
-        return direct_data_gradient(s, filters, gradient, data_gradient, scratch);
-    }
+    direct_backward(s, input, filters, gradient, data_gradient, filter_gradient, scratch);
+    if (!data_gradient && !filter_gradient) return;
     const conv_work w(s, scratch);
     const long k = w.k, plane = w.plane, group = w.group;
     float *cols = w.cols, *dy = w.matrix;

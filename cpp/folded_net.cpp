@@ -105,7 +105,8 @@ void conv_blas(const float* in, const shape& s, const folded_face_net::op& o, fl
 // The direct kernels: along each output row, or (narrow outputs) over a list of all output pixels.
 void conv_direct(conv_kernel kernel, const float* in, const shape& s, const folded_face_net::op& o, float* out, const shape& os,
                  folded_workspace& ws) {
-    const direct_conv_call call{in, s.pitch(), o.window_y, o.window_x * s.c, o.packed.data(), o.bias.data(), o.out_channels, o.relu, out};
+    const auto call = direct_conv_call::convolution(in, s.pitch(), o.window_y, o.window_x * s.c, o.packed.data(), o.bias.data(),
+                                                    o.out_channels, o.relu, out);
     const auto window = [&](long i, long y, long x) { return s.at(i, y * o.stride_y - o.pad_y, x * o.stride_x - o.pad_x); };
     if (os.w >= min_row_tile) {
         for (long i = 0; i < os.n; ++i)
