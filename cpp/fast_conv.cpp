@@ -180,29 +180,30 @@ struct scratch_areas {
     }
 };
 
-// dlib's filters (f, c, ky, kx) -> packed rows (ky, kx, c) in blocks of 32 filters.
-void pack_filters(const conv_shape& s, const float* filters, float* packed) {
+// dlib's filters (f, c, ky, kx) -> packed rows (ky, kx, c) in blocks of 32 filters: each block's
+// (32 x c*window) matrix transposed, then its rows (c, ky, kx) put in (ky, kx, c) order. work: k*32 floats.
+void pack_filters(const conv_shape& s, const float* filters, float* packed, float* work) {
     const long c = s.channels, window = s.filter_rows * s.filter_cols, k = window * c;
-    for (long block = 0; block < s.filters / conv_block; ++block)
+    for (long block = 0; block < s.filters / conv_block; ++block) {
+        transpose(filters + block * conv_block * k, k, work, conv_block, conv_block, k, false);
         for (long ch = 0; ch < c; ++ch)
-            for (long p = 0; p < window; ++p) {  // the 32 filters' (ch, p) values: 32 cache lines, reused over p
-                float* dst = packed + (block * k + p * c + ch) * conv_block;
-                const float* src = filters + (block * conv_block * c + ch) * window + p;
-                for (long lane = 0; lane < conv_block; ++lane) dst[lane] = src[lane * c * window];
-            }
+            for (long p = 0; p < window; ++p)
+                std::memcpy(packed + (block * k + p * c + ch) * conv_block, work + (ch * window + p) * conv_block, conv_block * sizeof(float));
+    }
 }
 
 // The data gradient's filters: rows (ky', kx', f) in blocks of 32 channels; window position p of
-// W' is position window-1-p of W.
-void pack_flipped_filters(const conv_shape& s, const float* filters, float* packed) {
+// W' is position window-1-p of W. Each filter's (c x window) matrix transposed, then runs of 32
+// channels copied. work: k floats.
+void pack_flipped_filters(const conv_shape& s, const float* filters, float* packed, float* work) {
     const long c = s.channels, f = s.filters, window = s.filter_rows * s.filter_cols, k = window * f;
-    for (long block = 0; block < c / conv_block; ++block)
-        for (long fi = 0; fi < f; ++fi)
-            for (long p = 0; p < window; ++p) {
-                float* dst = packed + (block * k + p * f + fi) * conv_block;
-                const float* src = filters + (fi * c + block * conv_block) * window + (window - 1 - p);
-                for (long lane = 0; lane < conv_block; ++lane) dst[lane] = src[lane * window];
-            }
+    for (long fi = 0; fi < f; ++fi) {
+        transpose(filters + fi * c * window, window, work, c, c, window, false);  // work[p * c + ch]
+        for (long block = 0; block < c / conv_block; ++block)
+            for (long p = 0; p < window; ++p)
+                std::memcpy(packed + (block * k + p * f + fi) * conv_block, work + (window - 1 - p) * c + block * conv_block,
+                            conv_block * sizeof(float));
+    }
 }
 
 void direct_forward(const conv_shape& s, const float* input, const float* filters, const float* bias, float* output,
@@ -212,11 +213,11 @@ void direct_forward(const conv_shape& s, const float* input, const float* filter
     scratch_areas plan{scratch, {}};
     bordered x{nullptr, s.rows, s.cols, c};
     const long in_area = plan.add(x.size(s.samples)), out_area = plan.add(s.samples * oh * ow * f), packed_area = plan.add(k * f),
-               bias_area = plan.add(f);
+               bias_area = plan.add(f), work_area = plan.add(k * conv_block);
     const auto areas = plan.carve();
     x.data = areas[in_area];
     to_bordered_nhwc(input, s.samples, c, s.rows, s.cols, x.data);
-    pack_filters(s, filters, areas[packed_area]);
+    pack_filters(s, filters, areas[packed_area], areas[work_area]);
     if (!bias) std::fill(areas[bias_area], areas[bias_area] + f, 0.0f);
     const auto call = direct_conv_call::convolution(x.data, x.pitch(), s.filter_rows, s.filter_cols * c, areas[packed_area],
                                                     bias ? bias : areas[bias_area], f, false, areas[out_area]);
@@ -227,11 +228,11 @@ void direct_forward(const conv_shape& s, const float* input, const float* filter
 }
 
 // data_gradient += the "same" convolution of the bordered output gradient dy with the flipped,
-// transposed filters (packed: window*f*c floats, zero_bias: c, out: the NHWC result).
+// transposed filters (packed: window*f*c floats, zero_bias: c, out: the NHWC result, work: window*c).
 void direct_data_gradient(const conv_shape& s, const float* filters, const bordered& dy, float* data_gradient, float* packed,
-                          float* zero_bias, float* out) {
+                          float* zero_bias, float* out, float* work) {
     const long h = s.rows, w = s.cols, c = s.channels, f = s.filters;  // stride 1, same size
-    pack_flipped_filters(s, filters, packed);
+    pack_flipped_filters(s, filters, packed, work);
     std::fill(zero_bias, zero_bias + c, 0.0f);
     const auto call = direct_conv_call::convolution(dy.data, dy.pitch(), s.filter_rows, s.filter_cols * f, packed, zero_bias, c,
                                                     false, out);
@@ -243,9 +244,9 @@ void direct_data_gradient(const conv_shape& s, const float* filters, const borde
 // accumulated by the direct kernel into `sums`, rows (ky, kx, c) x blocks of 32 filters: the
 // "window" of row (ky, j) is the input value at (ky, j) of every output pixel's window (output rows
 // sy*pitch apart, pixels sx*c apart), its "weights" the output gradient's pixels. x: where the
-// bordered NHWC input goes.
+// bordered NHWC input goes; work: as many floats as sums.
 void direct_filter_gradient(const conv_shape& s, const float* input, const bordered& dy, float* filter_gradient,
-                            const bordered& x, float* sums) {
+                            const bordered& x, float* sums, float* work) {
     const long oh = s.out_rows(), ow = s.out_cols(), c = s.channels, f = s.filters, row = s.filter_cols * c;
     const long window = s.filter_rows * s.filter_cols, k = window * c;
     to_bordered_nhwc(input, s.samples, c, s.rows, s.cols, x.data);
@@ -260,9 +261,9 @@ void direct_filter_gradient(const conv_shape& s, const float* input, const borde
                                 end - begin);
         }
     });
-    for (long fi = 0; fi < f; ++fi)
-        for (long ch = 0; ch < c; ++ch)
-            for (long p = 0; p < window; ++p) filter_gradient[(fi * c + ch) * window + p] = sums[(p * c + ch) * f + fi];
+    transpose(sums, f, work, k, k, f, false);  // work[fi][p * c + ch]
+    for (long fi = 0; fi < f; ++fi)            // -> (fi, ch, p)
+        transpose(work + fi * k, c, filter_gradient + fi * k, window, window, c, false);
 }
 
 // The direct parts of a backward pass; sets the gradients it computed to null (the rest is left
@@ -282,16 +283,17 @@ void direct_backward(const conv_shape& s, const float* input, const float* filte
     const long out_area = plan.add(direct_data ? s.samples * s.rows * s.cols * s.channels : 0);
     const long packed_area = plan.add(direct_data ? window * s.filters * s.channels : 0);
     const long bias_area = plan.add(direct_data ? s.channels : 0);
+    const long work_area = plan.add(direct_filters ? window * s.channels * s.filters : window * s.channels);
     const auto areas = plan.carve();
     dy.data = areas[dy_area];
     x.data = areas[x_area];
     to_bordered_nhwc(gradient, s.samples, s.filters, dy.h, dy.w, dy.data);  // read by both
     if (direct_filters) {
-        direct_filter_gradient(s, input, dy, filter_gradient, x, areas[sums_area]);
+        direct_filter_gradient(s, input, dy, filter_gradient, x, areas[sums_area], areas[work_area]);
         filter_gradient = nullptr;
     }
     if (direct_data) {
-        direct_data_gradient(s, filters, dy, data_gradient, areas[packed_area], areas[bias_area], areas[out_area]);
+        direct_data_gradient(s, filters, dy, data_gradient, areas[packed_area], areas[bias_area], areas[out_area], areas[work_area]);
         data_gradient = nullptr;
     }
 }
