@@ -1,8 +1,9 @@
-// Direct convolution kernels for the folded net (cpp/folded_net.cpp): NHWC tensors whose samples
-// carry a zero border wide enough for the convolution's padding, so one output pixel's window row
-// (kw pixels x c channels) is kw*c contiguous floats and no im2col copy is made. The output pixels
-// of one tile are accumulated in SIMD registers over the whole window (bias first, ReLU fused) and
-// stored once; the weights are packed in blocks of 32 output channels.
+// Direct convolution kernels for the folded net (cpp/folded_net.cpp) and the training nets'
+// fast_con (cpp/fast_conv.cpp): NHWC tensors whose samples carry a zero border wide enough for the
+// convolution's padding, so one output pixel's window row (kw pixels x c channels) is kw*c
+// contiguous floats and no im2col copy is made. The outputs of one tile are accumulated in SIMD
+// registers over the whole window (bias first, ReLU fused) and stored once; the weights are packed
+// in blocks of 32 output channels. The same kernel, with strides, accumulates filter gradients.
 //
 // The kernels are compiled into the portable module with per-function target attributes and
 // chosen at run time from the CPU (no dlib or std template is compiled with those flags).
@@ -59,8 +60,8 @@ struct direct_conv_call {
     }
 };
 
-// `count` output pixels whose windows start in_step floats apart and whose outputs are out_step
-// floats apart (pixels of one output row): in_offsets[0] / out_offsets[0] only.
+// `count` outputs, output i's window at in_offset + i * in_step and its values at
+// out_offset + i * out_step (the pixels of one output row; adjacent rows of a filter gradient).
 void direct_conv_run(conv_kernel kernel, const direct_conv_call& call, long in_offset, long in_step, long out_offset,
                      long out_step, long count);
 // `count` output pixels at arbitrary offsets (small images: tiles across rows and samples).
