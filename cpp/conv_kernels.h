@@ -9,6 +9,9 @@
 // chosen at run time from the CPU (no dlib or std template is compiled with those flags).
 #pragma once
 
+#include "parallel.h"
+
+#include <algorithm>
 #include <string>
 #include <vector>
 
@@ -67,6 +70,39 @@ void direct_conv_run(conv_kernel kernel, const direct_conv_call& call, long in_o
 // `count` output pixels at arbitrary offsets (small images: tiles across rows and samples).
 void direct_conv_gather(conv_kernel kernel, const direct_conv_call& call, const long* in_offsets, const long* out_offsets,
                         long count);
+
+// Below this output width the pixels are tiled across rows and samples (listed) rather than along one row.
+constexpr long min_row_tile = 8;
+
+// One convolution over every output pixel (i, y, x) of an n x oh x ow output: its window starts at
+// window_at(i, y, x) in call.in (pixels of a row window_step apart), its call.f outputs go to
+// output_at(i, y, x) in call.out (pixels of a row call.f apart). Wide outputs run along output rows,
+// narrow ones as one list of pixels (in_offsets / out_offsets: reused buffers); split over
+// `threads` threads.
+template <typename WINDOW_AT, typename OUTPUT_AT>
+void direct_conv_pixels(conv_kernel kernel, const direct_conv_call& call, long n, long oh, long ow, WINDOW_AT window_at,
+                        long window_step, OUTPUT_AT output_at, long threads, std::vector<long>& in_offsets,
+                        std::vector<long>& out_offsets) {
+    if (ow >= min_row_tile) {
+        parallel_slices(n * oh, std::max(1L, std::min(threads, n * oh)), [&](long, long begin, long end) {
+            for (long r = begin; r < end; ++r)
+                direct_conv_run(kernel, call, window_at(r / oh, r % oh, 0), window_step, output_at(r / oh, r % oh, 0), call.f, ow);
+        });
+        return;
+    }
+    in_offsets.clear();
+    out_offsets.clear();
+    for (long i = 0; i < n; ++i)
+        for (long y = 0; y < oh; ++y)
+            for (long x = 0; x < ow; ++x) {
+                in_offsets.push_back(window_at(i, y, x));
+                out_offsets.push_back(output_at(i, y, x));
+            }
+    const long pixels = n * oh * ow;
+    parallel_slices(pixels, std::max(1L, std::min(threads, pixels / 12)), [&](long, long begin, long end) {
+        direct_conv_gather(kernel, call, in_offsets.data() + begin, out_offsets.data() + begin, end - begin);
+    });
+}
 
 // dst[j * dst_stride + i] = (or +=, with add) src[i * src_stride + j] for i < rows, j < cols: the
 // layout changes around the direct kernels (8x8 register blocks where the CPU has AVX2).

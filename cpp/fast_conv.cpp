@@ -130,25 +130,10 @@ void from_nhwc(const float* in, long n, long c, long h, long w, float* out) {
 // window_at(i, y, x): offset of the window of output pixel (i, y, x) in the bordered input.
 template <typename WINDOW_AT>
 void direct_conv_all(const direct_conv_call& call, long n, long oh, long ow, WINDOW_AT window_at, long window_step) {
-    const long threads = std::max(1, blas_threads());
-    if (ow >= 8) {  // along output rows
-        parallel_slices(n * oh, std::min(threads, n * oh), [&](long, long begin, long end) {
-            for (long r = begin; r < end; ++r)
-                direct_conv_run(direct_kernel(), call, window_at(r / oh, r % oh, 0), window_step, r * ow * call.f, call.f, ow);
-        });
-        return;
-    }
-    std::vector<long> in_offsets, out_offsets;  // narrow outputs: tiles across rows and samples
-    for (long i = 0; i < n; ++i)
-        for (long y = 0; y < oh; ++y)
-            for (long x = 0; x < ow; ++x) {
-                in_offsets.push_back(window_at(i, y, x));
-                out_offsets.push_back(((i * oh + y) * ow + x) * call.f);
-            }
-    const long pixels = n * oh * ow;
-    parallel_slices(pixels, std::min(threads, std::max<long>(1, pixels / 12)), [&](long, long begin, long end) {
-        direct_conv_gather(direct_kernel(), call, in_offsets.data() + begin, out_offsets.data() + begin, end - begin);
-    });
+    std::vector<long> in_offsets, out_offsets;
+    direct_conv_pixels(direct_kernel(), call, n, oh, ow, window_at, window_step,
+                       [&](long i, long y, long x) { return ((i * oh + y) * ow + x) * call.f; }, blas_threads(), in_offsets,
+                       out_offsets);
 }
 
 // A bordered NHWC copy of an NCHW tensor: its offsets and pitch.

@@ -19,8 +19,6 @@ namespace {
 // Rows of im2col kept per GEMM call (blas kernel): about this many floats of columns (fits the L2 cache).
 constexpr long column_budget = 256 * 1024;
 constexpr long min_block_rows = 64;
-// Below this output width the direct kernels tile across rows and samples (listed pixels) rather than along one row.
-constexpr long min_row_tile = 8;
 
 // An NHWC tensor whose samples carry a zero border of `b` pixels on every side (b = 1 for every
 // spatial tensor, so a 3x3 window with padding 1 reads the border instead of testing bounds).
@@ -102,27 +100,14 @@ void conv_blas(const float* in, const shape& s, const folded_face_net::op& o, fl
     }
 }
 
-// The direct kernels: along each output row, or (narrow outputs) over a list of all output pixels.
+// The direct kernels (single-threaded: callers run one batch per thread).
 void conv_direct(conv_kernel kernel, const float* in, const shape& s, const folded_face_net::op& o, float* out, const shape& os,
                  folded_workspace& ws) {
     const auto call = direct_conv_call::convolution(in, s.pitch(), o.window_y, o.window_x * s.c, o.packed.data(), o.bias.data(),
                                                     o.out_channels, o.relu, out);
     const auto window = [&](long i, long y, long x) { return s.at(i, y * o.stride_y - o.pad_y, x * o.stride_x - o.pad_x); };
-    if (os.w >= min_row_tile) {
-        for (long i = 0; i < os.n; ++i)
-            for (long y = 0; y < os.h; ++y)
-                direct_conv_run(kernel, call, window(i, y, 0), o.stride_x * s.c, os.at(i, y, 0), os.c, os.w);
-        return;
-    }
-    ws.in_offsets.clear();
-    ws.out_offsets.clear();
-    for (long i = 0; i < os.n; ++i)
-        for (long y = 0; y < os.h; ++y)
-            for (long x = 0; x < os.w; ++x) {
-                ws.in_offsets.push_back(window(i, y, x));
-                ws.out_offsets.push_back(os.at(i, y, x));
-            }
-    direct_conv_gather(kernel, call, ws.in_offsets.data(), ws.out_offsets.data(), static_cast<long>(ws.in_offsets.size()));
+    const auto output = [&](long i, long y, long x) { return os.at(i, y, x); };
+    direct_conv_pixels(kernel, call, os.n, os.h, os.w, window, o.stride_x * s.c, output, 1, ws.in_offsets, ws.out_offsets);
 }
 
 void conv(conv_kernel kernel, const float* in, const shape& s, const folded_face_net::op& o, float* out, shape& os,
