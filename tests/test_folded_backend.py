@@ -25,6 +25,7 @@ def with_kernel(request, reference):
     folded = pfd.FaceEmbedder(threads=2, device="cpu")
     folded.backend = "folded"
     folded.conv_kernel = request.param
+    assert folded.conv_kernel == request.param
     return folded, reference
 
 
@@ -90,6 +91,19 @@ def test_unknown_backend_is_rejected(both):
         folded.backend = "onnx"
     with pytest.raises(ValueError, match="backend"):
         pfd.FaceEmbedder(backend="gpu")
+
+
+def test_direct_kernels_really_run(johns):
+    """The direct kernels sum in another order than im2col + GEMM: their descriptors differ from the
+    blas kernel's in the last bits (so a setting that silently fell back to blas would show)."""
+    chips, _ = johns
+    embedder = pfd.FaceEmbedder(threads=2, backend="folded", device="cpu")
+    embedder.conv_kernel = "blas"
+    blas = embedder.embed_chips(chips[:5])
+    for kernel in KERNELS[:-1]:
+        embedder.conv_kernel = kernel
+        direct = embedder.embed_chips(chips[:5])
+        assert not np.array_equal(direct, blas) and np.abs(direct - blas).max() <= 1e-5, kernel
 
 
 def test_conv_kernel_default_choice_and_errors(both):

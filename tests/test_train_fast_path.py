@@ -15,6 +15,7 @@ KERNELS = pfd.build_info()["conv_kernels"]
 def training_kernel(request):
     """Runs the test with the training nets' convolutions on each kernel this CPU runs."""
     core.set_training_conv_kernel(request.param)
+    assert core.training_conv_kernel() == request.param
     yield request.param
     core.set_training_conv_kernel("auto")
 
@@ -56,6 +57,27 @@ def test_training_kernel_default_and_errors():
     with pytest.raises(ValueError, match="conv_kernel"):
         core.set_training_conv_kernel("winograd")
     assert core.training_conv_kernel() == KERNELS[0]
+
+
+def test_direct_training_kernels_really_run(hard_johns):
+    """A step on a direct kernel sums in another order than im2col + GEMM: the same step within
+    summation order, but not bit for bit (a setting that silently fell back to blas would be)."""
+    chips, labels = hard_johns
+    base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    after = {}
+    try:
+        for kernel in KERNELS:
+            core.set_training_conv_kernel(kernel)
+            trainer = _trainer(base, False, chips, labels, 2, True)
+            start = trainer.parameters()
+            trainer.train(1)
+            after[kernel] = trainer.parameters()
+    finally:
+        core.set_training_conv_kernel("auto")
+    blas = dict(after["blas"])
+    for kernel in KERNELS[:-1]:
+        _assert_same_parameters(after[kernel], after["blas"], start)
+        assert any(not np.array_equal(p, blas[i]) for i, p in dict(after[kernel]).items()), kernel
 
 
 @pytest.mark.parametrize("threads", [1, 2])
