@@ -8,6 +8,8 @@ Environment variables:
   PYFACEDLIB_BUILD_DIR=PATH       persistent CMake build directory (default: build/cmake; the CUDA
                                   module builds in PATH-cuda)
   PYFACEDLIB_JOBS=N               parallel compile jobs (default: CPU count)
+  PYFACEDLIB_ENGINE_DIR=PATH      link the engine (dlib + the C++ without Python) built there by
+                                  build_engine() instead of compiling it (wheel builds; CPU only)
 """
 from __future__ import annotations
 
@@ -58,7 +60,10 @@ def _unpack_sdist(archive: Path, dest: Path) -> Path:
             target = (tmp / member.name).resolve()
             if not str(target).startswith(str(tmp.resolve())) or member.issym() or member.islnk():
                 raise RuntimeError(f"refusing unsafe path {member.name!r} in {archive}")
-        tar.extractall(tmp)
+        if hasattr(tarfile, "data_filter"):   # Python >= 3.10.12: no links, no special files
+            tar.extractall(tmp, filter="data")
+        else:
+            tar.extractall(tmp)
     (tree,) = [p for p in tmp.iterdir() if (p / "dlib" / "CMakeLists.txt").exists()]
     (tree / VERIFIED_STAMP).write_text(DLIB_SDIST_SHA256)
     if dest.exists():
@@ -68,16 +73,54 @@ def _unpack_sdist(archive: Path, dest: Path) -> Path:
     return dest
 
 
+def child_pip_environment() -> dict[str, str]:
+    """The environment for a pip run from inside this build, without what the outer pip set for us.
+
+    pip runs our build backend with variables naming *our* backend and its backend-path
+    (`_PYPROJECT_HOOKS_BUILD_BACKEND`, `_PYPROJECT_HOOKS_BACKEND_PATH_JSON` in pip 26,
+    `_PYPROJECT_HOOKS_BACKEND_PATH` before; older pips: `PEP517_*`).
+    A child pip that prepares dlib's sdist would inherit them and look for dlib's backend in our
+    build_backend/ ("Cannot find module 'setuptools.build_meta'"), as current pips do.
+    """
+    leaked = ("_PYPROJECT_HOOKS_", "PEP517_")
+    return {name: value for name, value in os.environ.items() if not name.startswith(leaked)}
+
+
+def download_sdist(dest: Path) -> Path:
+    """Downloads the pinned dlib sdist into dest with pip and returns the archive's path.
+
+    The sha256 is checked by pip before anything of the archive runs (`--require-hashes`): pip
+    still prepares the sdist's metadata (runs dlib's setup.py), but only after the hash matched,
+    and without installing dlib's build requirements (`--no-build-isolation`: the setuptools and
+    packaging of this build environment). pip's own settings apply (index, proxy, `PIP_NO_INDEX`
+    with `PIP_FIND_LINKS` for a local folder); the archive is checked again here all the same.
+    """
+    dest.mkdir(parents=True, exist_ok=True)
+    requirement = dest / "dlib-requirement.txt"
+    requirement.write_text(f"dlib=={DLIB_VERSION} --hash=sha256:{DLIB_SDIST_SHA256}\n")
+    print(f"pyfacedlib: fetching the dlib=={DLIB_VERSION} source distribution with pip", flush=True)
+    subprocess.run(
+        [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "dlib", "--require-hashes",
+         "--no-build-isolation", "-r", str(requirement), "-d", str(dest)],
+        check=True, env=child_pip_environment(),
+    )
+    (archive,) = dest.glob(f"dlib-{DLIB_VERSION}.tar.gz")
+    verify_sdist(archive)
+    return archive
+
+
 def dlib_source(cache: Path) -> Path:
     """The unpacked dlib source tree: from PYFACEDLIB_DLIB_SOURCE, the cache, or `pip download`.
 
-    Archives (downloaded or given) must match DLIB_SDIST_SHA256. An unpacked tree given in
-    PYFACEDLIB_DLIB_SOURCE cannot be checked that way: it is used as it is, with a warning.
+    Archives (downloaded or given) must match DLIB_SDIST_SHA256; a checked archive is kept in the
+    cache beside its tree. An unpacked tree given in PYFACEDLIB_DLIB_SOURCE cannot be checked that
+    way: it is used as it is, with a warning.
     """
+    cache.mkdir(parents=True, exist_ok=True)
     given = os.environ.get("PYFACEDLIB_DLIB_SOURCE")
     tree = cache / f"dlib-{DLIB_VERSION}"
     if given:
-        path = Path(given).resolve()
+        path = Path(given).expanduser().resolve()
         if (path / "dlib" / "CMakeLists.txt").exists():
             print(f"pyfacedlib: WARNING: building from the unpacked tree {path}, which cannot be checked "
                   "against the pinned sha256 (give the .tar.gz to have it checked)", flush=True)
@@ -89,17 +132,14 @@ def dlib_source(cache: Path) -> Path:
     stamp = tree / VERIFIED_STAMP
     if (tree / "dlib" / "CMakeLists.txt").exists() and stamp.exists() and stamp.read_text() == DLIB_SDIST_SHA256:
         return tree
-    cache.mkdir(parents=True, exist_ok=True)
+    kept = cache / f"dlib-{DLIB_VERSION}.tar.gz"
+    if kept.exists() and file_sha256(kept) == DLIB_SDIST_SHA256:
+        return _unpack_sdist(kept, tree)
     with tempfile.TemporaryDirectory(dir=cache) as download:
-        print(f"pyfacedlib: fetching the dlib=={DLIB_VERSION} source distribution with pip", flush=True)
-        subprocess.run(
-            [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "dlib",
-             f"dlib=={DLIB_VERSION}", "-d", download],
-            check=True,
-        )
-        (archive,) = Path(download).glob(f"dlib-{DLIB_VERSION}.tar.gz")
-        verify_sdist(archive)
-        return _unpack_sdist(archive, tree)
+        archive = download_sdist(Path(download))
+        shutil.copyfile(archive, kept.with_suffix(".tmp"))
+        os.replace(kept.with_suffix(".tmp"), kept)
+        return _unpack_sdist(kept, tree)
 
 
 def blas_library() -> Path:
@@ -188,6 +228,7 @@ def stable_pybind11(cache: Path) -> str:
     import pybind11
 
     package = Path(pybind11.__file__).resolve().parent
+    cache.mkdir(parents=True, exist_ok=True)
     copy = cache / f"pybind11-{pybind11.__version__}"
     if not (copy / "share" / "cmake" / "pybind11").is_dir():
         tmp = Path(tempfile.mkdtemp(dir=cache))
@@ -226,35 +267,74 @@ def build_tools(build_dir: Path) -> list[str]:
     return args
 
 
+def engine_arguments(deps: Path) -> list[str]:
+    """CMake arguments every configuration of the engine (dlib + our C++ without Python) shares."""
+    native = os.environ.get("PYFACEDLIB_NATIVE", "0").lower() in ("1", "on", "true", "yes")
+    return [
+        f"-DDLIB_SOURCE_DIR={dlib_source(deps)}",
+        f"-DPYFACEDLIB_DLIB_VERSION={DLIB_VERSION}",
+        f"-DPYFACEDLIB_BLAS_LIBRARY={blas_library()}",
+        f"-DPYFACEDLIB_NATIVE={'ON' if native else 'OFF'}",
+        "-DCMAKE_BUILD_TYPE=Release",
+    ]
+
+
+def build_engine(build_dir: Path) -> Path:
+    """Builds the engine alone (no Python, no CUDA) in build_dir, for module builds that link it.
+
+    Wheel builds (.ci/build-wheels) call this once, then build one module per Python with
+    PYFACEDLIB_ENGINE_DIR=build_dir. Returns build_dir.
+    """
+    build_dir = build_dir.resolve()
+    build_dir.mkdir(parents=True, exist_ok=True)
+    args = [*engine_arguments(ROOT / "build" / "_deps"), "-DPYFACEDLIB_ENGINE_ONLY=ON", "-DPYFACEDLIB_CUDA=OFF",
+            *build_tools(build_dir)]
+    run_cmake(build_dir, args, target="pfd_engine")
+    return build_dir
+
+
+def run_cmake(build_dir: Path, args: list[str], target: str) -> None:
+    """Configures ROOT in build_dir with args and builds target."""
+    # ccache: paths under the checkout hashed relative to it, so another clone reuses the cache
+    env = {**os.environ, "CCACHE_BASEDIR": str(ROOT)}
+    subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build_dir), *args], check=True, env=env)
+    jobs = os.environ.get("PYFACEDLIB_JOBS", str(os.cpu_count() or 2))
+    subprocess.run(["cmake", "--build", str(build_dir), "--target", target, "-j", jobs], check=True, env=env)
+
+
 class CMakeBuild(build_ext):
     def build_extension(self, ext: Extension) -> None:
         build_dir = Path(os.environ.get("PYFACEDLIB_BUILD_DIR", ROOT / "build" / "cmake")).resolve()
         deps = ROOT / "build" / "_deps"
-        source = dlib_source(deps)
         out_dir = Path(self.get_ext_fullpath(ext.name)).resolve().parent
-        native = os.environ.get("PYFACEDLIB_NATIVE", "0").lower() in ("1", "on", "true", "yes")
-        common = [
-            f"-DDLIB_SOURCE_DIR={source}",
-            f"-DPYFACEDLIB_DLIB_VERSION={DLIB_VERSION}",
-            f"-DPYFACEDLIB_BLAS_LIBRARY={blas_library()}",
-            f"-DPYFACEDLIB_NATIVE={'ON' if native else 'OFF'}",
-            f"-Dpybind11_DIR={stable_pybind11(deps)}",
-            f"-DPython_EXECUTABLE={sys.executable}",
-            "-DCMAKE_BUILD_TYPE=Release",
-        ]
+        python = [f"-Dpybind11_DIR={stable_pybind11(deps)}", f"-DPython_EXECUTABLE={sys.executable}"]
+        engine_dir = os.environ.get("PYFACEDLIB_ENGINE_DIR")
+        if engine_dir:
+            # the module alone, over an engine built once by build_engine (CPU only)
+            engine = Path(engine_dir).resolve()
+            self._build_module("_core", build_dir, [*python, f"-DPYFACEDLIB_ENGINE_DIR={engine}",
+                                                    "-DCMAKE_BUILD_TYPE=Release"], out_dir, engine / "lib")
+            self._remove_cuda_modules(out_dir)
+            return
+        common = [*engine_arguments(deps), *python]
         # the CPU module always; its dlib never uses CUDA, so it runs on every machine
-        self._build_module("_core", build_dir, [*common, "-DPYFACEDLIB_CUDA=OFF"], out_dir)
-        stale = list(out_dir.glob("_core_cuda*.so"))
+        self._build_module("_core", build_dir, [*common, "-DPYFACEDLIB_CUDA=OFF"], out_dir, build_dir / "lib")
         if cuda_requested():
             prefixes = cuda_wheel_prefixes()
             cuda = [*common, "-DPYFACEDLIB_CUDA=ON",
                     f"-DPYFACEDLIB_CUDA_INCLUDE_DIRS={';'.join(stable_cuda_headers(deps, prefixes))}",
                     f"-DPYFACEDLIB_CUDA_LIBRARY_DIRS={';'.join(str(p / 'lib') for p in prefixes)}"]
-            self._build_module("_core_cuda", Path(f"{build_dir}-cuda"), cuda, out_dir)
+            cuda_dir = Path(f"{build_dir}-cuda")
+            self._build_module("_core_cuda", cuda_dir, cuda, out_dir, cuda_dir / "lib")
         else:
-            for old in stale:   # a CUDA module left by an earlier build would not match this _core
-                print(f"pyfacedlib: removing {old} (this build has no CUDA module)", flush=True)
-                old.unlink()
+            self._remove_cuda_modules(out_dir)
+
+    @staticmethod
+    def _remove_cuda_modules(out_dir: Path) -> None:
+        """A CUDA module left by an earlier build would not match this build's _core."""
+        for old in out_dir.glob("_core_cuda*.so"):
+            print(f"pyfacedlib: removing {old} (this build has no CUDA module)", flush=True)
+            old.unlink()
 
     def copy_extensions_to_source(self) -> None:
         """In-place builds: also the files setuptools does not know of (the AVX2 HOG kernels, the
@@ -271,19 +351,16 @@ class CMakeBuild(build_ext):
             os.replace(source / (name + ".tmp"), source / name)
 
     @staticmethod
-    def _build_module(name: str, build_dir: Path, args: list[str], out_dir: Path) -> None:
-        """Configures and builds one variant of the extension in build_dir, then copies it to out_dir."""
+    def _build_module(name: str, build_dir: Path, args: list[str], out_dir: Path, engine_lib: Path) -> None:
+        """Configures and builds one variant of the extension in build_dir, then copies it and its
+        engine's AVX2 HOG module (from engine_lib) to out_dir."""
         build_dir.mkdir(parents=True, exist_ok=True)
         args = [*args, f"-DPFD_MODULE_NAME={name}", f"-DCMAKE_LIBRARY_OUTPUT_DIRECTORY={build_dir / 'lib'}",
                 *build_tools(build_dir)]
-        # ccache: paths under the checkout hashed relative to it, so another clone reuses the cache
-        env = {**os.environ, "CCACHE_BASEDIR": str(ROOT)}
-        subprocess.run(["cmake", "-S", str(ROOT), "-B", str(build_dir), *args], check=True, env=env)
-        jobs = os.environ.get("PYFACEDLIB_JOBS", str(os.cpu_count() or 2))
-        subprocess.run(["cmake", "--build", str(build_dir), "--target", "_core", "-j", jobs], check=True, env=env)
+        run_cmake(build_dir, args, target="_core")
         (module,) = (build_dir / "lib").glob(f"{name}.*so")
         out_dir.mkdir(parents=True, exist_ok=True)
-        avx2_kernel = build_dir / "lib" / f"{name}_hog_avx2.so"   # x86 builds only
+        avx2_kernel = engine_lib / f"{name}_hog_avx2.so"   # x86 builds only
         for built in (module, avx2_kernel) if avx2_kernel.exists() else (module,):
             tmp = out_dir / (built.name + ".tmp")
             shutil.copy2(built, tmp)
