@@ -10,6 +10,15 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 
 
+def pytest_report_header(config) -> str:
+    """Which pyfacedlib the run tests: a checkout's in-place build or an installed wheel."""
+    import sys
+
+    import pyfacedlib as pfd
+
+    return f"pyfacedlib {pfd.__version__} from {Path(pfd.__file__).parent} (Python {sys.version.split()[0]})"
+
+
 def data_root() -> Path:
     """Where the datasets live: $PYFACEDLIB_DATA, else ../shared/datasets beside the checkout."""
     return Path(os.environ.get("PYFACEDLIB_DATA", REPO.parent / "shared" / "datasets"))
