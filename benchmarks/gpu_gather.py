@@ -21,6 +21,7 @@ import json
 import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -66,8 +67,8 @@ def main() -> None:
     out.mkdir(parents=True, exist_ok=True)
     sdist = out / f"dlib-{build.DLIB_VERSION}.tar.gz"
     if not sdist.exists() or build.file_sha256(sdist) != build.DLIB_SDIST_SHA256:
-        subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "dlib",
-                        f"dlib=={build.DLIB_VERSION}", "-d", str(out)], check=True)
+        with tempfile.TemporaryDirectory() as download:   # the build's own download: hash before code
+            shutil.copyfile(build.download_sdist(Path(download)), sdist)
     build.verify_sdist(sdist)
     for old in out.glob("scipy_openblas32-*.whl"):
         old.unlink()
