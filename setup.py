@@ -99,11 +99,16 @@ def download_sdist(dest: Path) -> Path:
     requirement = dest / "dlib-requirement.txt"
     requirement.write_text(f"dlib=={DLIB_VERSION} --hash=sha256:{DLIB_SDIST_SHA256}\n")
     print(f"pyfacedlib: fetching the dlib=={DLIB_VERSION} source distribution with pip", flush=True)
-    subprocess.run(
+    fetched = subprocess.run(
         [sys.executable, "-m", "pip", "download", "--no-deps", "--no-binary", "dlib", "--require-hashes",
          "--no-build-isolation", "-r", str(requirement), "-d", str(dest)],
-        check=True, env=child_pip_environment(),
+        env=child_pip_environment(),
     )
+    if fetched.returncode != 0:
+        raise RuntimeError(
+            f"pip could not fetch dlib {DLIB_VERSION}'s source distribution (exit status {fetched.returncode}; "
+            "pip's message is above). Without access to PyPI, give the archive: "
+            f"PYFACEDLIB_DLIB_SOURCE=/path/to/dlib-{DLIB_VERSION}.tar.gz pip install . (docs/install.md, Offline)")
     (archive,) = dest.glob(f"dlib-{DLIB_VERSION}.tar.gz")
     verify_sdist(archive)
     return archive

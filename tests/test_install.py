@@ -114,9 +114,17 @@ def test_a_wrong_archive_is_refused_before_any_of_its_code_runs(setup_module_, m
     marker = tmp_path / "setup-py-ran"
     fake_dlib_sdist(folder, marker)
     leaked_build_environment(monkeypatch, folder)
-    with pytest.raises(subprocess.CalledProcessError):
+    with pytest.raises(RuntimeError, match="could not fetch dlib 20.0.1's source distribution"):
         setup_module_.download_sdist(tmp_path / "download")
     assert not marker.exists(), "the archive's setup.py ran before its hash was compared"
+
+
+def test_no_dlib_anywhere_says_how_to_build_offline(setup_module_, monkeypatch, tmp_path):
+    empty = tmp_path / "links"
+    empty.mkdir()
+    leaked_build_environment(monkeypatch, empty)
+    with pytest.raises(RuntimeError, match="PYFACEDLIB_DLIB_SOURCE=/path/to/dlib-20.0.1.tar.gz"):
+        setup_module_.download_sdist(tmp_path / "download")
 
 
 def test_a_given_sdist_builds_on_a_fresh_clone(setup_module_, dlib_folder, monkeypatch, tmp_path):
