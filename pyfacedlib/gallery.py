@@ -533,7 +533,7 @@ class Gallery:
 
     def _identity_distances(self, queries: np.ndarray, k: int) -> list[dict[int, float]]:
         """Per query, the nearest distance to each of (at least) the k nearest identities."""
-        faces_per_identity = int(np.bincount(self._codes).max())
+        faces_per_identity = int(np.max(np.bincount(self._codes)))
         fetch = min(len(self), max(k * faces_per_identity, k + 32))
         distances, found = self.index.search(queries, fetch)
         result = []
