@@ -102,4 +102,18 @@ void extract_face_chip(const rgb_image_view& img, const std::vector<dlib::point>
     std::memcpy(out, &chip(0, 0), size * size * 3);
 }
 
+void align_faces(const landmark_predictor& predictor, const rgb_image_view& img,
+                 const std::vector<dlib::rectangle>& boxes, unsigned long size, double padding,
+                 long long* landmarks_out, unsigned char* chips_out) {
+    const unsigned long parts_per_face = predictor.num_parts();
+    for (size_t i = 0; i < boxes.size(); ++i) {
+        const auto parts = predictor.predict(img, boxes[i]);
+        for (unsigned long k = 0; k < parts_per_face; ++k) {
+            landmarks_out[(i * parts_per_face + k) * 2] = parts[k].x();
+            landmarks_out[(i * parts_per_face + k) * 2 + 1] = parts[k].y();
+        }
+        extract_face_chip(img, parts, size, padding, chips_out + i * size * size * 3);
+    }
+}
+
 }  // namespace pfd

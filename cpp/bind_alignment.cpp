@@ -35,6 +35,32 @@ py::tuple detect_faces(detector_type& detector, const py::array& image, unsigned
     return detections_to_arrays(dets);
 }
 
+// predictor.align(image, boxes, size, padding): the landmarks and chips of every box, without the GIL.
+py::tuple align_boxes(const landmark_predictor& predictor, const py::array& image, const py::array& boxes,
+                      unsigned long size, double padding) {
+    const auto view = checked_rgb_image(image);
+    const auto box_array = checked_array<std::int64_t>(boxes, "boxes", {-1, 4});
+    if (size == 0 || size > max_chip_size) throw py::value_error("size must be in 1..4096");
+    const auto count = static_cast<py::ssize_t>(box_array.shape(0));
+    std::vector<dlib::rectangle> rectangles;
+    auto b = box_array.unchecked<2>();
+    for (py::ssize_t i = 0; i < count; ++i) {
+        if (b(i, 2) < b(i, 0) || b(i, 3) < b(i, 1)) throw py::value_error("a box has right < left or bottom < top");
+        rectangles.emplace_back(b(i, 0), b(i, 1), b(i, 2), b(i, 3));
+    }
+    const auto parts = static_cast<py::ssize_t>(predictor.num_parts());
+    const auto side = static_cast<py::ssize_t>(size);
+    py::array_t<long long> landmarks({count, parts, static_cast<py::ssize_t>(2)});
+    py::array_t<unsigned char> chips({count, side, side, static_cast<py::ssize_t>(3)});
+    long long* landmarks_out = landmarks.mutable_data();
+    unsigned char* chips_out = chips.mutable_data();
+    {
+        py::gil_scoped_release release;
+        align_faces(predictor, view, rectangles, size, padding, landmarks_out, chips_out);
+    }
+    return py::make_tuple(landmarks, chips);
+}
+
 }  // namespace
 
 void bind_alignment(py::module_& m) {
@@ -70,7 +96,11 @@ void bind_alignment(py::module_& m) {
                  return out;
              },
              py::arg("image").noconvert(), py::arg("left"), py::arg("top"), py::arg("right"), py::arg("bottom"),
-             "(K,2) int64 landmark x, y for the face in the box.");
+             "(K,2) int64 landmark x, y for the face in the box.")
+        .def("align", &align_boxes, py::arg("image").noconvert(), py::arg("boxes").noconvert(),
+             py::arg("size") = 150, py::arg("padding") = 0.25,
+             "(landmarks (N,K,2) int64, chips (N,size,size,3) uint8) of every box (N,4) int64 "
+             "[left, top, right, bottom] in one call: predict() then extract_face_chip() for each.");
 
     m.def("extract_face_chip",
           [](const py::array& image, const py::array& landmarks, unsigned long size, double padding) {

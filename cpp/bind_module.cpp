@@ -73,6 +73,8 @@ PYBIND11_MODULE(PFD_MODULE_NAME, m) {
             PyErr_SetString(error_type.ptr(), e.what());
         }
     });
+    m.attr("CHIP_SIZE") = pfd::chip_size;              // aligned face chips are CHIP_SIZE x CHIP_SIZE x 3
+    m.attr("DESCRIPTOR_SIZE") = pfd::descriptor_size;  // the face net's descriptors have this many floats
     pfd::bind_build_info(m);
     pfd::bind_inference(m);
     pfd::bind_alignment(m);

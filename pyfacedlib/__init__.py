@@ -8,15 +8,16 @@
 from __future__ import annotations
 
 from . import align, archive, chipcache, datasets, evaluate, models
-from .bench import evaluate_folders
-from .clustering import cluster
 from ._finetune import FinetuneConfig, FinetuneResult, finetune, parse_strategy
 from ._native import core as _core
-from .chipcache import AlignmentSettings, ChipCache
+from .align import AlignmentSettings
+from .bench import evaluate_folders
+from .chipcache import ChipCache, load_faces
+from .clustering import ClusterSettings, cluster
 from .convert import ConversionReport, convert_affine_to_bn, convert_bn_to_affine
 from .embedder import Face, FaceEmbedder, distance
 from .errors import DeviceError, GalleryError, ImageError, ModelFormatError, ModelNotFoundError, NoFaceFoundError
-from .faces import FaceSet, load_faces
+from .faces import FaceSet
 from .facetable import FaceTable
 from .gallery import Gallery, GalleryConfig, Match, SearchHit
 from .images import as_rgb, from_bgr, load_image
@@ -54,7 +55,7 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "AlignmentSettings", "ChipCache", "DeviceError", "archive", "ConversionReport", "Face", "FaceEmbedder", "FaceSet", "FaceTable",
+    "AlignmentSettings", "ChipCache", "ClusterSettings", "DeviceError", "archive", "ConversionReport", "Face", "FaceEmbedder", "FaceSet", "FaceTable",
     "FinetuneConfig", "FinetuneResult", "Gallery", "GalleryConfig", "GalleryError", "ImageError", "Match",
     "ModelFormatError", "ModelNotFoundError", "NoFaceFoundError", "SearchHit", "align", "as_rgb", "build_info",
     "chipcache", "cluster", "convert_affine_to_bn", "convert_bn_to_affine", "datasets", "distance", "evaluate",

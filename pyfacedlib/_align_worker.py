@@ -12,7 +12,8 @@ from dataclasses import asdict
 
 
 def main() -> None:
-    from .chipcache import AlignmentSettings, _align_one
+    from .align import AlignmentSettings
+    from .chipcache import _align_one
 
     with open(sys.argv[-1]) as f:
         jobs = json.load(f)

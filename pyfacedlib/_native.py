@@ -34,6 +34,9 @@ from . import _core  # noqa: E402
 
 core = _core
 
+CHIP_SIZE: int = core.CHIP_SIZE              # aligned face chips: CHIP_SIZE x CHIP_SIZE x 3 uint8 (cpp/chip.h)
+DESCRIPTOR_SIZE: int = core.DESCRIPTOR_SIZE  # floats in a face descriptor
+
 _cuda: dict[str, Any] = {}   # "module" and "error", filled on first use
 
 # The `cuda` extra's libraries, in dependency order (soname prefixes in nvidia/cu13/lib and nvidia/cudnn/lib)

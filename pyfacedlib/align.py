@@ -1,24 +1,46 @@
-"""Face detection, 5-point landmarks and aligned face chips, exactly as dlib computes them.
+"""Alignment, the one module: face detection, 5-point landmarks and aligned face chips, exactly as
+dlib computes them, and the settings that say how (AlignmentSettings).
 
     boxes = detect(image)                     # (N, 4) int64: left, top, right, bottom
     points = landmarks(image, boxes[0])       # (5, 2) int64: x, y
     chip = extract_chip(image, points)        # (150, 150, 3) uint8, == dlib.get_face_chip
+    faces = find_faces(image, AlignmentSettings.for_photos())   # all of it, every face of a photo
+
+Everything that turns images into chips goes through here: the photo pipeline (pyfacedlib.photos),
+the chip cache (pyfacedlib.chipcache, a cache over `align_one`), galleries, archives, the CLI.
 """
 from __future__ import annotations
 
+import hashlib
+import json
 import threading
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import asdict, dataclass
 from functools import lru_cache
-from typing import Any, Callable, Iterator, Sequence
+from typing import Any, NamedTuple
 
 import numpy as np
 
 from . import models
+from ._config import option
+from ._native import CHIP_SIZE, DESCRIPTOR_SIZE, core
 from ._system import available_cpus
-from ._native import core
 from .images import ImageLike, as_rgb
 
+__all__ = ["CENTER_BOX", "CHIP_SIZE", "DESCRIPTOR_SIZE", "DETECTORS", "FALLBACKS", "PHOTO_FALLBACKS", "AlignedFace", "AlignmentSettings",
+           "FoundFaces", "align_one", "as_chips", "detect", "detect_faces", "detection_scale", "extract_chip",
+           "find_faces", "landmarks", "nearest_to_center"]
+
 DETECTORS = ("hog", "cnn")
+# When the detector finds no face: 'cnn+center' (try dlib's CNN detector, then landmarks in a
+# centred box), 'cnn', 'center', or 'none' (no face).
+FALLBACKS = ("cnn+center", "cnn", "center", "none")
+PHOTO_FALLBACKS = ("none", "cnn")  # photos: never a centred box (AlignmentSettings.for_photos)
+# Where a centred face sits when no detector finds it: the median HOG box on LFW deep-funneled
+# (250x250: left 67, top 80, right 175, bottom 187), relative to the image size. Only for
+# one-face-per-image datasets: a photo may simply have no face, so photos never guess one.
+CENTER_BOX = (0.268, 0.32, 0.70, 0.748)
 
 # dlib's detectors find faces down to about this many pixels across at the scale they scan (the
 # HOG detector's 80x80 window; the CNN detector is used with the same figure); each upsample
@@ -193,6 +215,21 @@ def extract_chip(image: ImageLike, landmarks: np.ndarray, size: int = 150, paddi
     return core.extract_face_chip(rgb, np.round(points).astype(np.int64), int(size), float(padding))
 
 
+def as_chips(chips: np.ndarray) -> np.ndarray:
+    """Validates face chips: (N, 150, 150, 3) or one (150, 150, 3) uint8 RGB -> contiguous (N, 150, 150, 3)."""
+    if not isinstance(chips, np.ndarray):
+        raise TypeError(f"expected face chips as a numpy uint8 array, got {type(chips).__name__}")
+    if chips.dtype != np.uint8:
+        raise TypeError(f"expected uint8 face chips, got dtype {chips.dtype}")
+    if chips.shape == (CHIP_SIZE, CHIP_SIZE, 3):
+        chips = chips[None]
+    if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
+        raise ValueError(
+            f"expected face chips shaped (N, {CHIP_SIZE}, {CHIP_SIZE}, 3) or ({CHIP_SIZE}, {CHIP_SIZE}, 3) (aligned "
+            f"as dlib.get_face_chip does), got {chips.shape}")
+    return np.ascontiguousarray(chips)
+
+
 def nearest_to_center(boxes: np.ndarray, image_shape: tuple[int, ...]) -> int:
     """Index of the box whose centre is nearest the image centre (for one-face-per-image datasets)."""
     if len(boxes) == 0:
@@ -200,3 +237,129 @@ def nearest_to_center(boxes: np.ndarray, image_shape: tuple[int, ...]) -> int:
     centers = np.stack([(boxes[:, 0] + boxes[:, 2]) / 2.0, (boxes[:, 1] + boxes[:, 3]) / 2.0], axis=1)
     middle = np.array([image_shape[1] / 2.0, image_shape[0] / 2.0])
     return int(np.argmin(((centers - middle) ** 2).sum(axis=1)))
+
+
+@dataclass(frozen=True)
+class AlignmentSettings:
+    """How faces are found and chips made; a chip cache or a face table is reused only when these match.
+
+    The defaults are for one-face-per-image datasets (training sets, LFW): when nothing is found the
+    CNN detector is tried, then a centred box. For photo collections use `AlignmentSettings.for_photos()`:
+    a photo may have no face, so no box is ever guessed.
+    """
+
+    detector: str = option("hog", "face detector: dlib's HOG (fast) or its CNN (MMOD; slow on a CPU)",
+                            choices=DETECTORS)
+    upsample: int = option(1, "times the image is doubled before detection (finds smaller faces)")
+    size: int = option(CHIP_SIZE, "chip side in pixels (the face model takes 150)", cli=False)
+    padding: float = option(0.25, "border around the face, as a fraction of its size (dlib's 0.25)", cli=False)
+    fallback: str = option("cnn+center", "when the detector finds no face: dlib's CNN detector and/or a centred "
+                            "box ('none': no face)", choices=FALLBACKS)
+    min_face_size: float | None = option(
+        None, "smallest face wanted, in pixels: large photos are scanned on a resized copy (default: dlib's own "
+        "scan up to 800 px on the shorter side, else 1/20 of it; 0: always dlib's)")
+    exif_orientation: bool = option(True, "turn photos upright as their EXIF orientation tag says",
+                                     flag="--no-exif")
+    version: int = option(2, "bumped when the alignment code changes", cli=False)
+
+    def __post_init__(self) -> None:
+        if self.fallback not in FALLBACKS:
+            raise ValueError(f"fallback must be one of {FALLBACKS}, got {self.fallback!r}")
+        if self.detector not in DETECTORS:
+            raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
+        _check_upsample(self.upsample)
+
+    @classmethod
+    def for_photos(cls, **options: Any) -> AlignmentSettings:
+        """Settings for photo collections and video (galleries, identify, search, exports, archives):
+        `fallback` defaults to 'none' and may be 'cnn', never a centred box (a photo may have no face)."""
+        fallback = options.setdefault("fallback", PHOTO_FALLBACKS[0])
+        if fallback not in PHOTO_FALLBACKS:
+            raise ValueError(f"photos take fallback 'none' or 'cnn' (a centred box would invent a face), got {fallback!r}")
+        return cls(**options)
+
+    def key(self) -> str:
+        """Short hash naming the cache folder of these settings."""
+        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+
+
+class FoundFaces(NamedTuple):
+    """Every face of one image: boxes (N, 4) int64 [left, top, right, bottom], detector scores (N,),
+    landmarks (N, 5, 2) int64, chips (N, size, size, 3) uint8, and which detector found them."""
+
+    boxes: np.ndarray
+    scores: np.ndarray
+    landmarks: np.ndarray
+    chips: np.ndarray
+    detector: str
+
+
+class AlignedFace(NamedTuple):
+    """The one face of a one-face-per-image dataset image (the chip cache's unit): its chip, box,
+    landmarks, how it was found ('detected', 'detected_cnn' or 'fallback': the centred box) and how
+    many faces the detector saw."""
+
+    chip: np.ndarray
+    box: np.ndarray
+    landmarks: np.ndarray
+    status: str
+    faces_found: int
+
+
+def detect_faces(image: ImageLike, settings: AlignmentSettings) -> tuple[np.ndarray, np.ndarray, str]:
+    """Detection with the settings' fallback detector, the one place it is decided: (boxes, scores,
+    detector). When `settings.detector` finds none and the fallback starts with 'cnn', dlib's CNN
+    detector scans the image too."""
+    rgb = as_rgb(image)
+    boxes, scores = detect(rgb, detector=settings.detector, upsample=settings.upsample, return_scores=True,
+                           min_face_size=settings.min_face_size)
+    detector = settings.detector
+    if not len(boxes) and settings.fallback.startswith("cnn") and settings.detector != "cnn":
+        boxes, scores = detect(rgb, detector="cnn", upsample=settings.upsample, return_scores=True,
+                               min_face_size=settings.min_face_size)
+        detector = "cnn"
+    return np.asarray(boxes, np.int64).reshape(-1, 4), np.asarray(scores, np.float64), detector
+
+
+def align_boxes(image: ImageLike, boxes: np.ndarray, settings: AlignmentSettings,
+                model: str | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """The landmarks (N, 5, 2) int64 and chips (N, size, size, 3) uint8 of every box, in one call
+    into the C++ core (landmarks() then extract_chip() for each box)."""
+    rgb = as_rgb(image)
+    if not 0 < settings.size <= 4096:
+        raise ValueError(f"size must be an integer in 1..4096, got {settings.size!r}")
+    if not settings.padding >= 0:
+        raise ValueError(f"padding must be >= 0, got {settings.padding!r}")
+    predictor = _landmark_predictor(model or models.path(models.LANDMARKS_5))
+    return predictor.align(rgb, np.ascontiguousarray(boxes, np.int64).reshape(-1, 4), int(settings.size),
+                           float(settings.padding))
+
+
+def find_faces(image: ImageLike, settings: AlignmentSettings) -> FoundFaces:
+    """Every face of an image as the settings say: detection (with the fallback detector) and then
+    landmarks and chips of all faces in one call. A centred box is never guessed here (a photo may
+    simply have no face; see align_one for one-face-per-image datasets)."""
+    rgb = as_rgb(image)
+    boxes, scores, detector = detect_faces(rgb, settings)
+    points, chips = align_boxes(rgb, boxes, settings)
+    return FoundFaces(boxes, scores, points, chips, detector)
+
+
+def align_one(image: ImageLike, settings: AlignmentSettings) -> AlignedFace | None:
+    """The one face of a one-face-per-image dataset image (training sets, LFW): the detected box
+    nearest the image centre, else (fallback ending in 'center') a centred box; None when there is
+    none."""
+    rgb = as_rgb(image)
+    boxes, _, detector = detect_faces(rgb, settings)
+    status = "detected" if detector == settings.detector else "detected_cnn"
+    if len(boxes):
+        box = boxes[nearest_to_center(boxes, rgb.shape)]
+    elif settings.fallback.endswith("center"):
+        h, w = rgb.shape[:2]
+        box = np.array([round(CENTER_BOX[0] * w), round(CENTER_BOX[1] * h),
+                        round(CENTER_BOX[2] * w), round(CENTER_BOX[3] * h)], np.int64)
+        status = "fallback"
+    else:
+        return None
+    points, chips = align_boxes(rgb, box[None], settings)
+    return AlignedFace(chips[0], box, points[0], status, int(len(boxes)))

@@ -1,24 +1,31 @@
-"""The one alignment path: images -> detected, landmarked, aligned face chips, cached on disk.
+"""Aligned chips of one-face-per-image datasets, cached on disk, and the one way in (load_faces).
 
-Conversion, fine-tuning, benchmarks and everything after take their faces from here
-(pyfacedlib.faces.load_faces), so the same photo is aligned the same way everywhere.
+A cache over pyfacedlib.align (align_one: the face nearest the centre, with the settings' fallback).
+Conversion, fine-tuning and benchmarks take their faces from load_faces, so the same image is
+aligned the same way everywhere.
 """
 from __future__ import annotations
 
-import hashlib
 import io
 import json
 import os
 import sys
-from dataclasses import asdict, dataclass
+from collections.abc import Sequence
+from dataclasses import asdict
 from pathlib import Path
-from typing import Sequence
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from . import _atomic
 from ._system import available_cpus, file_sha256
-from .faces import ChipRecord, FaceSet
+from .align import CENTER_BOX, CHIP_SIZE, FALLBACKS, AlignmentSettings, align_one
+from .faces import ChipRecord, FaceInput, FaceSet
+
+if TYPE_CHECKING:
+    pass
+
+__all__ = ["CENTER_BOX", "FALLBACKS", "AlignmentSettings", "ChipCache", "default_cache_dir", "load_faces"]
 
 
 def default_cache_dir() -> Path:
@@ -28,44 +35,8 @@ def default_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pyfacedlib" / "chips"
 
 
-FALLBACKS = ("cnn+center", "cnn", "center", "none")
-
-
-@dataclass(frozen=True)
-class AlignmentSettings:
-    """How chips are made; a cache is reused only when these match."""
-
-    detector: str = "hog"
-    upsample: int = 1
-    size: int = 150
-    padding: float = 0.25
-    # When `detector` finds no face: 'cnn+center' (try dlib's CNN detector, then landmarks in a
-    # centred box), 'cnn', 'center', or 'none' (skip the image).
-    fallback: str = "cnn+center"
-    # smallest face wanted in pixels: large photos are scanned on a resized copy (align.detection_scale)
-    min_face_size: float | None = None
-    exif_orientation: bool = True  # turn phone photos upright as their EXIF tag says
-    version: int = 2           # bump when the alignment code changes
-
-    def __post_init__(self) -> None:
-        if self.fallback not in FALLBACKS:
-            raise ValueError(f"fallback must be one of {FALLBACKS}, got {self.fallback!r}")
-        if self.detector not in ("hog", "cnn"):
-            raise ValueError(f"detector must be 'hog' or 'cnn', got {self.detector!r}")
-
-    def key(self) -> str:
-        """Short hash naming the cache folder of these settings."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
-
-
-# Where a centred face sits when no detector finds it: the median HOG box on LFW deep-funneled
-# (250x250: left 67, top 80, right 175, bottom 187), relative to the image size.
-CENTER_BOX = (0.268, 0.32, 0.70, 0.748)
-
-
 def _align_one(args: tuple[str, str, AlignmentSettings, str]) -> ChipRecord:
-    """Worker: detect, align and store one chip (as .npy named by the file's hash)."""
-    from . import align
+    """Worker: align one image (pyfacedlib.align.align_one) and store its chip as .npy named by the file's hash."""
     from .errors import ImageError
     from .images import load_image
 
@@ -74,27 +45,14 @@ def _align_one(args: tuple[str, str, AlignmentSettings, str]) -> ChipRecord:
         image = load_image(source, exif_orientation=settings.exif_orientation)
     except ImageError as exc:
         return ChipRecord(source, sha, "skipped", str(exc))
-    boxes = align.detect(image, detector=settings.detector, upsample=settings.upsample,
-                         min_face_size=settings.min_face_size)
-    status = "detected"
-    if not len(boxes) and settings.fallback.startswith("cnn") and settings.detector != "cnn":
-        boxes = align.detect(image, detector="cnn", upsample=settings.upsample, min_face_size=settings.min_face_size)
-        status = "detected_cnn"
-    if len(boxes):
-        box = boxes[align.nearest_to_center(boxes, image.shape)]
-    elif settings.fallback.endswith("center"):
-        h, w = image.shape[:2]
-        box = np.array([round(CENTER_BOX[0] * w), round(CENTER_BOX[1] * h),
-                        round(CENTER_BOX[2] * w), round(CENTER_BOX[3] * h)])
-        status = "fallback"
-    else:
+    face = align_one(image, settings)
+    if face is None:
         return ChipRecord(source, sha, "skipped", "no face detected")
-    points = align.landmarks(image, box)
-    chip = align.extract_chip(image, points, size=settings.size, padding=settings.padding)
     buffer = io.BytesIO()
-    np.save(buffer, chip)
+    np.save(buffer, face.chip)
     _atomic.write_bytes(Path(folder) / f"{sha}.npy", buffer.getvalue())
-    return ChipRecord(source, sha, status, "", [int(v) for v in box], points.tolist(), int(len(boxes)))
+    return ChipRecord(source, sha, face.status, "", [int(v) for v in face.box], face.landmarks.tolist(),
+                      face.faces_found)
 
 
 def _align_in_processes(jobs: list, workers: int, on_record) -> None:
@@ -207,3 +165,61 @@ class ChipCache:
         skipped = {s: self._records[s]["reason"] for s in unique if self._records[s]["status"] == "skipped"}
         return FaceSet(chips, np.asarray([names[i] for i in kept]), [files[i] for i in kept],
                        [ChipRecord(**self._records[files[i]]) for i in kept], skipped)
+
+
+
+def _ready_chips(paths: list[str]) -> np.ndarray | None:
+    """The images themselves when every one is already a 150x150 chip (no alignment needed), else None."""
+    from PIL import Image
+
+    from .images import load_image
+
+    for path in paths:
+        try:
+            with Image.open(path) as img:
+                if img.size != (CHIP_SIZE, CHIP_SIZE):
+                    return None
+        except OSError:
+            return None
+    return np.stack([load_image(p) for p in paths])
+
+
+def load_faces(data: FaceInput, cache_dir: str | os.PathLike | None = None,
+               settings: AlignmentSettings | None = None, progress: bool = False) -> FaceSet:
+    """Faces from whatever a user has, always aligned the same way (through the chip cache):
+
+    - a FaceSet (returned as it is), chips (N, 150, 150, 3) uint8, or (chips, labels);
+    - a folder: every image under it, labelled by datasets.labelled_files' rule (root/Name/**/x.jpg
+      and root/Name.jpg are Name's); folders of ready 150x150 chips are used as they are;
+    - an IdentityDataset.
+    Unreadable images and images without a face are listed in `skipped`.
+    """
+    from .datasets import IdentityDataset, labelled_files
+
+    if isinstance(data, FaceSet):
+        return data
+    if isinstance(data, np.ndarray):
+        return FaceSet.from_chips(data)
+    if isinstance(data, tuple):
+        if len(data) != 2:
+            raise TypeError("expected (chips, labels)")
+        chips, labels = data
+        if len(labels) != len(chips):
+            raise ValueError(f"{len(chips)} chips but {len(labels)} labels")
+        return FaceSet.from_chips(chips, labels)
+    if isinstance(data, IdentityDataset):
+        paths, labels = list(data.paths), list(data.labels)
+    elif isinstance(data, (str, os.PathLike)):
+        if not Path(data).is_dir():
+            raise NotADirectoryError(f"not a folder: {data}")
+        people = labelled_files(data, labelled=True)
+        if not people:
+            raise ValueError(f"no images found under {data}")
+        paths, labels = list(people), [str(name) for name in people.values()]
+    else:
+        raise TypeError("faces must be a FaceSet, chips (N,150,150,3) uint8, (chips, labels), a folder of images "
+                        f"or an IdentityDataset; got {type(data).__name__}")
+    ready = _ready_chips(paths)
+    if ready is not None:
+        return FaceSet(ready, np.asarray(labels), paths)
+    return ChipCache(cache_dir or default_cache_dir(), settings).faces(paths, labels, progress=progress)

@@ -7,32 +7,17 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from . import models
-from ._native import resolve_device
+from ._native import CHIP_SIZE, DESCRIPTOR_SIZE, resolve_device
 from ._system import available_cpus
+from .align import AlignmentSettings, as_chips, find_faces
 from .images import ImageLike, as_rgb
 
-CHIP_SIZE = 150
-DESCRIPTOR_SIZE = 128
+__all__ = ["BACKENDS", "CHIP_SIZE", "CONV_KERNELS", "DESCRIPTOR_SIZE", "Face", "FaceEmbedder", "as_chips", "distance"]
 
 
 def default_threads() -> int:
     """Default worker threads: the CPUs this process may run on."""
     return available_cpus()
-
-
-def as_chips(chips: np.ndarray) -> np.ndarray:
-    """Validates face chips: (N, 150, 150, 3) or one (150, 150, 3) uint8 RGB -> contiguous (N, 150, 150, 3)."""
-    if not isinstance(chips, np.ndarray):
-        raise TypeError(f"expected face chips as a numpy uint8 array, got {type(chips).__name__}")
-    if chips.dtype != np.uint8:
-        raise TypeError(f"expected uint8 face chips, got dtype {chips.dtype}")
-    if chips.shape == (CHIP_SIZE, CHIP_SIZE, 3):
-        chips = chips[None]
-    if chips.ndim != 4 or chips.shape[1:] != (CHIP_SIZE, CHIP_SIZE, 3):
-        raise ValueError(
-            f"expected face chips shaped (N, 150, 150, 3) or (150, 150, 3) (aligned as dlib.get_face_chip "
-            f"does), got {chips.shape}")
-    return np.ascontiguousarray(chips)
 
 
 @dataclass(frozen=True)
@@ -144,10 +129,7 @@ class FaceEmbedder:
         from the full-resolution image. Returns a list of Face (empty when no face is found), in
         the detector's order.
         """
-        from .chipcache import AlignmentSettings
-        from .photos import find_faces
-
-        settings = AlignmentSettings(detector=detector, upsample=upsample, fallback="none", min_face_size=min_face_size)
+        settings = AlignmentSettings.for_photos(detector=detector, upsample=upsample, min_face_size=min_face_size)
         boxes, scores, points, chips, _ = find_faces(as_rgb(image), settings)
         if len(boxes) == 0:
             return []

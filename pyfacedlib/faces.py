@@ -1,25 +1,24 @@
-"""The one container for faces (FaceSet) and the one way in (load_faces).
+"""The one container for aligned faces of a dataset (FaceSet) and its identity mini-batches.
 
 A FaceSet is aligned 150x150 chips with, for each, its identity, the file it came from and how it
-was aligned, plus what was left out and why. The chip cache makes them from photos; conversion
-calibrates on them, fine-tuning trains and validates on them, benchmarks evaluate them.
+was aligned, plus what was left out and why. The chip cache makes them from images
+(pyfacedlib.chipcache.load_faces, the one way in); conversion calibrates on them, fine-tuning trains
+and validates on them, benchmarks evaluate them.
 """
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
-from typing import TYPE_CHECKING, Sequence, Union
+from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
 from ._native import core
 
 if TYPE_CHECKING:
-    from .chipcache import AlignmentSettings
     from .datasets import IdentityDataset
 
-CHIP_SIZE = 150
 
 
 @dataclass
@@ -57,7 +56,7 @@ class FaceSet:
                              f"and {len(self.records)} records")
 
     @classmethod
-    def from_chips(cls, chips: np.ndarray, labels: Sequence | None = None) -> "FaceSet":
+    def from_chips(cls, chips: np.ndarray, labels: Sequence | None = None) -> FaceSet:
         """Ready chips (validated as the embedder validates them), with labels or none."""
         from .embedder import as_chips
 
@@ -72,17 +71,17 @@ class FaceSet:
         """Identity names, sorted."""
         return sorted(set(self.labels.tolist()))
 
-    def take(self, indices: Sequence[int] | np.ndarray) -> "FaceSet":
+    def take(self, indices: Sequence[int] | np.ndarray) -> FaceSet:
         """The faces at `indices` (an index array or boolean mask), in that order; what was skipped is kept."""
         index = np.flatnonzero(indices) if np.asarray(indices).dtype == bool else np.asarray(indices, np.int64)
         return FaceSet(self.chips[index], self.labels[index], [self.sources[i] for i in index],
                        [self.records[i] for i in index] if self.records else [], self.skipped, self.skipped_identities)
 
-    def subset(self, identities: Sequence[str]) -> "FaceSet":
+    def subset(self, identities: Sequence[str]) -> FaceSet:
         """Only the faces of `identities`."""
         return self.take(np.isin(self.labels, list(identities)))
 
-    def with_min_images(self, minimum: int = 2) -> "FaceSet":
+    def with_min_images(self, minimum: int = 2) -> FaceSet:
         """Only identities with at least `minimum` faces; the others are added to skipped_identities."""
         names, counts = np.unique(self.labels, return_counts=True)
         too_few = {str(n): f"{c} image(s); at least {minimum} are needed" for n, c in zip(names, counts) if c < minimum}
@@ -117,59 +116,3 @@ def identity_batches(labels: Sequence[str], identities: int = 5, per_identity: i
 
 
 FaceInput = Union[FaceSet, np.ndarray, tuple, str, os.PathLike, "IdentityDataset"]
-
-
-def _ready_chips(paths: list[str]) -> np.ndarray | None:
-    """The images themselves when every one is already a 150x150 chip (no alignment needed), else None."""
-    from PIL import Image
-
-    from .images import load_image
-
-    for path in paths:
-        try:
-            with Image.open(path) as img:
-                if img.size != (CHIP_SIZE, CHIP_SIZE):
-                    return None
-        except OSError:
-            return None
-    return np.stack([load_image(p) for p in paths])
-
-
-def load_faces(data: FaceInput, cache_dir: str | os.PathLike | None = None,
-               settings: "AlignmentSettings | None" = None, progress: bool = False) -> FaceSet:
-    """Faces from whatever a user has, always aligned the same way (through the chip cache):
-
-    - a FaceSet (returned as it is), chips (N, 150, 150, 3) uint8, or (chips, labels);
-    - a folder: every image under it, recursively, labelled by the folder it is in (identity
-      folders root/Name/*.jpg give identities); folders of ready 150x150 chips are used as they are;
-    - an IdentityDataset.
-    Unreadable images and images without a face are listed in `skipped`.
-    """
-    from .chipcache import ChipCache, default_cache_dir
-    from .datasets import IdentityDataset, image_files
-
-    if isinstance(data, FaceSet):
-        return data
-    if isinstance(data, np.ndarray):
-        return FaceSet.from_chips(data)
-    if isinstance(data, tuple):
-        if len(data) != 2:
-            raise TypeError("expected (chips, labels)")
-        chips, labels = data
-        if len(labels) != len(chips):
-            raise ValueError(f"{len(chips)} chips but {len(labels)} labels")
-        return FaceSet.from_chips(chips, labels)
-    if isinstance(data, IdentityDataset):
-        paths, labels = list(data.paths), list(data.labels)
-    elif isinstance(data, (str, os.PathLike)):
-        files = image_files(data)
-        if not files:
-            raise ValueError(f"no images found under {data}")
-        paths, labels = [str(p) for p in files], [Path(p).parent.name for p in files]
-    else:
-        raise TypeError("faces must be a FaceSet, chips (N,150,150,3) uint8, (chips, labels), a folder of images "
-                        f"or an IdentityDataset; got {type(data).__name__}")
-    ready = _ready_chips(paths)
-    if ready is not None:
-        return FaceSet(ready, np.asarray(labels), paths)
-    return ChipCache(cache_dir or default_cache_dir(), settings).faces(paths, labels, progress=progress)

@@ -1,8 +1,8 @@
 """Every face in every photo: the one detect -> landmarks -> chip -> descriptor path for photo
 collections and video (galleries, identification, search, exports).
 
-The chip cache (pyfacedlib.chipcache) keeps one face per image for training sets; this module keeps
-all of them. Decoding, detection, landmarks and chips run in a pool of threads (the C++ core releases
+Alignment itself is pyfacedlib.align's (find_faces); the chip cache (pyfacedlib.chipcache) keeps one
+face per image for training sets, this module keeps all of them. Decoding, detection, landmarks and chips run in a pool of threads (the C++ core releases
 the GIL, each thread has its own detector), the descriptors are computed in batches by one
 FaceEmbedder using every core. Unreadable inputs become results with an `error`, never exceptions.
 """
@@ -10,23 +10,25 @@ from __future__ import annotations
 
 import os
 from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterable, Iterator, Sequence, Union, cast
+from typing import TYPE_CHECKING, Union, cast
 
 import numpy as np
 
-from . import align
+from ._native import CHIP_SIZE, DESCRIPTOR_SIZE
 from ._system import available_cpus, file_sha256
-from .errors import ImageError
+from .align import AlignmentSettings, find_faces
+from .errors import ImageError, error_kind
 from .images import ImageLike, as_rgb, load_image
 
 if TYPE_CHECKING:
-    from .chipcache import AlignmentSettings
     from .embedder import FaceEmbedder
 
-CHIP_SIZE = 150
+__all__ = ["CHIP_SIZE", "VIDEO_SUFFIXES", "PhotoFaces", "detect_photo", "embed_photos", "embed_video", "find_faces",
+           "is_video", "ordered_map", "video_frames", "with_descriptors"]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
 PhotoInput = Union[str, os.PathLike, ImageLike]
@@ -46,10 +48,11 @@ class PhotoFaces:
     boxes: np.ndarray = field(default_factory=lambda: np.zeros((0, 4), np.int64))      # left, top, right, bottom
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 5, 2), np.int64))
-    descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, 128), np.float32))
+    descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, DESCRIPTOR_SIZE), np.float32))
     chips: np.ndarray | None = None      # (n, 150, 150, 3) uint8 while descriptors are pending, or when kept
     detector: str = ""                   # which detector found the faces ("hog" or "cnn")
     error: str = ""
+    error_kind: str | None = None        # why, as a kind: "unreadable", "transient", "detection_failed" (errors.error_kind)
     frame: int | None = None
     timestamp: float | None = None
     image_shape: tuple[int, ...] = ()
@@ -64,25 +67,7 @@ class PhotoFaces:
                 (self.boxes[:, 3] - self.boxes[:, 1]).astype(np.float64))
 
 
-def find_faces(rgb: np.ndarray, settings: "AlignmentSettings") -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray, str]:
-    """All faces of an RGB image as the settings say: (boxes, scores, landmarks, chips, detector).
-
-    When `settings.detector` finds none and the fallback starts with 'cnn', dlib's CNN detector is
-    tried (a centred box is never guessed here: the photo may simply have no face)."""
-    boxes, scores = align.detect(rgb, detector=settings.detector, upsample=settings.upsample,
-                                 return_scores=True, min_face_size=settings.min_face_size)
-    detector = settings.detector
-    if not len(boxes) and settings.fallback.startswith("cnn") and settings.detector != "cnn":
-        boxes, scores = align.detect(rgb, detector="cnn", upsample=settings.upsample, return_scores=True,
-                                     min_face_size=settings.min_face_size)
-        detector = "cnn"
-    points = np.stack([align.landmarks(rgb, box) for box in boxes]) if len(boxes) else np.zeros((0, 5, 2), np.int64)
-    chips = (np.stack([align.extract_chip(rgb, p, size=settings.size, padding=settings.padding) for p in points])
-             if len(boxes) else np.zeros((0, settings.size, settings.size, 3), np.uint8))
-    return (np.asarray(boxes, np.int64).reshape(-1, 4), np.asarray(scores, np.float64), points, chips, detector)
-
-
-def detect_photo(item: PhotoInput, settings: "AlignmentSettings", hash_files: bool,
+def detect_photo(item: PhotoInput, settings: AlignmentSettings, hash_files: bool,
                 frame: int | None = None, timestamp: float | None = None) -> PhotoFaces:
     """Reads (a path) or takes (an array / PIL image) one image and finds its faces."""
     result = PhotoFaces(str(item) if isinstance(item, (str, os.PathLike)) else "<image>", frame=frame,
@@ -96,12 +81,14 @@ def detect_photo(item: PhotoInput, settings: "AlignmentSettings", hash_files: bo
             rgb = as_rgb(item)
     except (ImageError, OSError, TypeError) as exc:
         result.error = str(exc) or type(exc).__name__
+        result.error_kind = error_kind(exc)
         return result
     result.image_shape = rgb.shape
     try:
         result.boxes, result.scores, result.landmarks, result.chips, result.detector = find_faces(rgb, settings)
     except (RuntimeError, ValueError, MemoryError) as exc:  # one odd photo must not stop a collection
         result.error = f"face detection failed: {type(exc).__name__}: {exc}"
+        result.error_kind = error_kind(exc, detecting=True)
     return result
 
 
@@ -122,11 +109,13 @@ def ordered_map(items: Iterable, work, workers: int) -> Iterator:
             yield window.popleft().result()
 
 
-def add_descriptors(pending: list[PhotoFaces], embedder: "FaceEmbedder", keep_chips: bool = False) -> None:
-    """Computes the descriptors of the photos' chips in one batch (dropping the chips unless kept)."""
+def add_descriptors(pending: list[PhotoFaces], embedder: FaceEmbedder, keep_chips: bool = False,
+                    num_jitters: int = 0, seed: int = 0) -> None:
+    """Computes the descriptors of the photos' chips in one batch (dropping the chips unless kept);
+    num_jitters/seed as FaceEmbedder.embed_chips."""
     chips = [p.chips for p in pending if p.chips is not None and len(p.chips)]
     if chips:
-        descriptors = embedder.embed_chips(np.concatenate(chips))
+        descriptors = embedder.embed_chips(np.concatenate(chips), num_jitters=num_jitters, seed=seed)
         row = 0
         for p in pending:
             if p.chips is not None and len(p.chips):
@@ -137,8 +126,9 @@ def add_descriptors(pending: list[PhotoFaces], embedder: "FaceEmbedder", keep_ch
             p.chips = None
 
 
-def with_descriptors(results: Iterable[PhotoFaces | None], embedder: "FaceEmbedder", keep_chips: bool = False,
-                     batch_faces: int = 64, max_pending: int = 256, bar=None) -> Iterator[PhotoFaces | None]:
+def with_descriptors(results: Iterable[PhotoFaces | None], embedder: FaceEmbedder, keep_chips: bool = False,
+                     batch_faces: int = 64, max_pending: int = 256, bar=None, num_jitters: int = 0,
+                     seed: int = 0) -> Iterator[PhotoFaces | None]:
     """Adds descriptors to detected results, embedding about `batch_faces` faces (or `max_pending`
     results) at a time, and yields them in order; None items (inputs skipped upstream) pass through."""
     pending: list[PhotoFaces | None] = []
@@ -147,12 +137,12 @@ def with_descriptors(results: Iterable[PhotoFaces | None], embedder: "FaceEmbedd
         pending.append(result)
         pending_faces += len(result) if result is not None else 0
         if pending_faces >= batch_faces or len(pending) >= max_pending:
-            add_descriptors([p for p in pending if p is not None], embedder, keep_chips)
+            add_descriptors([p for p in pending if p is not None], embedder, keep_chips, num_jitters, seed)
             yield from pending
             if bar is not None:
                 bar.update(len(pending))
             pending, pending_faces = [], 0
-    add_descriptors([p for p in pending if p is not None], embedder, keep_chips)
+    add_descriptors([p for p in pending if p is not None], embedder, keep_chips, num_jitters, seed)
     yield from pending
     if bar is not None:
         bar.update(len(pending))
@@ -165,22 +155,25 @@ def progress_bar(progress: bool | str, default: str, unit: str, total: int | Non
                 disable=not progress)
 
 
-def embed_photos(photos: Iterable[PhotoInput], embedder: "FaceEmbedder", settings: "AlignmentSettings",
+def embed_photos(photos: Iterable[PhotoInput], embedder: FaceEmbedder, settings: AlignmentSettings,
                  workers: int | None = None, keep_chips: bool = False, batch_faces: int = 64,
-                 hash_files: bool = True, progress: bool | str = False) -> Iterator[PhotoFaces]:
+                 hash_files: bool = True, progress: bool | str = False, num_jitters: int = 0,
+                 seed: int = 0) -> Iterator[PhotoFaces]:
     """Every face of every photo, with descriptors, in input order.
 
     photos: paths, numpy images or PIL images (any iterable; a generator is consumed lazily).
     workers: detection threads (default: the CPUs this process may use). Descriptors are computed
     by `embedder` in batches of about `batch_faces` faces. hash_files: compute each file's sha256
     (galleries and exports key files by it). progress: a tqdm bar (a string sets its label).
+    num_jitters/seed: as FaceEmbedder.embed_chips (the jitters of a batch are drawn together).
     Unreadable photos come back with `error` set and no faces.
     """
     total = len(photos) if isinstance(photos, Sequence) else None
     with progress_bar(progress, "faces", "img", total) as bar:
         detected = ordered_map(photos, lambda item: detect_photo(item, settings, hash_files),
                                    workers or available_cpus())
-        yield from cast(Iterator[PhotoFaces], with_descriptors(detected, embedder, keep_chips, batch_faces, 256, bar))
+        yield from cast(Iterator[PhotoFaces], with_descriptors(detected, embedder, keep_chips, batch_faces, 256, bar,
+                                                               num_jitters, seed))
 
 
 def is_video(source: object) -> bool:
@@ -232,7 +225,7 @@ def video_frames(source: VideoSource, every: int = 1, max_frames: int | None = N
         capture.release()
 
 
-def embed_video(source: VideoSource, embedder: "FaceEmbedder", settings: "AlignmentSettings",
+def embed_video(source: VideoSource, embedder: FaceEmbedder, settings: AlignmentSettings,
                 every: int = 1, max_frames: int | None = None, workers: int | None = None,
                 progress: bool | str = False) -> Iterator[PhotoFaces]:
     """embed_photos over the frames of a video or camera: one PhotoFaces per processed frame, with

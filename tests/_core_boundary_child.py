@@ -46,10 +46,13 @@ def main() -> None:
     margin = core.MarginLoss(8.0, 0.1)
     cosines = np.full((4, 2), 0.5, np.float32)
     x, centres = np.ones((4, 128), np.float32), np.ones((2, 128), np.float32)
+    boxes = np.array([[10, 10, 60, 60]], np.int64)
     calls = {  # entry point -> (the good array, call with one array argument replaced)
         "HogFaceDetector.detect": (image, lambda a: hog.detect(a, 0)),
         "CnnFaceDetector.detect": (image, lambda a: cnn.detect(a, 0)),
         "LandmarkPredictor.predict": (image, lambda a: predictor.predict(a, 10, 10, 60, 60)),
+        "LandmarkPredictor.align[image]": (image, lambda a: predictor.align(a, boxes, 150, 0.25)),
+        "LandmarkPredictor.align[boxes]": (boxes, lambda a: predictor.align(image, a, 150, 0.25)),
         "extract_face_chip[image]": (image, lambda a: core.extract_face_chip(a, points, 150, 0.25)),
         "extract_face_chip[landmarks]": (points, lambda a: core.extract_face_chip(image, a, 150, 0.25)),
         "FaceEmbedderCore.embed_chips": (chips, lambda a: embedder.embed_chips(a, 0, 0)),
@@ -98,6 +101,8 @@ def main() -> None:
         "affine_to_bn[statistics]": lambda: core.affine_to_bn(FACE, [(np.zeros(3), np.ones(3), 1.0)]),
         "affine_to_bn[statistics type]": lambda: core.affine_to_bn(FACE, ["nonsense"]),
         "extract_face_chip[size]": lambda: core.extract_face_chip(image, points, 0, 0.25),
+        "LandmarkPredictor.align[size]": lambda: predictor.align(image, boxes, 0, 0.25),
+        "LandmarkPredictor.align[inverted box]": lambda: predictor.align(image, boxes[:, ::-1].copy(), 150, 0.25),
         "extract_face_chip[points]": lambda: core.extract_face_chip(image, points[:4], 150, 0.25),
         "HogFaceDetector.detect[upsample]": lambda: hog.detect(image, 40),
         "HogFaceDetector[kernel]": lambda: core.HogFaceDetector("avx512"),
