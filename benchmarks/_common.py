@@ -6,8 +6,8 @@ import json
 import os
 import subprocess
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 
@@ -17,8 +17,9 @@ BLAS_VARS = ("OPENBLAS_CORETYPE", "OPENBLAS_L2_SIZE")
 def johns_chips() -> tuple[np.ndarray, list[int]]:
     """The 55 dlib-johns chips and their identity indices (exits with a message when absent)."""
     import pyfacedlib as pfd
+    from pyfacedlib.datasets import data_root
 
-    root = Path(os.environ.get("PYFACEDLIB_DATA", Path(__file__).resolve().parents[2] / "shared" / "datasets"))
+    root = data_root(Path(__file__).resolve().parents[1])
     files = sorted(p for p in (root / "dlib-johns").glob("*/*") if p.suffix.lower() in (".jpg", ".png"))
     if not files:
         sys.exit(f"dlib-johns chips not found under {root} (set PYFACEDLIB_DATA)")

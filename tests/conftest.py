@@ -21,7 +21,9 @@ def pytest_report_header(config) -> str:
 
 def data_root() -> Path:
     """Where the datasets live: $PYFACEDLIB_DATA, else ../shared/datasets beside the checkout."""
-    return Path(os.environ.get("PYFACEDLIB_DATA", REPO.parent / "shared" / "datasets"))
+    from pyfacedlib.datasets import data_root
+
+    return data_root(REPO)
 
 
 def in_ci() -> bool:

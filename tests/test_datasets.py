@@ -124,11 +124,40 @@ def test_chip_cache(tmp_path, lfw_sample):
         AlignmentSettings(fallback="guess")
 
     # the one way in: a folder given to load_faces (conversion, fine-tuning) is aligned by this cache,
-    # labelled by folder, skips listed
+    # labelled by datasets.labelled_files (loose photos root/Name.jpg: Name), skips listed
     loaded = pfd.load_faces(images, cache_dir=tmp_path / "cache", settings=cache.settings)
     order = [loaded.sources.index(source) for source in changed.sources]
-    assert np.array_equal(loaded.chips[order], changed.chips) and set(loaded.labels.tolist()) == {"images"}
+    assert np.array_equal(loaded.chips[order], changed.chips)
+    assert loaded.labels.tolist() == [Path(source).stem for source in loaded.sources]
     assert list(loaded.skipped) == [str(broken)]
+
+
+def test_one_rule_from_folders_to_people(tmp_path):
+    """datasets.labelled_files: root/Name/**/x.jpg -> Name (however deep); root/Name.jpg -> Name when
+    labelled, None when not; a file given alone -> None. Every reader of folders agrees on it."""
+    from pyfacedlib.chipcache import load_faces
+    from pyfacedlib.gallery import enrolment_photos
+
+    root = tmp_path / "people"
+    for relative in ("Ada/a.jpg", "Ada/2019/b.jpg", "Ada/2019/trip/c.png", "Bob/d.jpg", "Cy.jpg", ".hidden/e.jpg",
+                     "Bob/.f.jpg", "Bob/notes.txt"):
+        (root / relative).parent.mkdir(parents=True, exist_ok=True)
+        (root / relative).write_bytes(b"x")
+    expected = {str(root / "Ada/2019/b.jpg"): "Ada", str(root / "Ada/2019/trip/c.png"): "Ada",
+                str(root / "Ada/a.jpg"): "Ada", str(root / "Bob/d.jpg"): "Bob", str(root / "Cy.jpg"): "Cy"}
+    assert datasets.labelled_files(root) == expected
+    assert datasets.labelled_files(root, labelled=False) == {**expected, str(root / "Cy.jpg"): None}
+    assert datasets.labelled_files(root / "Cy.jpg") == {str(root / "Cy.jpg"): None}
+    assert datasets.labelled_inputs([root / "Cy.jpg", root]) == {str(root / "Cy.jpg"): None,
+                                                                 **{k: v for k, v in expected.items() if "Cy" not in k}}
+    # the readers: identity folders (fine-tuning, evaluate), enrolment
+    ds = datasets.identity_folders(root)
+    assert dict(zip(ds.paths, ds.labels)) == expected
+    assert enrolment_photos(root) == expected
+    with pytest.raises(FileNotFoundError):
+        datasets.labelled_files(tmp_path / "missing")
+    with pytest.raises(NotADirectoryError):
+        load_faces(root / "Cy.jpg")
 
 
 def test_cnn_fallback_finds_what_hog_misses(tmp_path, lfw_dir):

@@ -2,9 +2,9 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Iterable, Sequence
 
 import numpy as np
 
@@ -35,6 +35,39 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     return [Path(p) for p in list_files([root])]
 
 
+def labelled_files(root: str | os.PathLike, labelled: bool = True,
+                   suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[str, str | None]:
+    """The one rule from files to people: image path -> the person it shows, for everything under `root`.
+
+    - root/Name/**/x.jpg -> "Name": the first folder under root names the person, however deep the
+      photo lies below it (root/Name/2019/x.jpg is Name's);
+    - root/Name.jpg -> "Name" when `labelled` (face_recognition's convention: one photo of a person
+      named by the file), None otherwise (export and cluster read loose photos as unlabelled);
+    - a file given as `root` -> None.
+    Hidden files and folders are skipped; paths are sorted. FileNotFoundError when root is missing.
+    Fine-tuning, evaluation, enrolment, exports and the CLI all read folders through this function.
+    """
+    path = Path(root)
+    files = list_files([path], suffixes)
+    if not path.is_dir():
+        return {file: None for file in files}
+    people: dict[str, str | None] = {}
+    for file in files:
+        parts = Path(file).relative_to(path).parts
+        people[file] = parts[0] if len(parts) > 1 else (Path(file).stem if labelled else None)
+    return people
+
+
+def labelled_inputs(inputs: Iterable[str | os.PathLike], labelled: bool = False,
+                    suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[str, str | None]:
+    """labelled_files over several inputs (folders and files), in order, the first label of a file kept."""
+    people: dict[str, str | None] = {}
+    for item in inputs:
+        for file, person in labelled_files(item, labelled, suffixes).items():
+            people.setdefault(file, person)
+    return people
+
+
 @dataclass
 class IdentityDataset:
     """Images grouped by identity: root/Name/*.jpg."""
@@ -51,13 +84,13 @@ class IdentityDataset:
     def __len__(self) -> int:
         return len(self.paths)
 
-    def subset(self, identities: Iterable[str]) -> "IdentityDataset":
+    def subset(self, identities: Iterable[str]) -> IdentityDataset:
         """Only the images of `identities`."""
         keep = set(identities)
         pairs = [(p, l) for p, l in zip(self.paths, self.labels) if l in keep]
         return IdentityDataset(self.root, [p for p, _ in pairs], [l for _, l in pairs])
 
-    def with_min_images(self, minimum: int) -> "IdentityDataset":
+    def with_min_images(self, minimum: int) -> IdentityDataset:
         """Only identities that have at least `minimum` images."""
         counts: dict[str, int] = {}
         for label in self.labels:
@@ -66,15 +99,14 @@ class IdentityDataset:
 
 
 def identity_folders(root: str | os.PathLike) -> IdentityDataset:
-    """Reads root/Name/image files. Raises NotADirectoryError / ValueError when there are no images."""
+    """The people under `root` (datasets.labelled_files' rule: root/Name/**/x.jpg and root/Name.jpg).
+    Raises NotADirectoryError / ValueError when there are no images."""
     root = Path(root)
     if not root.is_dir():
         raise NotADirectoryError(f"dataset folder not found: {root}")
-    paths, labels = [], []
-    for person in sorted(p for p in root.iterdir() if p.is_dir()):
-        for image in sorted(p for p in person.iterdir() if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES):
-            paths.append(str(image))
-            labels.append(person.name)
+    people = labelled_files(root, labelled=True)
+    paths = list(people)
+    labels = [str(people[p]) for p in paths]
     if not paths:
         raise ValueError(f"no images found in identity folders under {root} (expected root/Name/*.jpg)")
     return IdentityDataset(root, paths, labels)
