@@ -109,22 +109,26 @@ void bind_training(py::module_& m) {
                  py::gil_scoped_release release;
                  return new face_embedder(self.testing_net(), threads);
              }, py::arg("threads"), "A FaceEmbedderCore on the current model (affine testing net).")
-        .def("affine_bytes", [](face_trainer& self) {
+        .def("affine_bytes", [](face_trainer& self, double descriptor_scale) {
                  std::string bytes;
                  {
                      py::gil_scoped_release release;
-                     bytes = serialize_net(self.testing_net());
+                     bytes = export_affine_net(self, descriptor_scale);
                  }
                  return py::bytes(bytes);
-             }, "The current model as an affine .dat (what dlib.face_recognition_model_v1 loads).")
-        .def("bn_bytes", [](face_trainer& self) {
+             }, py::arg("descriptor_scale") = 1.0,
+             "The current model as an affine .dat (what dlib.face_recognition_model_v1 loads), its descriptors "
+             "multiplied by descriptor_scale (ValueError unless finite and > 0).")
+        .def("bn_bytes", [](face_trainer& self, double descriptor_scale) {
                  std::string bytes;
                  {
                      py::gil_scoped_release release;
-                     bytes = self.training_net_bytes();
+                     bytes = export_training_net(self, descriptor_scale);
                  }
                  return py::bytes(bytes);
-             }, "The current bn_con training net (.dat bytes); empty when the run trains the affine net.")
+             }, py::arg("descriptor_scale") = 1.0,
+             "The current bn_con training net (.dat bytes), its descriptors multiplied by descriptor_scale; empty "
+             "when the run trains the affine net.")
         .def("validation_loss", [](face_trainer& self, const py::array& chips, const py::object& labels, long batch_size) {
                  const auto all = checked_chips(chips);
                  const auto all_labels = checked_labels(labels, all.size());

@@ -128,18 +128,27 @@ face_test_net load_test_net(const std::string& bytes, const std::string& label) 
 namespace {
 
 template <typename net_type>
-std::string scaled(net_type net, double factor) {
+void scale_fc(net_type& net, double factor) {
+    if (!(factor > 0) || !std::isfinite(factor)) throw std::invalid_argument("the descriptor scale must be a finite number > 0");
     dlib::tensor& weights = dlib::layer<1>(net).layer_details().get_layer_params();
     dlib::tt::affine_transform(weights, weights, static_cast<float>(factor));
-    return serialize_net(net);
 }
 
 }  // namespace
 
+void scale_descriptors(face_test_net& net, double factor) { scale_fc(net, factor); }
+void scale_descriptors(face_train_net& net, double factor) { scale_fc(net, factor); }
+
 std::string scaled_descriptor_net(const std::string& bytes, const std::string& label, double factor) {
     if (!(factor > 0) || !std::isfinite(factor)) throw std::invalid_argument("the descriptor scale must be a finite number > 0");
-    if (detect_net_kind(bytes, label) == net_kind::bn) return scaled(load_bn_net(bytes, label), factor);
-    return scaled(load_test_net(bytes, label), factor);
+    if (detect_net_kind(bytes, label) == net_kind::bn) {
+        auto net = load_bn_net(bytes, label);
+        scale_descriptors(net, factor);
+        return serialize_net(net);
+    }
+    auto net = load_test_net(bytes, label);
+    scale_descriptors(net, factor);
+    return serialize_net(net);
 }
 
 std::string serialize_net(face_train_net& net) {

@@ -29,8 +29,12 @@ void set_up(net_type& net) {
     net(blank);
 }
 
-// The same net (either kind) with its descriptors multiplied by `factor` (the weights of the final
-// fc_no_bias<128> scaled: every distance scales by factor), serialized.
+// Multiplies the net's descriptors by `factor` in place (the weights of the final fc_no_bias<128>
+// scaled: every distance scales by factor); std::invalid_argument unless factor is finite and > 0.
+void scale_descriptors(face_test_net& net, double factor);
+void scale_descriptors(face_train_net& net, double factor);
+
+// The same net (either kind) with its descriptors multiplied by `factor`, serialized.
 std::string scaled_descriptor_net(const std::string& bytes, const std::string& label, double factor);
 
 // Serialized nets (the bn net clean()ed first).

@@ -115,7 +115,7 @@ public:
     double learning_rate() const override { return learning_rate_; }
     void set_learning_rate(double lr) override { learning_rate_ = lr; }
     face_test_net testing_net() override { return face_test_net(replicas_.front()); }
-    std::string training_net_bytes() override { return std::string(); }
+    std::unique_ptr<face_train_net> training_net() override { return nullptr; }
 
     std::string checkpoint() override {
         for (auto& r : replicas_) r.clean();
@@ -254,7 +254,7 @@ public:
         return out;
     }
 
-    std::string training_net_bytes() override { return std::string(); }
+    std::unique_ptr<face_train_net> training_net() override { return nullptr; }
 
     dlib::matrix<float> class_centres() override { return parts::class_centres(this->trained_net()); }
 
@@ -337,6 +337,19 @@ void check_run(const train_data& data, const train_options& o) {
 }
 
 }  // namespace
+
+std::string export_affine_net(face_trainer& trainer, double descriptor_scale) {
+    face_test_net net = trainer.testing_net();
+    if (descriptor_scale != 1.0) scale_descriptors(net, descriptor_scale);
+    return serialize_net(net);
+}
+
+std::string export_training_net(face_trainer& trainer, double descriptor_scale) {
+    const auto net = trainer.training_net();
+    if (!net) return std::string();
+    if (descriptor_scale != 1.0) scale_descriptors(*net, descriptor_scale);
+    return serialize_net(*net);  // clean()s it
+}
 
 std::unique_ptr<face_trainer> make_trainer(const std::string& base_bytes, const std::string& base_label,
                                            bool train_bn_net, train_data data, const train_options& options) {

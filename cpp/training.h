@@ -64,8 +64,8 @@ public:
     virtual void set_learning_rate(double lr) = 0;
     // The current model as the affine testing net (what inference and export use).
     virtual face_test_net testing_net() = 0;
-    // The current bn_con training net, serialized (empty when the run trains the affine net).
-    virtual std::string training_net_bytes() = 0;
+    // A copy of the current bn_con training net (null when the run trains the affine net).
+    virtual std::unique_ptr<face_train_net> training_net() = 0;
     // Trainer state (net, solver, counters, sampler) to resume from.
     virtual std::string checkpoint() = 0;
     virtual void restore(const std::string& bytes) = 0;
@@ -74,6 +74,13 @@ public:
     // A margin run's class layer (classes x 128, as trained); empty for loss_metric.
     virtual dlib::matrix<float> class_centres() = 0;
 };
+
+// The trainer's current model as .dat bytes with its descriptors multiplied by `descriptor_scale`
+// (1 = as trained; see scale_descriptors), straight from memory: the affine testing net (what
+// dlib.face_recognition_model_v1 loads), and the clean()ed bn_con training net (empty when the run
+// trains the affine net). std::invalid_argument unless the scale is finite and > 0.
+std::string export_affine_net(face_trainer& trainer, double descriptor_scale = 1.0);
+std::string export_training_net(face_trainer& trainer, double descriptor_scale = 1.0);
 
 // base: the starting net, as a serialized affine .dat (bn="frozen" or strategy head) or bn_con .dat.
 std::unique_ptr<face_trainer> make_trainer(const std::string& base_bytes, const std::string& base_label,

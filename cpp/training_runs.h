@@ -209,12 +209,10 @@ public:
 
     face_test_net testing_net() override { return face_test_net(parts::embedding(this->trained_net())); }
 
-    std::string training_net_bytes() override {
-        if constexpr (!std::is_same_v<embedding_type, face_test_net> && !std::is_same_v<embedding_type, fast_test_net>) {
-            face_train_net copy = parts::embedding(this->trained_net());
-            return serialize_net(copy);
-        }
-        return std::string();
+    std::unique_ptr<face_train_net> training_net() override {
+        if constexpr (!std::is_same_v<embedding_type, face_test_net> && !std::is_same_v<embedding_type, fast_test_net>)
+            return std::make_unique<face_train_net>(parts::embedding(this->trained_net()));
+        return nullptr;
     }
 
     std::vector<std::pair<size_t, std::vector<float>>> parameters() override {

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BnCalibrator', 'CnnFaceDetector', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'MarginLoss', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cosine_layer', 'cuda_runtime', 'extract_face_chip', 'identity_batches', 'metric_loss', 'net_kind', 'scaled_descriptor_net', 'set_training_conv_kernel', 'sgemm_gflops', 'training_conv_kernel']
+__all__: list[str] = ['BnCalibrator', 'CHIP_SIZE', 'CnnFaceDetector', 'DESCRIPTOR_SIZE', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'MarginLoss', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cosine_layer', 'cuda_runtime', 'extract_face_chip', 'identity_batches', 'metric_loss', 'net_kind', 'scaled_descriptor_net', 'set_training_conv_kernel', 'sgemm_gflops', 'training_conv_kernel']
 class FaceEmbedderCore:
     """
     dlib's face-recognition ResNet (affine testing net) run on batches of chips.
@@ -90,6 +90,10 @@ class LandmarkPredictor:
     """
     def __init__(self, model_path: str) -> None:
         ...
+    def align(self, image: numpy.ndarray, boxes: numpy.ndarray, size: typing.SupportsInt | typing.SupportsIndex = 150, padding: typing.SupportsFloat | typing.SupportsIndex = 0.25) -> tuple:
+        """
+        (landmarks (N,K,2) int64, chips (N,size,size,3) uint8) of every box (N,4) int64 [left, top, right, bottom] in one call: predict() then extract_face_chip() for each.
+        """
     def predict(self, image: numpy.ndarray, left: typing.SupportsInt | typing.SupportsIndex, top: typing.SupportsInt | typing.SupportsIndex, right: typing.SupportsInt | typing.SupportsIndex, bottom: typing.SupportsInt | typing.SupportsIndex) -> numpy.typing.NDArray[numpy.int64]:
         """
         (K,2) int64 landmark x, y for the face in the box.
@@ -139,13 +143,13 @@ class FaceTrainer:
     """
     def __init__(self, base_path: str, train_bn_net: bool, chips: numpy.ndarray, labels: typing.Any, first_level: typing.SupportsInt | typing.SupportsIndex, learning_rate: typing.SupportsFloat | typing.SupportsIndex, identities_per_batch: typing.SupportsInt | typing.SupportsIndex, images_per_identity: typing.SupportsInt | typing.SupportsIndex, augment: bool, head_feature_copies: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex, threads: typing.SupportsInt | typing.SupportsIndex, fast_path: bool = True, stop_backprop: bool = True, margin_loss: MarginLoss | None = None, class_centres: typing.Any = None) -> None:
         ...
-    def affine_bytes(self) -> bytes:
+    def affine_bytes(self, descriptor_scale: typing.SupportsFloat | typing.SupportsIndex = 1.0) -> bytes:
         """
-        The current model as an affine .dat (what dlib.face_recognition_model_v1 loads).
+        The current model as an affine .dat (what dlib.face_recognition_model_v1 loads), its descriptors multiplied by descriptor_scale (ValueError unless finite and > 0).
         """
-    def bn_bytes(self) -> bytes:
+    def bn_bytes(self, descriptor_scale: typing.SupportsFloat | typing.SupportsIndex = 1.0) -> bytes:
         """
-        The current bn_con training net (.dat bytes); empty when the run trains the affine net.
+        The current bn_con training net (.dat bytes), its descriptors multiplied by descriptor_scale; empty when the run trains the affine net.
         """
     def checkpoint(self) -> bytes:
         ...
@@ -240,5 +244,7 @@ def training_conv_kernel() -> str:
     """
     The training nets' convolution kernel in use.
     """
+CHIP_SIZE: int = 150
+DESCRIPTOR_SIZE: int = 128
 LEVEL_TOP_LAYER: dict = {0: 127, 1: 103, 2: 68, 3: 41, 4: 14, 5: 3, 6: 1}
 NUM_LEVELS: int = 7

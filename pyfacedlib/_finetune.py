@@ -23,6 +23,7 @@ import json
 import math
 import os
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,8 +34,10 @@ from . import _atomic, _plots, models
 from ._native import DEVICES, core, resolve_device
 from ._system import available_cpus
 from .datasets import identity_split
-from .evaluate import DLIB_THRESHOLD, best_threshold, verification
-from .faces import FaceInput, FaceSet, identity_batches, load_faces
+from .embedder import FaceEmbedder
+from .evaluate import DLIB_THRESHOLD, best_threshold, sample_pairs, verification
+from .chipcache import load_faces
+from .faces import FaceInput, FaceSet, identity_batches
 
 HEAD_LEVEL = core.NUM_LEVELS - 1
 BN_MODES = ("frozen", "calibrated")
@@ -325,28 +328,28 @@ def prepare_data(train: FaceInput, val: FaceInput | None, config: FinetuneConfig
     return RunData(training, validation, faces.skipped, faces.skipped_identities)
 
 
-def validation_pairs(labels: np.ndarray, max_pairs: int = 3000, seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """(first, second, issame): every same-identity pair (at most max_pairs, sampled) and as many different ones."""
-    rng = np.random.default_rng(seed)
-    i, j = np.triu_indices(len(labels), 1)
-    same = labels[i] == labels[j]
-    pos = np.flatnonzero(same)
-    neg = np.flatnonzero(~same)
-    pos = rng.choice(pos, min(len(pos), max_pairs), replace=False)
-    neg = rng.choice(neg, min(len(neg), len(pos)), replace=False)
-    pick = np.concatenate([pos, neg])
-    pick = pick[rng.permutation(len(pick))]
-    return i[pick], j[pick], same[pick]
+VALIDATION_SAME_PAIRS = 3000  # same-identity pairs drawn for validation (as many different ones)
+
+
+def validation_pairs(labels: np.ndarray, max_pairs: int = VALIDATION_SAME_PAIRS,
+                     seed: int = 0) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Deprecated: use pyfacedlib.evaluate.sample_pairs (this returns its (first, second, same))."""
+    warnings.warn("pyfacedlib._finetune.validation_pairs is deprecated: use pyfacedlib.evaluate.sample_pairs",
+                  DeprecationWarning, stacklevel=2)
+    pairs = sample_pairs(labels, max_pairs, seed, folds=1)
+    return pairs.first, pairs.second, pairs.same
 
 
 @dataclass
 class ValidationSet:
-    """Held-out faces, the verification pairs drawn from them, and fixed loss_metric mini-batches."""
+    """Held-out faces, the verification pairs drawn from them (evaluate.sample_pairs, 10 folds), and
+    fixed loss_metric mini-batches."""
 
     faces: FaceSet
     first: np.ndarray
     second: np.ndarray
     same: np.ndarray
+    fold: np.ndarray
     batch_chips: np.ndarray
     batch_labels: list[int]
     batch_size: int
@@ -354,7 +357,7 @@ class ValidationSet:
     @classmethod
     def build(cls, faces: FaceSet, identities_per_batch: int, images_per_identity: int, seed: int) -> "ValidationSet":
         """Pairs and loss batches for `faces` (batches: distinct identities, >= 2 faces each)."""
-        first, second, same = validation_pairs(faces.labels, seed=seed)
+        pairs = sample_pairs(faces.labels, VALIDATION_SAME_PAIRS, seed, folds=10)
         counts = np.unique(faces.labels, return_counts=True)[1]
         per_identity = int(max(2, min(images_per_identity, np.sort(counts)[-min(len(counts), identities_per_batch)])))
         identities = min(identities_per_batch, len(counts))
@@ -362,16 +365,16 @@ class ValidationSet:
                    if 2 <= len(set(faces.labels[b].tolist())) < len(b)]
         order = np.concatenate(batches) if batches else np.zeros(0, int)
         ids = {name: i for i, name in enumerate(faces.identities)}
-        return cls(faces, first, second, same, np.ascontiguousarray(faces.chips[order]),
+        return cls(faces, pairs.first, pairs.second, pairs.same, pairs.fold, np.ascontiguousarray(faces.chips[order]),
                    [ids[n] for n in faces.labels[order].tolist()], identities * per_identity)
 
 
 def validate(trainer: Any, validation: ValidationSet, threads: int) -> dict:
-    """Verification accuracy (10 interleaved folds) and VAL@FAR=1e-3 on the validation pairs, and
+    """Verification accuracy (the pairs' 10 folds) and VAL@FAR=1e-3 on the validation pairs, and
     loss_metric's own loss (dlib's, hard negatives included) over fixed validation mini-batches."""
     descriptors = trainer.embedder(threads).embed_chips(validation.faces.chips, 0, 0).astype(np.float64)
     d = np.linalg.norm(descriptors[validation.first] - descriptors[validation.second], axis=1)
-    report = verification(d, validation.same, fold_ids=np.arange(len(d)) % 10)
+    report = verification(d, validation.same, fold_ids=validation.fold)
     loss = (trainer.validation_loss(validation.batch_chips, validation.batch_labels, validation.batch_size)
             if len(validation.batch_labels) else float("nan"))
     return {"accuracy": report.accuracy_mean, "accuracy_at_0_6": report.accuracy_at_0_6,
@@ -379,10 +382,12 @@ def validate(trainer: Any, validation: ValidationSet, threads: int) -> dict:
             "pairs": int(len(d))}
 
 
-def class_centres(model: str, chips: np.ndarray, labels: list[int], classes: int, threads: int) -> np.ndarray:
-    """Weight imprinting: each identity's mean unit-length descriptor under `model`, normalised
-    ((classes, 128) float32): the margin runs' class layer starts where the faces already are."""
-    descriptors = core.FaceEmbedderCore(model, threads).embed_chips(chips, 0, 0).astype(np.float64)
+def class_centres(model: str, chips: np.ndarray, labels: list[int], classes: int, threads: int,
+                  device: str = "cpu") -> np.ndarray:
+    """Weight imprinting: each identity's mean unit-length descriptor under `model` (embedded on
+    `device`), normalised ((classes, 128) float32): the margin runs' class layer starts where the
+    faces already are."""
+    descriptors = FaceEmbedder(model, threads=threads, device=device).embed_chips(chips).astype(np.float64)
     descriptors /= np.linalg.norm(descriptors, axis=1, keepdims=True)
     sums = np.zeros((classes, descriptors.shape[1]))
     np.add.at(sums, np.asarray(labels), descriptors)
@@ -431,7 +436,8 @@ class TrainingRun:
         classes = len(data.train.identities)
         margin = config.margin_settings(classes)
         self.margin_loss = module.MarginLoss(*margin) if margin is not None else None
-        centres = class_centres(base, data.train.chips, labels, classes, config.worker_threads) if margin else None
+        centres = (class_centres(base, data.train.chips, labels, classes, config.worker_threads, self.device)
+                   if margin else None)
         self.trainer = module.FaceTrainer(start_model, config.trains_bn_net, data.train.chips, labels, config.first_level,
                                         config.learning_rate, config.identities_per_batch, config.images_per_identity,
                                         config.augment, config.head_feature_copies, config.seed, config.worker_threads,
@@ -550,49 +556,59 @@ def _plot(history: list[dict], path: Path) -> None:
     _plots.save_figure(fig, path, dpi=100)
 
 
-def fit_threshold(run: TrainingRun, affine_out: Path, bn_out: Path) -> tuple[float, float | None]:
-    """(descriptor scale applied, most accurate threshold of the exported model) on the validation
+def fit_threshold(run: TrainingRun) -> tuple[float, float | None]:
+    """(descriptor scale to apply, most accurate threshold of the exported model) on the validation
     pairs (measured when that model was validated; the training faces' pairs when it was not).
 
     A margin loss trains angles and leaves the descriptors' length free, so its exported model's
     best threshold is wherever training left it; loss_metric's drifts too (0.66 after 400 steps on
     16-px faces). With config.calibrate_threshold the model's descriptors are scaled so that it is
     dlib's 0.6 again (distances scale linearly, so accuracy at the best threshold is unchanged);
-    otherwise the threshold is only reported."""
+    otherwise the threshold is only reported (scale 1)."""
     config = run.config
     threshold = exported_best.get("threshold") if (exported_best := run.exported_best) else None
-    if threshold is None:  # the exported model was not validated: measure it on training pairs
-        chips = run.data.train.chips[:2000]
-        first, second, same = validation_pairs(run.data.train.labels[:2000], seed=config.seed)
-        if same.all() or (~same).all():
+    if threshold is None:  # the exported model (the trainer's current one) was not validated: training pairs
+        labels = run.data.train.labels[:2000]
+        try:
+            pairs = sample_pairs(labels, VALIDATION_SAME_PAIRS, config.seed, folds=1)
+        except ValueError:  # no pair of one kind among them
             return 1.0, None
-        descriptors = core.FaceEmbedderCore(str(affine_out), config.worker_threads).embed_chips(chips, 0, 0)
-        threshold = best_threshold(np.linalg.norm(descriptors[first].astype(np.float64) - descriptors[second], axis=1), same)
+        descriptors = run.trainer.embedder(config.worker_threads).embed_chips(run.data.train.chips[:2000], 0, 0)
+        threshold = best_threshold(np.linalg.norm(descriptors[pairs.first].astype(np.float64) - descriptors[pairs.second],
+                                                  axis=1), pairs.same)
     if not config.calibrate_threshold or not np.isfinite(threshold) or threshold <= 0:
         return 1.0, float(threshold)
-    factor = DLIB_THRESHOLD / threshold
-    _atomic.write_bytes(affine_out, core.scaled_descriptor_net(str(affine_out), factor))
-    if config.trains_bn_net and bn_out.exists():
-        _atomic.write_bytes(bn_out, core.scaled_descriptor_net(str(bn_out), factor))
-    return float(factor), DLIB_THRESHOLD
+    return float(DLIB_THRESHOLD / threshold), DLIB_THRESHOLD
+
+
+def _export_best_file(best: Path, out: Path, descriptor_scale: float) -> None:
+    """Moves the best model's file to `out`, its descriptors scaled (one read, one write)."""
+    if descriptor_scale == 1.0:
+        os.replace(best, out)
+        return
+    _atomic.write_bytes(out, core.scaled_descriptor_net(str(best), descriptor_scale))
+    best.unlink()
 
 
 def export(run: TrainingRun, started: float) -> FinetuneResult:
     """finetuned_affine.dat (the best model, else the last), finetuned_bn.dat, history.json, training_curve.png.
-    `started`: time.perf_counter() when training began (the minutes reported include the export)."""
+    `started`: time.perf_counter() when training began (the minutes reported include the export).
+
+    The last model goes from the trainer to its files directly, already scaled (FaceTrainer.affine_bytes /
+    bn_bytes with the descriptor scale); the best one, kept on disk while training, is read once,
+    scaled and written once."""
     out, config, data, trainer = run.out, run.config, run.data, run.trainer
     affine_out, bn_out = out / "finetuned_affine.dat", out / "finetuned_bn.dat"
-    run.exported_best = None
-    if run.best is not None and run.best_affine.exists():
-        run.exported_best = run.best
-        os.replace(run.best_affine, affine_out)
+    run.exported_best = run.best if run.best is not None and run.best_affine.exists() else None
+    descriptor_scale, threshold = fit_threshold(run)
+    if run.exported_best is not None:
+        _export_best_file(run.best_affine, affine_out, descriptor_scale)
         if config.trains_bn_net and run.best_bn.exists():
-            os.replace(run.best_bn, bn_out)
+            _export_best_file(run.best_bn, bn_out, descriptor_scale)
     else:
-        _atomic.write_bytes(affine_out, trainer.affine_bytes())
+        _atomic.write_bytes(affine_out, trainer.affine_bytes(descriptor_scale))
         if config.trains_bn_net:
-            _atomic.write_bytes(bn_out, trainer.bn_bytes())
-    descriptor_scale, threshold = fit_threshold(run, affine_out, bn_out)
+            _atomic.write_bytes(bn_out, trainer.bn_bytes(descriptor_scale))
     if not config.trains_bn_net:  # the bn net to continue from: calibrated on (up to 1000 of) the training faces
         from .convert import convert_affine_to_bn
 

@@ -10,10 +10,11 @@ from typing import Any, Sequence
 import numpy as np
 
 from . import _atomic, _plots
-from .chipcache import AlignmentSettings, ChipCache, default_cache_dir
+from .align import AlignmentSettings
+from .chipcache import ChipCache, default_cache_dir
 from .datasets import pair_images, read_lfw_pairs
 from .embedder import FaceEmbedder
-from .evaluate import verification
+from .evaluate import sample_pairs, verification
 
 LFW_HELP = ("LFW not found at {where}. Get the deep-funneled images and the protocol files from the "
             "official LFW site (lfw-deepfunneled.tgz, pairs.txt), unpack them into one folder "
@@ -22,10 +23,10 @@ LFW_HELP = ("LFW not found at {where}. Get the deep-funneled images and the prot
 
 
 def default_lfw_dir() -> Path:
-    """$PYFACEDLIB_DATA/lfw, else ../shared/datasets/lfw (relative to the working directory)."""
-    if os.environ.get("PYFACEDLIB_DATA"):
-        return Path(os.environ["PYFACEDLIB_DATA"]) / "lfw"
-    return Path("..") / "shared" / "datasets" / "lfw"
+    """datasets.data_root()/lfw: $PYFACEDLIB_DATA/lfw, else ../shared/datasets/lfw (relative to the working directory)."""
+    from .datasets import data_root
+
+    return data_root() / "lfw"
 
 
 def resolve_lfw(lfw_dir: str | os.PathLike | None, pairs: str | os.PathLike | None) -> tuple[Path, Path, str]:
@@ -165,35 +166,8 @@ def _evaluate_models(models: Sequence[str | None], chips: np.ndarray, first: np.
     return entries, curves
 
 
-def folder_pairs(labels: np.ndarray, max_same_pairs: int = 50_000, seed: int = 0, folds: int = 10
-                 ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
-    """Verification pairs over labelled faces: every same-identity pair (a random `max_same_pairs`
-    when there are more), as many different-identity pairs drawn at random, each pair in one of
-    `folds` random folds. Returns (first, second, same, fold) index arrays."""
-    rng = np.random.default_rng(seed)
-    names = np.asarray(labels)
-    groups = [np.flatnonzero(names == n) for n in np.unique(names)]
-    if len(groups) < 2:
-        raise ValueError(f"need at least two identities to evaluate, found {len(groups)}")
-    if all(len(g) < 2 for g in groups):
-        raise ValueError("every identity has one image: same-person pairs need at least one identity with two "
-                         "images or more")
-    same_pairs = np.array([(a, b) for g in groups for i, a in enumerate(g) for b in g[i + 1:]], np.int64)
-    if len(same_pairs) > max_same_pairs:
-        same_pairs = same_pairs[rng.choice(len(same_pairs), max_same_pairs, replace=False)]
-    different: set[tuple[int, int]] = set()
-    n = len(names)
-    possible = n * (n - 1) // 2 - sum(len(g) * (len(g) - 1) // 2 for g in groups)
-    wanted = min(len(same_pairs), possible)
-    while len(different) < wanted:
-        a, b = rng.integers(0, n, 2 * (wanted - len(different)) + 16).reshape(-1, 2).T
-        for i, j in zip(a, b):
-            if names[i] != names[j] and len(different) < wanted:
-                different.add((int(min(i, j)), int(max(i, j))))
-    pairs = np.concatenate([same_pairs, np.array(sorted(different), np.int64).reshape(-1, 2)])
-    same = np.r_[np.ones(len(same_pairs), bool), np.zeros(wanted, bool)]
-    fold = rng.permutation(len(pairs)) % folds
-    return pairs[:, 0], pairs[:, 1], same, fold
+# the old name of pyfacedlib.evaluate.sample_pairs (same signature)
+folder_pairs = sample_pairs
 
 
 def evaluate_folders(root: str | os.PathLike, model: str | os.PathLike | None | Sequence[str | os.PathLike | None] = None,
@@ -202,22 +176,22 @@ def evaluate_folders(root: str | os.PathLike, model: str | os.PathLike | None | 
                      threads: int | None = None, progress: bool = True) -> dict:
     """Verification on your own identity folders (root/Name/*.jpg), several models side by side.
 
-    Pairs: every same-identity pair (up to max_same_pairs), as many different-identity pairs at
-    random, 10 random folds; the metrics of bench-lfw (pyfacedlib.evaluate.verification): accuracy,
-    best threshold, thresholds at FAR 1e-2 / 1e-3, AUC, EER, ROC. Faces are aligned through the chip
-    cache (one face per image, the one nearest the centre). model: one model or a list (None = the
-    shipped model). out: also write report.json, report.md and roc.png there. Returns the report:
-    report["models"][name]["best_threshold"] can be handed to a gallery (gallery.threshold = t).
+    Pairs (pyfacedlib.evaluate.sample_pairs): every same-identity pair (up to max_same_pairs), as
+    many different-identity pairs at random, 10 random folds stratified by kind; the metrics of
+    bench-lfw (pyfacedlib.evaluate.verification): accuracy, best threshold, thresholds at FAR
+    1e-2 / 1e-3, AUC, EER, ROC. Faces are aligned through the chip cache (one face per image, the
+    one nearest the centre). model: one model or a list (None = the shipped model). out: also write report.json, report.md and roc.png there. Returns the report:
+    `report["models"][name]["best_threshold"]` can be handed to a gallery (`gallery.threshold = t`).
     """
     from .datasets.identities import identity_folders
-    from .faces import load_faces
+    from .chipcache import load_faces
 
     started = time.perf_counter()
     given = list(model) if isinstance(model, (list, tuple)) else [model]
     models: list[str | None] = [None if m is None else str(m) for m in given]
     dataset = identity_folders(root)
     faces = load_faces(dataset, settings=settings, cache_dir=cache_dir, progress=progress)
-    first, second, same, folds = folder_pairs(faces.labels, max_same_pairs, seed)
+    first, second, same, folds = sample_pairs(faces.labels, max_same_pairs, seed, folds=10)
     report: dict[str, Any] = {
         "root": str(root), "identities": len(set(faces.labels.tolist())), "images": len(dataset),
         "faces": len(faces), "skipped_images": faces.skipped,

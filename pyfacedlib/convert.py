@@ -26,7 +26,8 @@ from . import _atomic
 from ._native import core
 from .embedder import FaceEmbedder, default_threads
 from .errors import ModelFormatError
-from .faces import FaceInput, identity_batches, load_faces
+from .chipcache import load_faces
+from .faces import FaceInput, identity_batches
 
 Calibration = Union[FaceInput, None]
 

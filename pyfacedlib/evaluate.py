@@ -2,12 +2,13 @@
 
 ROC, AUC and the ROC-derived numbers come from scikit-learn; the threshold protocol is the
 standard one: for each fold, the threshold that maximises accuracy on the other folds is applied
-to the held-out fold.
+to the held-out fold. Pairs over labelled faces come from one sampler, sample_pairs (fine-tuning's
+validation and bench.evaluate_folders both use it).
 """
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Sequence, Union
+from typing import NamedTuple, Sequence, Union
 
 import numpy as np
 
@@ -128,6 +129,95 @@ def verification(distances_or_embedding_pairs: PairInput, issame: Sequence[bool]
         roc_far=far.tolist(),
         roc_tar=tar.tolist(),
     )
+
+
+class Pairs(NamedTuple):
+    """Verification pairs drawn by sample_pairs: indices into the labels, whether each pair is of one
+    identity, and each pair's fold."""
+
+    first: np.ndarray    # (P,) int64, first < second
+    second: np.ndarray   # (P,) int64
+    same: np.ndarray     # (P,) bool
+    fold: np.ndarray     # (P,) int64 in 0..folds-1
+
+
+def _decode_triangle(index: np.ndarray, size: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """(a, b), a < b < size, of the index-th pair in row-major order of the pairs of `size` items."""
+    # row a starts at a*(2*size - a - 1)/2; invert with the quadratic formula, then correct rounding
+    b2 = 2 * size - 1
+    a = np.floor((b2 - np.sqrt(np.maximum(b2 * b2 - 8 * index, 0).astype(np.float64))) / 2).astype(np.int64)
+    a = np.clip(a, 0, np.maximum(size - 2, 0))
+    start = lambda row: row * (2 * size - row - 1) // 2  # noqa: E731
+    a = np.where(start(a) > index, a - 1, a)
+    a = np.where(start(a + 1) <= index, a + 1, a)
+    return a, a + 1 + (index - start(a))
+
+
+def sample_pairs(labels: Sequence | np.ndarray, max_same_pairs: int = 50_000, seed: int = 0,
+                 folds: int = 10) -> Pairs:
+    """Balanced verification pairs over labelled faces: the one pair sampler of pyfacedlib (fine-tuning's
+    validation, bench.evaluate_folders).
+
+    - Same-identity pairs: every pair (i < j) of faces with one label; when there are more than
+      `max_same_pairs`, that many drawn uniformly at random without replacement.
+    - Different-identity pairs: as many as there are same pairs (fewer only when fewer exist), drawn
+      uniformly without replacement from all pairs of faces with different labels.
+      Both draws decode pair numbers instead of listing all pairs, so memory grows with the pairs
+      drawn, not with the square of the faces.
+    - seed: one numpy Generator drives every draw: the same labels and seed give the same pairs.
+    - folds: each pair's fold for the verification protocol, stratified: the same pairs, in random
+      order, are dealt round-robin into `folds` folds, the different pairs likewise, so every fold
+      holds (within one) the same number of each (folds=1: every pair in fold 0).
+    Pairs come in random order (same and different interleaved), first < second in each.
+    ValueError when fewer than two identities or no identity with two faces (no pair of one kind).
+    """
+    names = np.asarray(labels)
+    if names.ndim != 1:
+        raise ValueError(f"labels must be one-dimensional, got shape {names.shape}")
+    if isinstance(max_same_pairs, bool) or not isinstance(max_same_pairs, (int, np.integer)) or max_same_pairs < 1:
+        raise ValueError(f"max_same_pairs must be an integer >= 1, got {max_same_pairs!r}")
+    if isinstance(folds, bool) or not isinstance(folds, (int, np.integer)) or folds < 1:
+        raise ValueError(f"folds must be an integer >= 1, got {folds!r}")
+    rng = np.random.default_rng(seed)
+    _, codes, sizes = np.unique(names, return_inverse=True, return_counts=True)
+    if len(sizes) < 2:
+        raise ValueError(f"need at least two identities to evaluate, found {len(sizes)}")
+    if sizes.max() < 2:
+        raise ValueError("every identity has one image: same-person pairs need at least one identity with two "
+                         "images or more")
+    order = np.argsort(codes.reshape(-1), kind="stable")  # faces grouped by identity, in index order
+    ends = np.cumsum(sizes)
+    starts = ends - sizes
+    sizes64 = sizes.astype(np.int64)
+
+    # same: pair number k -> its identity (by cumulative pair counts), then (a, b) within it
+    per_identity = sizes64 * (sizes64 - 1) // 2
+    cumulative = np.cumsum(per_identity)
+    total_same = int(cumulative[-1])
+    picked = np.sort(rng.choice(total_same, min(total_same, max_same_pairs), replace=False))
+    identity = np.searchsorted(cumulative, picked, side="right")
+    a, b = _decode_triangle(picked - (cumulative[identity] - per_identity[identity]), sizes64[identity])
+    same_pairs = np.stack([order[starts[identity] + a], order[starts[identity] + b]], axis=1)
+
+    # different: grouped position p pairs with every position after its identity's block
+    n = len(names)
+    position_identity = np.repeat(np.arange(len(sizes)), sizes)
+    after = n - ends[position_identity]
+    cumulative = np.cumsum(after)
+    wanted = min(len(same_pairs), int(cumulative[-1]))
+    picked = np.sort(rng.choice(int(cumulative[-1]), wanted, replace=False))
+    p = np.searchsorted(cumulative, picked, side="right")
+    q = ends[position_identity[p]] + (picked - (cumulative[p] - after[p]))
+    different_pairs = np.stack([order[p], order[q]], axis=1)
+
+    pairs = np.sort(np.concatenate([same_pairs, different_pairs]).reshape(-1, 2), axis=1).astype(np.int64)
+    same = np.r_[np.ones(len(same_pairs), bool), np.zeros(len(different_pairs), bool)]
+    fold = np.empty(len(pairs), np.int64)
+    for kind in (same, ~same):
+        rows = np.flatnonzero(kind)
+        fold[rng.permutation(rows)] = np.arange(len(rows)) % folds
+    shuffle = rng.permutation(len(pairs))
+    return Pairs(pairs[shuffle, 0], pairs[shuffle, 1], same[shuffle], fold[shuffle])
 
 
 def distance_matrix(a: np.ndarray, b: np.ndarray) -> np.ndarray:

@@ -31,10 +31,12 @@ from typing import TYPE_CHECKING, Iterator, Sequence, cast
 import numpy as np
 
 from . import models
+from ._config import option
 from ._system import file_sha256
-from .chipcache import AlignmentSettings
-from .datasets.identities import list_files
+from .align import AlignmentSettings
+from .datasets.identities import labelled_files
 from .errors import GalleryError, ImageError, NoFaceFoundError
+from .evaluate import DLIB_THRESHOLD
 from .facetable import FaceTable, TableChanges, update_table
 from .images import ImageLike
 from .index import KINDS, DescriptorIndex
@@ -46,21 +48,26 @@ if TYPE_CHECKING:
 UNKNOWN = "unknown"
 CLASSIFIERS = ("nearest", "knn", "svm")
 MULTIPLE_FACES = ("largest", "skip")
-DLIB_THRESHOLD = 0.6
 
 
 @dataclass(frozen=True)
 class GalleryConfig:
     """How a gallery enrols faces and decides who is who (saved with the gallery)."""
 
-    multiple_faces: str = "largest"      # photos with several faces: enrol the clearly largest, or skip them
-    largest_ratio: float = 2.0           # "clearly largest": area >= this x the next largest face
-    target_fpir: float = 0.01            # calibrated threshold: this fraction of unknown faces accepted
-    threshold_floor: float = 0.4         # the calibrated threshold never goes below / above these
-    threshold_ceiling: float = 0.6
-    classifier: str = "nearest"          # default rule: nearest identity, k-NN vote, or a linear SVM
-    knn_neighbors: int | None = None     # k-NN: nearest faces voting, those within the threshold (None: round(sqrt(N)))
-    index: str = "auto"                  # search index kind (pyfacedlib.index.KINDS)
+    multiple_faces: str = option("largest", "enrolment photos with several faces: enrol the clearly largest "
+                                            "(see largest_ratio), or skip them", choices=MULTIPLE_FACES)
+    largest_ratio: float = option(2.0, "'clearly the largest': its area is at least this many times the next "
+                                       "largest face's")
+    target_fpir: float = option(0.01, "calibrated threshold: the fraction of unknown faces (resembling the "
+                                      "enrolled ones) wrongly named")
+    threshold_floor: float = option(0.4, "the calibrated threshold never goes below this distance")
+    threshold_ceiling: float = option(0.6, "the calibrated threshold never goes above this distance")
+    classifier: str = option("nearest", "who a face is: the nearest identity, a k-NN vote or a linear SVM (the "
+                                        "threshold still answers 'unknown')", choices=CLASSIFIERS)
+    knn_neighbors: int | None = option(None, "knn: the nearest faces that vote, those within the threshold "
+                                             "(default: round(sqrt(enrolled faces)))")
+    index: str = option("auto", "search index over the enrolled faces (pyfacedlib.index; auto: exact up to a "
+                                "million faces, HNSW above)", choices=KINDS)
 
     def __post_init__(self) -> None:
         if self.multiple_faces not in MULTIPLE_FACES:
@@ -111,6 +118,19 @@ class Calibration:
         data = asdict(self)
         data.pop("impostor_distances")
         return data
+
+    def to_dict(self) -> dict:
+        """Plain data with the evidence (the impostor distances as a list): what a saved gallery stores."""
+        return {**self.summary(), "impostor_distances": self.impostor_distances.tolist()}
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "Calibration":
+        """The calibration to_dict() wrote; KeyError/TypeError/ValueError when `data` is not one."""
+        known = {f.name for f in fields(cls)}
+        values = {k: v for k, v in data.items() if k in known}
+        values["threshold"], values["source"] = float(data["threshold"]), str(data["source"])
+        values["impostor_distances"] = np.asarray(data["impostor_distances"], np.float64).reshape(-1)
+        return cls(**values)
 
 
 @dataclass
@@ -170,16 +190,45 @@ class IdentifyResult:
 
 
 def enrolment_photos(root: str | os.PathLike) -> dict[str, str]:
-    """Photo path -> identity under `root`: root/Name/**/*.jpg (named by the folder) and
-    root/Name.jpg (named by the file stem, face_recognition's convention). Hidden entries are ignored."""
+    """Photo path -> identity under `root`, by datasets.labelled_files' rule (the one every folder
+    reader uses): root/Name/**/*.jpg is Name's, root/Name.jpg is Name's (face_recognition's
+    convention). Hidden entries are ignored. NotADirectoryError when root is not a folder."""
     folder = Path(root)
     if not folder.is_dir():
         raise NotADirectoryError(f"enrolment folder not found: {folder}")
-    photos: dict[str, str] = {}
-    for path in list_files([folder]):
-        parts = Path(path).relative_to(folder).parts
-        photos[path] = parts[0] if len(parts) > 1 else Path(path).stem
-    return photos
+    return {path: str(person) for path, person in labelled_files(folder, labelled=True).items()}
+
+
+# Gallery files of this format store what load() restores instead of recomputing: the calibration
+# with its evidence, the enrolled rows (the table's `enrolled` column, counted in the metadata) and
+# the model's sha256 with the size and mtime the model file had when it was last hashed.
+GALLERY_FORMAT = 2
+
+
+def _file_stamp(path: str) -> dict:
+    """The model file's identity short of reading it: absolute path, size and mtime (ns)."""
+    stat = os.stat(path)
+    return {"path": os.path.abspath(path), "size": stat.st_size, "mtime_ns": stat.st_mtime_ns}
+
+
+def _hash_model(path: str) -> tuple[str, dict]:
+    """(sha256, stamp) of a model file; the stamp is taken first, so a later change shows in it."""
+    stamp = _file_stamp(path)
+    return file_sha256(path), stamp
+
+
+def _restorable(meta: dict, table: FaceTable) -> bool:
+    """Whether a gallery file's metadata holds a calibration and enrolment consistent with its rows
+    (written by save() in GALLERY_FORMAT or later, and not edited since)."""
+    if not isinstance(meta.get("gallery_format"), int) or meta["gallery_format"] < GALLERY_FORMAT:
+        return False
+    enrolment, calibration = meta.get("enrolment"), meta.get("calibration")
+    if not isinstance(enrolment, dict) or not isinstance(calibration, dict) or "impostor_distances" not in calibration:
+        return False
+    enrolled = table.enrolled
+    named = np.array([bool(name) for name in table.identity], bool) if len(table) else np.zeros(0, bool)
+    return (enrolment.get("faces") == int(enrolled.sum()) and enrolment.get("rows") == len(table)
+            and bool(np.all(table.has_face[enrolled] & named[enrolled])))
 
 
 def _box_tuple(box: np.ndarray) -> tuple[int, int, int, int]:
@@ -191,7 +240,9 @@ class Gallery:
     """Enrolled faces of known people, their descriptors and how they were made (see module doc)."""
 
     def __init__(self, table: FaceTable, settings: AlignmentSettings, model_path: str,
-                 config: GalleryConfig | None = None, root: str | None = None, threads: int | None = None) -> None:
+                 config: GalleryConfig | None = None, root: str | None = None, threads: int | None = None,
+                 enrolled: np.ndarray | None = None) -> None:
+        """enrolled: the enrolled rows as stored (a gallery file); None applies the enrolment rule."""
         self.table = table
         self.settings = settings
         self.model_path = model_path
@@ -201,8 +252,11 @@ class Gallery:
         self.threads = threads
         self._embedder: FaceEmbedder | None = None
         self.last_sync: SyncReport | None = None   # what the last sync (or build) changed
+        self.source_file: str | None = None         # the gallery file it was loaded from
         self._user_threshold: float | None = None
-        self._reset()
+        # a model file known to hash to model_id while it has this size and mtime (see _is_our_model)
+        self._model_stamp: dict | None = None
+        self._reset(enrolled)
 
     # ------------------------------------------------------------------ building and storing
     @classmethod
@@ -214,7 +268,7 @@ class Gallery:
         model: affine .dat (None: the shipped model). alignment: AlignmentSettings fields (detector,
         upsample, min_face_size, exif_orientation, fallback='cnn' to try dlib's CNN detector on photos
         where HOG finds nothing; default 'none')."""
-        settings = AlignmentSettings(**{"fallback": "none", **alignment})
+        settings = AlignmentSettings.for_photos(**alignment)
         if settings.fallback.endswith("center"):
             raise ValueError("a gallery never guesses a centred face: fallback must be 'cnn' or 'none'")
         model_path = str(model) if model is not None else models.path(models.FACE_RECOGNITION)
@@ -223,8 +277,10 @@ class Gallery:
         if not enrolment_photos(root):
             raise ValueError(f"no photos under {root}: expected {root}/Name/*.jpg (identity folders) or "
                              f"{root}/Name.jpg (one photo per person)")
-        table = FaceTable(model_id=file_sha256(model_path), settings_hash=settings.key())
+        model_id, stamp = _hash_model(model_path)
+        table = FaceTable(model_id=model_id, settings_hash=settings.key())
         gallery = cls(table, settings, model_path, config, str(Path(root)), threads)
+        gallery._model_stamp = stamp
         gallery.sync(progress=progress)
         return gallery
 
@@ -244,19 +300,35 @@ class Gallery:
                              f"{len(names)} identities")
         paths = [str(v) for v in sources] if sources is not None else [f"<descriptor {i}>" for i in range(len(names))]
         model_path = str(model) if model is not None else models.path(models.FACE_RECOGNITION)
-        settings = settings or AlignmentSettings(fallback="none")
+        settings = settings or AlignmentSettings.for_photos()
         n = len(vectors)
+        model_id, stamp = _hash_model(model_path)
         table = FaceTable(paths, [""] * n, np.zeros(n, np.int32), np.zeros((n, 4), np.int64), np.full(n, np.nan),
                           np.zeros((n, 5, 2), np.int64), vectors, [""] * n, names, np.ones(n, bool),
-                          file_sha256(model_path), settings.key())
-        return cls(table, settings, model_path, config, None, threads)
+                          model_id, settings.key())
+        gallery = cls(table, settings, model_path, config, None, threads)
+        gallery._model_stamp = stamp
+        return gallery
 
     def save(self, path: str | os.PathLike) -> None:
-        """Writes the gallery to one Parquet file (pyfacedlib.facetable schema), atomically."""
+        """Writes the gallery to one Parquet file (pyfacedlib.facetable schema), atomically.
+
+        Besides the faces (the `enrolled` column says which are enrolled) it stores what load()
+        restores without recomputing: the calibration and its evidence, the enrolment count, and
+        the model's sha256 with its file's size and mtime when they are known to match (a model
+        file this gallery has not checked yet is hashed here once)."""
+        model: dict = {"sha256": self.model_id, "path": self.model_path}
+        if self.model_path and Path(self.model_path).is_file():
+            try:
+                if self._is_our_model(self.model_path) and self._model_stamp is not None:
+                    model.update(size=self._model_stamp["size"], mtime_ns=self._model_stamp["mtime_ns"])
+            except OSError:  # unreadable now: the next load hashes it (or says it is missing)
+                pass
         self.table.metadata = {
-            "kind": "gallery", "root": self.root, "model_path": self.model_path,
-            "settings": asdict(self.settings), "config": asdict(self.config),
-            "user_threshold": self._user_threshold, "calibration": self.calibration.summary(),
+            "kind": "gallery", "gallery_format": GALLERY_FORMAT, "root": self.root, "model_path": self.model_path,
+            "model": model, "settings": asdict(self.settings), "config": asdict(self.config),
+            "user_threshold": self._user_threshold, "calibration": self.calibration.to_dict(),
+            "enrolment": {"faces": int(self.table.enrolled.sum()), "rows": len(self.table)},
         }
         self.table.write_parquet(path)
 
@@ -265,7 +337,13 @@ class Gallery:
              threads: int | None = None) -> "Gallery":
         """Reads a gallery written by save() (or any face table with alignment settings, such as an
         export or an archive: pyfacedlib.Gallery.from_parquet). model: the model file, when it is no
-        longer where the gallery was made; it must be the same model (same sha256)."""
+        longer where the gallery was made; it must be the same model (same sha256).
+
+        A gallery saved by this version comes back as it was saved: its enrolled faces, threshold
+        and calibration evidence are restored, not recomputed, and its model file is trusted while
+        it keeps the size and mtime recorded with its sha256 (otherwise it is hashed once, and
+        another sha256 is a GalleryError naming both files). Older gallery files and other face
+        tables are enrolled and calibrated as when built."""
         table = FaceTable.read_parquet(path)
         meta = table.metadata
         if "settings" not in meta:
@@ -275,27 +353,61 @@ class Gallery:
             raise GalleryError(f"{path}: its rows were made with other alignment settings than its metadata says")
         known = {f.name for f in fields(GalleryConfig)}
         config = GalleryConfig(**{k: v for k, v in meta.get("config", {}).items() if k in known})
-        gallery = cls(table, settings, meta.get("model_path", ""), config, meta.get("root"), threads)
+        calibration = None
+        if _restorable(meta, table):
+            try:
+                calibration = Calibration.from_dict(meta["calibration"])
+            except (KeyError, TypeError, ValueError):
+                calibration = None
+        gallery = cls(table, settings, meta.get("model_path", ""), config, meta.get("root"), threads,
+                      enrolled=table.enrolled.copy() if calibration is not None else None)
+        gallery.source_file = str(path)
+        stored = meta.get("model")
+        if (isinstance(stored, dict) and stored.get("sha256") == table.model_id and gallery.model_path
+                and isinstance(stored.get("size"), int) and isinstance(stored.get("mtime_ns"), int)):
+            gallery._model_stamp = {"path": os.path.abspath(gallery.model_path), "size": stored["size"],
+                                    "mtime_ns": stored["mtime_ns"]}
         if model is not None:
             gallery._check_model(str(model))
             gallery.model_path = str(model)
         if meta.get("user_threshold") is not None:
             gallery.threshold = float(meta["user_threshold"])
+        if calibration is not None:
+            gallery._calibration = calibration  # as saved (with the user's threshold, when one was set)
         return gallery
 
     from_parquet = load
 
+    def _is_our_model(self, path: str) -> bool:
+        """Whether the file `path` holds the model the descriptors were made with: trusted without
+        reading while it has the size and mtime it had when it last hashed to model_id, else hashed."""
+        if not self.model_id:
+            return True
+        if _file_stamp(path) == self._model_stamp:
+            return True
+        sha, stamp = _hash_model(path)
+        if sha != self.model_id:
+            return False
+        self._model_stamp = stamp
+        return True
+
+    def _not_our_model(self, path: str) -> GalleryError:
+        made = f"the gallery {self.source_file}" if self.source_file else "this gallery"
+        return GalleryError(
+            f"{path} is not the model {made} was made with (its sha256 is not {self.model_id[:12]}…): "
+            "descriptors of different models cannot be compared; rebuild the gallery with this model, or pass "
+            "the original model file with model=PATH")
+
     def _check_model(self, path: str) -> None:
         if not Path(path).is_file():
             raise GalleryError(f"model file not found: {path}")
-        if self.model_id and file_sha256(path) != self.model_id:
-            raise GalleryError(
-                f"{path} is not the model this gallery's descriptors were made with (sha256 {self.model_id[:12]}…): "
-                "descriptors of different models cannot be compared; rebuild the gallery with this model")
+        if not self._is_our_model(path):
+            raise self._not_our_model(path)
 
     @property
     def embedder(self) -> "FaceEmbedder":
-        """The FaceEmbedder of the gallery's model (loaded on first use, checked by sha256)."""
+        """The FaceEmbedder of the gallery's model (loaded on first use; the file is checked against
+        the gallery's sha256, see load())."""
         if self._embedder is None:
             from .embedder import FaceEmbedder
 
@@ -304,12 +416,19 @@ class Gallery:
                 candidates.append(models.path(models.FACE_RECOGNITION))
             except Exception:  # noqa: BLE001 - the shipped model may be absent; then only model_path counts
                 pass
+            changed: str | None = None  # the gallery's model file, when it now holds another model
             for path in candidates:
-                if Path(path).is_file() and (not self.model_id or file_sha256(path) == self.model_id):
+                if not Path(path).is_file():
+                    continue
+                if self._is_our_model(path):
                     self.model_path = path
                     self._embedder = FaceEmbedder(path, threads=self.threads)
                     break
+                if path == self.model_path:
+                    changed = path
             else:
+                if changed is not None:
+                    raise self._not_our_model(changed)
                 raise GalleryError(f"the model this gallery was made with (sha256 {self.model_id[:12]}…, was at "
                                    f"{self.model_path or '?'}) is not available: load it with model=PATH")
         return self._embedder
@@ -330,9 +449,10 @@ class Gallery:
         self.last_sync = report
         return report
 
-    def _reset(self) -> None:
-        """Re-applies the enrolment rule and drops what depends on the enrolled faces."""
-        self.table.enrolled = self._enrolled_rows()
+    def _reset(self, enrolled: np.ndarray | None = None) -> None:
+        """Re-applies the enrolment rule (or takes `enrolled`, the rows a gallery file stored) and
+        drops what depends on the enrolled faces."""
+        self.table.enrolled = self._enrolled_rows() if enrolled is None else np.asarray(enrolled, bool)
         rows = np.flatnonzero(self.table.enrolled)
         names = np.asarray([self.table.identity[i] for i in rows])
         self._enrolled = rows
@@ -645,5 +765,5 @@ class Gallery:
             row = int(rows[i])
             t = self.table
             hits.append(SearchHit(t.source_path[row], int(t.face[row]), _box_tuple(t.box[row]), float(d),
-                                  t.identity[row], t.sha256[row]))
+                                  t.identity[row] or "", t.sha256[row] or ""))
         return hits

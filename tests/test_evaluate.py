@@ -118,3 +118,57 @@ def test_pairwise_precision_recall_by_hand():
     scores = pairwise_precision_recall(["a", "a", "b", "b"], [0, 0, 0, 1])
     # together: (0,1) a-a ok, (0,2) a-b, (1,2) a-b -> precision 1/3; same pairs (0,1),(2,3): recall 1/2
     assert scores["precision"] == pytest.approx(1 / 3) and scores["recall"] == pytest.approx(0.5)
+
+
+def test_sample_pairs_draws_every_same_pair_and_as_many_different_ones():
+    import itertools
+
+    from pyfacedlib.evaluate import sample_pairs
+
+    labels = np.array(list("aaabbcddddeef"))[np.random.default_rng(4).permutation(13)]
+    pairs = sample_pairs(labels, seed=3)
+    every_same = {(i, j) for i, j in itertools.combinations(range(len(labels)), 2) if labels[i] == labels[j]}
+    drawn = list(zip(pairs.first.tolist(), pairs.second.tolist()))
+    assert all(i < j for i, j in drawn) and len(set(drawn)) == len(drawn)  # no pair twice
+    assert {p for p, s in zip(drawn, pairs.same) if s} == every_same
+    assert (labels[pairs.first] == labels[pairs.second]).tolist() == pairs.same.tolist()
+    assert (~pairs.same).sum() == pairs.same.sum() == len(every_same)  # balanced
+    # stratified folds: every fold holds (within one) as many same and as many different pairs
+    for kind in (pairs.same, ~pairs.same):
+        counts = np.bincount(pairs.fold[kind], minlength=10)
+        assert counts.max() - counts.min() <= 1
+    again = sample_pairs(labels, seed=3)
+    assert all(np.array_equal(a, b) for a, b in zip(pairs, again))  # seeded
+    assert not np.array_equal(sample_pairs(labels, seed=4).first, pairs.first)
+    capped = sample_pairs(labels, max_same_pairs=5, seed=0, folds=1)
+    assert capped.same.sum() == 5 and (~capped.same).sum() == 5 and not capped.fold.any()
+    assert set(zip(capped.first[capped.same].tolist(), capped.second[capped.same].tolist())) <= every_same
+
+
+def test_sample_pairs_draws_different_pairs_uniformly_and_refuses_what_cannot_pair():
+    from pyfacedlib.evaluate import sample_pairs
+
+    labels = np.array([0, 0, 1, 2])  # 1 same pair; 5 possible different pairs, one drawn each time
+    drawn = [tuple(int(v) for v in np.r_[p.first[~p.same], p.second[~p.same]])
+             for p in (sample_pairs(labels, seed=s, folds=1) for s in range(2000))]
+    counts = np.array([drawn.count(pair) for pair in sorted(set(drawn))])
+    assert len(counts) == 5 and counts.min() > 300  # uniform: 400 expected each
+    big = sample_pairs(np.r_[np.zeros(20_000, int), np.arange(1, 11)], max_same_pairs=1000)  # no n^2 listing
+    assert big.same.sum() == 1000 and (~big.same).sum() == 1000
+    with pytest.raises(ValueError, match="two identities"):
+        sample_pairs(["a", "a", "a"])
+    with pytest.raises(ValueError, match="one image"):
+        sample_pairs(["a", "b", "c"])
+
+
+def test_the_old_pair_samplers_are_the_new_one():
+    from pyfacedlib import bench
+    from pyfacedlib._finetune import validation_pairs
+    from pyfacedlib.evaluate import sample_pairs
+
+    assert bench.folder_pairs is sample_pairs
+    labels = np.repeat(np.arange(6), 4)
+    with pytest.warns(DeprecationWarning, match="sample_pairs"):
+        first, second, same = validation_pairs(labels, seed=2)
+    expected = sample_pairs(labels, 3000, 2, folds=1)
+    assert np.array_equal(first, expected.first) and np.array_equal(same, expected.same)

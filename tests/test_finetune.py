@@ -159,3 +159,45 @@ def test_finetune_config_validates_instead_of_defaulting():
     args = build_parser().parse_args(["finetune", "T", "O", "--patience", "5", "--lr-floor", "1e-7", "--cache-dir", "C",
                                       "--head-feature-copies", "2", "--no-augment"])
     assert (args.patience, args.lr_floor, args.cache_dir, args.head_feature_copies, args.augment) == (5, 1e-7, "C", 2, False)
+
+
+def test_trainer_exports_scaled_nets_from_memory_as_the_file_api_would(tmp_path, johns):
+    """FaceTrainer.affine_bytes / bn_bytes(descriptor_scale): the bytes scaled_descriptor_net makes from
+    the written file, without the file."""
+    chips, labels = johns
+    names = {n: i for i, n in enumerate(sorted(set(labels)))}
+    ints = [names[n] for n in labels]
+    base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    pfd.convert_affine_to_bn(base, tmp_path / "bn.dat", calibration=chips)
+    for start, train_bn in ((base, False), (str(tmp_path / "bn.dat"), True)):
+        trainer = core.FaceTrainer(start, train_bn, chips, ints, 5, 0.01, 3, 3, False, 1, 0, 2)
+        trainer.train(1)
+        plain = tmp_path / "plain_affine.dat"
+        plain.write_bytes(trainer.affine_bytes())
+        assert trainer.affine_bytes(1.25) == core.scaled_descriptor_net(str(plain), 1.25)
+        if train_bn:
+            plain_bn = tmp_path / "plain_bn.dat"
+            plain_bn.write_bytes(trainer.bn_bytes())
+            assert trainer.bn_bytes(0.8) == core.scaled_descriptor_net(str(plain_bn), 0.8)
+        else:
+            assert trainer.bn_bytes(1.25) == b""
+        for bad in (0.0, -1.0, float("nan")):
+            with pytest.raises(ValueError, match="scale"):
+                trainer.affine_bytes(bad)
+
+
+def test_unvalidated_run_is_scaled_on_its_training_pairs(tmp_path, johns):
+    """Without validation identities the exported (last) model is measured on training pairs through
+    the trainer's own embedder and written once, scaled so that dlib's 0.6 is its best threshold."""
+    from pyfacedlib.evaluate import best_threshold, sample_pairs
+
+    chips, labels = johns
+    keep = np.isin(labels, sorted(set(labels))[:3])  # 3 identities: too few to hold any out
+    chips, labels = datasets.degrade(chips[keep], "lowres:12"), labels[keep]
+    result = pfd.finetune((chips, labels), tmp_path, strategy="head", steps=20, progress=False)
+    assert result.validation_identities == 0 and result.best_validation is None
+    assert result.threshold == 0.6 and result.descriptor_scale != 1.0
+    descriptors = pfd.FaceEmbedder(result.affine_model).embed_chips(chips).astype(np.float64)
+    pairs = sample_pairs(labels, 3000, 0, folds=1)
+    d = np.linalg.norm(descriptors[pairs.first] - descriptors[pairs.second], axis=1)
+    assert best_threshold(d, pairs.same) == pytest.approx(0.6, rel=1e-4)

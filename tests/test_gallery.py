@@ -285,3 +285,97 @@ def test_a_camera_that_cannot_open_is_an_image_error():
 
     with pytest.raises(pfd.ImageError, match="camera 57"):
         next(video_frames(57))  # no camera 57 on any test machine
+
+
+def test_load_restores_what_save_stored_instead_of_recomputing(gallery: Gallery, lfw_people: dict, tmp_path: Path,
+                                                               monkeypatch):
+    import pyfacedlib.gallery as gallery_module
+
+    path = tmp_path / "people.parquet"
+    gallery.save(path)
+    saved = gallery.calibration
+
+    def must_not_run(*args, **kwargs):
+        raise AssertionError("load recomputed what save stored")
+
+    monkeypatch.setattr(Gallery, "_calibrate", must_not_run)
+    monkeypatch.setattr(Gallery, "_enrolled_rows", must_not_run)
+    monkeypatch.setattr(gallery_module, "file_sha256", must_not_run)  # the model keeps its size and mtime
+    loaded = Gallery.load(path)
+    c = loaded.calibration
+    assert (c.threshold, c.source, c.estimated_fpir, c.estimated_tpir) == (saved.threshold, saved.source,
+                                                                          saved.estimated_fpir, saved.estimated_tpir)
+    np.testing.assert_array_equal(c.impostor_distances, saved.impostor_distances)
+    np.testing.assert_array_equal(loaded.table.enrolled, gallery.table.enrolled)
+    probe, name = lfw_people["probes"][0]
+    assert min(loaded.identify(probe), key=lambda m: m.distance).identity == name  # the model, trusted unhashed
+    monkeypatch.undo()
+    gallery.threshold = 0.45  # a user's threshold comes back with the calibration's evidence
+    gallery.save(path)
+    gallery.threshold = None
+    monkeypatch.setattr(Gallery, "_calibrate", must_not_run)
+    user = Gallery.load(path).calibration
+    assert (user.threshold, user.source) == (0.45, "user") and len(user.impostor_distances) == len(gallery)
+
+
+def test_a_changed_model_file_is_hashed_and_a_different_one_named(gallery: Gallery, tmp_path: Path, monkeypatch):
+    import os
+
+    import pyfacedlib.gallery as gallery_module
+
+    model = tmp_path / "model.dat"
+    shutil.copy(pfd.models.path("dlib_face_recognition_resnet_model_v1"), model)
+    g = Gallery.from_descriptors(gallery.descriptors, gallery.labels, model=model)
+    path = tmp_path / "g.parquet"
+    g.save(path)
+    hashed = []
+    real = gallery_module.file_sha256
+    monkeypatch.setattr(gallery_module, "file_sha256", lambda p: hashed.append(str(p)) or real(p))
+    assert Gallery.load(path).embedder.model_path == str(model) and hashed == []
+    stat = model.stat()
+    os.utime(model, ns=(stat.st_atime_ns, stat.st_mtime_ns + 10**9))  # touched: same bytes, hashed once
+    assert Gallery.load(path).embedder.model_path == str(model) and hashed == [str(model)]
+    data = bytearray(model.read_bytes())
+    data[-1] ^= 1
+    model.write_bytes(bytes(data))
+    # (the shipped model, the same bytes as the original, would otherwise stand in for it)
+    monkeypatch.setattr(pfd.models, "path", lambda name: str(tmp_path / "no-shipped-model.dat"))
+    with pytest.raises(GalleryError, match="not the model") as error:
+        _ = Gallery.load(path).embedder
+    assert str(model) in str(error.value) and str(path) in str(error.value)
+
+
+def test_an_old_gallery_file_still_loads(gallery: Gallery, tmp_path: Path, monkeypatch):
+    import pyarrow.parquet as pq
+
+    from pyfacedlib.facetable import FaceTable
+
+    path = tmp_path / "old.parquet"
+    gallery.save(path)
+    table = FaceTable.read_parquet(path)  # as the previous version wrote it: no stored evidence, enrolment, stamp
+    old = {k: v for k, v in table.metadata.items() if k not in ("gallery_format", "model", "enrolment", "format")}
+    old["calibration"] = gallery.calibration.summary()
+    table.metadata = old
+    table.enrolled = np.zeros(len(table), bool)
+    pq.write_table(table.to_arrow(), path)
+    calls = []
+    real = Gallery._calibrate
+    monkeypatch.setattr(Gallery, "_calibrate", lambda self, *a: calls.append(1) or real(self, *a))
+    loaded = Gallery.load(path)
+    assert loaded.threshold == gallery.threshold and calls == [1]  # calibrated as when built
+    np.testing.assert_array_equal(loaded.table.enrolled, gallery.table.enrolled)
+    assert list(loaded.labels) == list(gallery.labels)
+
+
+def test_gallery_config_fields_carry_cli_metadata():
+    import dataclasses
+
+    from pyfacedlib.gallery import CLASSIFIERS, MULTIPLE_FACES
+    from pyfacedlib.index import KINDS
+
+    fields = {f.name: f for f in dataclasses.fields(GalleryConfig)}
+    assert all(f.metadata.get("help") for f in fields.values())
+    assert fields["multiple_faces"].metadata["choices"] == MULTIPLE_FACES
+    assert fields["classifier"].metadata["choices"] == CLASSIFIERS
+    assert fields["index"].metadata["choices"] == KINDS
+    assert GalleryConfig() == GalleryConfig(**{name: f.default for name, f in fields.items()})
