@@ -13,8 +13,9 @@ import numpy as np
 import pytest
 
 import pyfacedlib as pfd
+from pyfacedlib.align import AlignmentSettings
 from pyfacedlib.archive import ArchiveConfig, embed_archive
-from pyfacedlib.chipcache import AlignmentSettings
+from pyfacedlib.facetable import SCHEMA_VERSION_KEY, schema
 from pyfacedlib.photos import embed_photos
 
 # the pyfacedlib this test imported (a checkout built in place, or the installed package)
@@ -47,6 +48,8 @@ def _rows(out: Path):
 
 
 def test_local_archive_rows_match_the_photo_pipeline(photo_dir: Path, tmp_path: Path):
+    import pyarrow.parquet as pq
+
     out = tmp_path / "faces.parquet"
     report = embed_archive([photo_dir], out, config=ArchiveConfig(images_per_part=7), progress=False)
     files = sorted(str(p) for p in photo_dir.rglob("*") if p.is_file())
@@ -62,6 +65,15 @@ def test_local_archive_rows_match_the_photo_pipeline(photo_dir: Path, tmp_path: 
     broken = sources.index(str(photo_dir / "broken.jpg"))
     assert table.column("face")[broken].as_py() == -1 and table.column("error")[broken].as_py()
     assert table.column("embedding")[broken].as_py() is None
+    # one schema, its version in every part; a missing value is null (pandas: isna), never ""
+    assert table.schema.remove_metadata() == schema()
+    assert all(pq.read_schema(part).metadata[SCHEMA_VERSION_KEY] == b"2" for part in out.glob("part-*.parquet"))
+    frame = table.to_pandas()
+    good = frame.face >= 0
+    assert good.sum() == report.faces and frame.error.isna()[good].all() and frame.error_kind.isna()[good].all()
+    assert frame.identity.isna().all() and frame.quality.isna().all()
+    assert table.column("error_kind")[broken].as_py() == "unreadable"
+    assert frame.error.isna().sum() == len(frame) - 1  # the blank image: no face, no error
     # the same descriptors as the photo pipeline (galleries, exports) gives
     settings = AlignmentSettings(fallback="none")
     reference = {(p.source, i): p.descriptors[i] for p in embed_photos(files, pfd.FaceEmbedder(), settings)
@@ -86,7 +98,7 @@ def test_existing_output_needs_resume(photo_dir: Path, tmp_path: Path):
 def test_kill_9_then_resume_completes_without_duplicates(photo_dir: Path, tmp_path: Path):
     out = tmp_path / "faces.parquet"
     # the CLI in a fresh interpreter that imports exactly this pyfacedlib
-    launcher = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pyfacedlib.cli import main; sys.exit(main(sys.argv[1:]))"
+    launcher = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pyfacedlib.cli import main; sys.exit(main(sys.argv[1:]))"  # noqa: E501
     command = [sys.executable, "-I", "-c", launcher, str(PACKAGE_PARENT), "embed", str(photo_dir), "--out", str(out),
                "--part-size", "1", "--workers", "1", "--resume"]
     env = dict(os.environ)
@@ -144,24 +156,38 @@ def local_ray():
         import ray
     except ImportError:
         skip_or_fail("ray is not installed (pip install '.[ray]'; the test extra includes it)")
-    from pyfacedlib.archive import start_local_ray
+    from pyfacedlib.archive_ray import start_local_ray
 
     start_local_ray(3)
     yield ray
     ray.shutdown()
 
 
+@pytest.fixture(scope="module")
+def local_archive(photo_dir: Path, tmp_path_factory) -> Path:
+    out = tmp_path_factory.mktemp("local") / "local.parquet"
+    embed_archive([photo_dir], out, progress=False)
+    return out
+
+
 @pytest.mark.parametrize("stages", ["fused", "split"])
-def test_ray_engine_gives_the_local_rows(local_ray, photo_dir: Path, tmp_path: Path, stages: str):
-    local = embed_archive([photo_dir], tmp_path / "local.parquet", progress=False)
+def test_ray_engine_gives_the_local_rows(local_ray, photo_dir: Path, local_archive: Path, tmp_path: Path, stages: str):
+    import pyarrow.parquet as pq
+
     report = embed_archive([photo_dir], tmp_path / "ray.parquet", progress=False,
                            config=ArchiveConfig(engine="ray", workers=2, images_per_part=10, images_per_task=8,
                                                 stages=stages))
-    assert (report.processed, report.faces, report.duplicates, set(report.unreadable)) == \
-        (local.processed, local.faces, local.duplicates, set(local.unreadable))
-    a, b = _rows(tmp_path / "local.parquet"), _rows(tmp_path / "ray.parquet")
-    for column in ("source_path", "sha256", "face", "box", "landmarks", "error", "model_id", "settings_hash"):
-        assert a.column(column).to_pylist() == b.column(column).to_pylist(), column
+    assert (report.processed, report.duplicates, len(report.unreadable), report.without_face) == (27, 1, 1, 1)
+    a, b = _rows(local_archive), _rows(tmp_path / "ray.parquet")
+    assert report.faces == sum(f >= 0 for f in a.column("face").to_pylist())
+    # the same schema (no chip column, no Ray tensor type leaked) and the same rows
+    assert b.schema.remove_metadata() == schema() == a.schema.remove_metadata()
+    for part in (tmp_path / "ray.parquet").glob("part-*.parquet"):
+        meta = pq.read_schema(part).metadata
+        assert meta[SCHEMA_VERSION_KEY] == b"2" and b"pyfacedlib.batch" not in meta
+    for column in schema().names:
+        if column != "embedding":
+            assert a.column(column).to_pylist() == b.column(column).to_pylist(), column
     ea = [v for v in a.column("embedding").to_pylist() if v is not None]
     eb = [v for v in b.column("embedding").to_pylist() if v is not None]
     np.testing.assert_allclose(np.array(ea), np.array(eb), atol=1e-5)
@@ -172,3 +198,64 @@ def test_ray_engine_gives_the_local_rows(local_ray, photo_dir: Path, tmp_path: P
     resumed = embed_archive([photo_dir], tmp_path / "ray.parquet", progress=False,
                             config=ArchiveConfig(engine="ray", workers=2, resume=True, stages=stages))
     assert resumed.processed == 0 and resumed.already_done == 27
+
+
+def test_config_fields_carry_their_cli_help():
+    from dataclasses import fields
+
+    from pyfacedlib.archive import ENGINES, STAGES
+
+    for f in fields(ArchiveConfig):
+        assert f.metadata.get("help"), f.name
+    choices = {f.name: f.metadata.get("choices") for f in fields(ArchiveConfig) if f.metadata.get("choices")}
+    assert choices == {"engine": ENGINES, "stages": STAGES}
+    assert {"embed_gpus", "embed_actors", "embed_cpus", "stages", "images_per_part"} <= {
+        f.name for f in fields(ArchiveConfig) if f.metadata.get("cli", True)}
+    assert ArchiveConfig(stages="split", embed_gpus=0).split_stages and ArchiveConfig(embed_gpus=1).split_stages
+    with pytest.raises(ValueError, match="stages"):
+        ArchiveConfig(stages="both")
+
+
+def test_ray_names_moved_but_still_import():
+    import pyfacedlib.archive as archive
+    import pyfacedlib.archive_ray as archive_ray
+
+    for name in ("RayDetector", "RayEmbedder", "RayDetectAndEmbed", "start_local_ray"):
+        with pytest.warns(DeprecationWarning, match="archive_ray"):
+            assert getattr(archive, name) is getattr(archive_ray, name)
+    with pytest.raises(AttributeError):
+        archive.no_such_name  # noqa: B018
+
+
+def test_resume_upgrades_version_1_parts_and_refuses_newer_ones(photo_dir: Path, tmp_path: Path):
+    """An archive written by pyfacedlib 1 ("" for missing, no version key) resumes: its parts are
+    converted in place; a part of a newer schema version stops the run with both versions named."""
+    import pyarrow.parquet as pq
+
+    from pyfacedlib.facetable import FaceTable
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    from test_facetable import _as_version_1
+
+    out = tmp_path / "faces.parquet"
+    few = [photo_dir / "blank.png", photo_dir / "broken.jpg", next(photo_dir.rglob("*/*/*.jpg"))]
+    embed_archive(few, out, progress=False)
+    (part,) = out.glob("part-*.parquet")
+    pq.write_table(_as_version_1(pq.read_table(part)), part)
+    assert SCHEMA_VERSION_KEY not in pq.read_schema(part).metadata
+    assert "" in pq.read_table(part)["error"].to_pylist()
+    table = FaceTable.read_parquet(out)  # read as it is: nulls
+    assert table.error.count(None) == 2 and table.error_kind.count("unreadable") == 1
+    new = sorted(photo_dir.rglob("*/*/*.jpg"))[-1]
+    assert new != few[2]
+    report = embed_archive([*few, new], out, progress=False,
+                           config=ArchiveConfig(resume=True))
+    assert report.already_done == 3 and report.processed == 1
+    assert all(pq.read_schema(p).metadata[SCHEMA_VERSION_KEY] == b"2" for p in out.glob("part-*.parquet"))
+    frame = pq.read_table(out).to_pandas()  # plain pyarrow over the folder: one schema, nulls
+    assert frame.source_path.nunique() == 4 and frame.error.isna().sum() == len(frame) - 1
+    assert frame.error_kind.notna().sum() == 1
+    newer = pq.read_table(part)
+    pq.write_table(newer.replace_schema_metadata({**newer.schema.metadata, SCHEMA_VERSION_KEY: b"3"}), part)
+    with pytest.raises(ValueError, match=rf"{part.name}.*version 3 .*version 2"):
+        embed_archive(few, out, progress=False, config=ArchiveConfig(resume=True))

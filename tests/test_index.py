@@ -86,7 +86,7 @@ def test_face_table_round_trip_keeps_no_face_rows(tmp_path: Path):
     nothing = PhotoFaces("b.jpg", "e" * 64)
     broken = PhotoFaces("c.jpg", "", error="cannot identify image file")
     table = FaceTable.from_photos([face, nothing, broken], "m" * 64, "s" * 16, {"a.jpg": "Ann"})
-    assert list(table.face) == [0, -1, -1] and table.identity == ["Ann", "", ""]
+    assert list(table.face) == [0, -1, -1] and table.identity == ["Ann", None, None]
     path = tmp_path / "t.parquet"
     table.write_parquet(path)
     arrow = pq.read_table(path)
