@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import os
 import tempfile
+from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Iterator
 
 
 @contextmanager
@@ -41,3 +41,14 @@ def write_bytes(target: str | os.PathLike, data: bytes) -> None:
 def write_text(target: str | os.PathLike, text: str) -> None:
     """Writes text (UTF-8) to target atomically."""
     write_bytes(target, text.encode("utf-8"))
+
+
+def write_npy(target: str | os.PathLike, array) -> None:
+    """Writes a numpy array as .npy to target atomically."""
+    import io
+
+    import numpy as np
+
+    buffer = io.BytesIO()
+    np.save(buffer, array)
+    write_bytes(target, buffer.getvalue())

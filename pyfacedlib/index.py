@@ -13,8 +13,9 @@ from pathlib import Path
 import numpy as np
 
 from . import _atomic
+from ._config import option
+from ._native import DESCRIPTOR_SIZE
 
-DESCRIPTOR_SIZE = 128
 KINDS = ("auto", "exact", "flat", "hnsw", "ivf", "ivfpq")
 # Above this many descriptors kind="auto" builds an approximate (HNSW) index. Measured with
 # benchmarks/search_1m.py on 2 cores at 1M descriptors: exact search 30 ms a query one at a time
@@ -34,12 +35,12 @@ class IndexSettings:
     ivf_probe: lists visited per query. pq_bytes: code size of "ivfpq".
     """
 
-    hnsw_m: int = 32
-    hnsw_ef_construction: int = 80
-    hnsw_ef_search: int = 128
-    ivf_lists: int | None = None
-    ivf_probe: int = 32
-    pq_bytes: int = 32          # ivfpq: bytes per compressed descriptor (the scan; distances stay exact)
+    hnsw_m: int = option(32, "hnsw: graph degree")
+    hnsw_ef_construction: int = option(80, "hnsw: candidate list size while building (larger: better recall)")
+    hnsw_ef_search: int = option(128, "hnsw: candidate list size while searching (larger: better recall, slower)")
+    ivf_lists: int | None = option(None, "ivf/ivfpq: inverted lists (default: 4 x sqrt(N))")
+    ivf_probe: int = option(32, "ivf/ivfpq: lists visited per query")
+    pq_bytes: int = option(32, "ivfpq: bytes per compressed descriptor (the scan; distances stay exact)")
 
 
 def _faiss():
@@ -184,7 +185,7 @@ class DescriptorIndex:
         _atomic.write_bytes(path, buffer.getvalue())
 
     @classmethod
-    def load(cls, path: str | os.PathLike) -> "DescriptorIndex":
+    def load(cls, path: str | os.PathLike) -> DescriptorIndex:
         """Reads an index written by save()."""
         import json
 

@@ -51,3 +51,74 @@ def test_embed_takes_folders_and_refuses_archive_options_without_parquet(lfw_sam
     assert main(["embed", str(folder), "--engine", "ray", "--out", str(tmp_path / "d.npy")]) == 2
     assert "OUT.parquet" in capsys.readouterr().err
     assert main(["embed", str(tmp_path / "missing")]) == 2
+
+
+def test_options_are_generated_from_the_config_dataclasses():
+    """Every CLI-visible field of a config dataclass is an option of the verbs that use it, with the
+    library's default in its help; nothing restates a default (the parsed namespace holds only what
+    was given, so the library's defaults apply)."""
+    import dataclasses
+
+    import pyfacedlib as pfd
+    from pyfacedlib.archive import ArchiveConfig
+    from pyfacedlib.cli import build_parser, given
+    from pyfacedlib.index import IndexSettings
+
+    parser = build_parser()
+    verbs = {name: action for action in parser._subparsers._group_actions for name, action in action.choices.items()}
+    uses = {"embed": [pfd.AlignmentSettings, ArchiveConfig], "enrol": [pfd.AlignmentSettings, pfd.GalleryConfig],
+            "cluster": [pfd.AlignmentSettings, pfd.ClusterSettings], "export": [pfd.AlignmentSettings],
+            "index": [IndexSettings], "finetune": [pfd.FinetuneConfig], "bench-lfw": [pfd.AlignmentSettings],
+            "evaluate": [pfd.AlignmentSettings]}
+    for verb, configs in uses.items():
+        dests = {a.dest for a in verbs[verb]._actions}
+        for config in configs:
+            for f in dataclasses.fields(config):
+                if f.metadata.get("cli", True):
+                    assert f.name in dests, f"{verb} lacks an option for {config.__name__}.{f.name}"
+    # given options reach the config; absent ones are absent (the library's default applies)
+    args = parser.parse_args(["embed", "x", "--out", "o.parquet", "--embed-gpus", "1", "--stages", "split",
+                              "--part-size", "7", "--no-exif"])
+    assert given(args, ArchiveConfig) == {"embed_gpus": 1.0, "stages": "split", "images_per_part": 7}
+    assert given(args, pfd.AlignmentSettings) == {"exif_orientation": False}
+    assert ArchiveConfig(**given(args, ArchiveConfig)).split_stages
+    args = parser.parse_args(["cluster", "in", "out"])
+    assert given(args, pfd.ClusterSettings) == {} and pfd.ClusterSettings().threshold == pfd.cluster.__defaults__[0]
+    help_text = verbs["cluster"].format_help()
+    assert f"(default: {pfd.ClusterSettings().threshold})" in help_text
+    # photos never get a guessed face: the photo verbs offer no centred-box fallback
+    assert verbs["export"].parse_args(["x", "--out", "o.npy", "--fallback", "cnn"]).fallback == "cnn"
+    import pytest
+
+    with pytest.raises(SystemExit):
+        verbs["export"].parse_args(["x", "--out", "o.npy", "--fallback", "center"])
+
+
+def test_an_option_the_branch_would_ignore_is_an_error(lfw_sample, tmp_path, capsys):
+    image = str(lfw_sample[0])
+    # archive options without an archive; embedder options with an archive
+    assert main(["embed", image, "--stages", "split"]) == 2
+    assert "--stages" in capsys.readouterr().err
+    assert main(["embed", image, "--out", str(tmp_path / "a.parquet"), "--device", "cpu"]) == 2
+    assert "--device" in capsys.readouterr().err
+    assert main(["embed", image, "--out", str(tmp_path / "a.parquet"), "--num-jitters", "3"]) == 2
+    assert not (tmp_path / "a.parquet").exists()
+    assert main(["convert", "--to", "affine", "a.dat", "b.dat", "--calibrate", str(tmp_path)]) == 2
+    assert "--calibrate" in capsys.readouterr().err
+
+
+def test_embed_npy_runs_the_threaded_photo_pipeline(lfw_sample, tmp_path, monkeypatch, embedder):
+    """embed --out X.npy goes through pyfacedlib.photos.embed_photos (threads, batches), with jitter."""
+    import pyfacedlib.photos as photos
+
+    calls = []
+    original = photos.embed_photos
+    monkeypatch.setattr(photos, "embed_photos", lambda *a, **k: calls.append(k) or original(*a, **k))
+    images = [str(p) for p in lfw_sample[:3]]
+    assert main(["embed", *images, "--quiet", "--threads", "2", "--out", str(tmp_path / "d.npy")]) == 0
+    assert calls and calls[0]["workers"] == 2
+    expected = np.concatenate([[f.descriptor for f in embedder.embed_image(p)] for p in images])
+    np.testing.assert_allclose(np.load(tmp_path / "d.npy"), expected, atol=1e-6)
+    assert main(["embed", images[0], "--quiet", "--num-jitters", "3", "--out", str(tmp_path / "j.npy")]) == 0
+    jittered = np.load(tmp_path / "j.npy")[0]
+    np.testing.assert_allclose(jittered, embedder.embed_image(images[0], num_jitters=3)[0].descriptor, atol=1e-5)
