@@ -30,6 +30,9 @@ DLIB_VERSION = "20.0.1"
 # sha256 of dlib-20.0.1.tar.gz as PyPI serves it; every archive used for the build is checked against it.
 DLIB_SDIST_SHA256 = "7cb2a09467de032332c743bc967007f016598c66c9c9ebc54a5b66d3d9e46d54"
 ROOT = Path(__file__).resolve().parent
+sys.path.insert(0, str(ROOT / "build_backend"))
+from pyfacedlib_build import cuda_setting  # noqa: E402  (PYFACEDLIB_CUDA, read the one way)
+
 # Written into an unpacked tree after its archive's sha256 was checked; a tree without it is re-fetched.
 VERIFIED_STAMP = ".pyfacedlib-sdist-sha256"
 
@@ -195,11 +198,9 @@ def stable_cuda_headers(cache: Path, prefixes: list[Path]) -> list[str]:
 
 def cuda_requested() -> bool:
     """Whether this build also makes _core_cuda (PYFACEDLIB_CUDA; AUTO asks nvcc and the wheels)."""
-    setting = os.environ.get("PYFACEDLIB_CUDA", "AUTO").upper()
-    if setting in ("ON", "1", "TRUE", "YES"):
-        return True
-    if setting in ("OFF", "0", "FALSE", "NO"):
-        return False
+    setting = cuda_setting()
+    if setting != "AUTO":
+        return setting == "ON"
     found = bool(shutil.which("nvcc")) and cudnn_root() is not None and any(
         p.name == "cu13" for p in cuda_wheel_prefixes())
     print(f"pyfacedlib: PYFACEDLIB_CUDA=AUTO: {'building' if found else 'not building'} the CUDA module "

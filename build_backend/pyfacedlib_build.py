@@ -21,8 +21,21 @@ CUDA_BUILD_REQUIRES = [
 ]
 
 
+CUDA_SETTINGS = {"ON": "ON", "1": "ON", "TRUE": "ON", "YES": "ON",
+                 "OFF": "OFF", "0": "OFF", "FALSE": "OFF", "NO": "OFF", "AUTO": "AUTO", "": "AUTO"}
+
+
+def cuda_setting() -> str:
+    """PYFACEDLIB_CUDA read the one way (this backend and setup.py): "ON", "OFF" or "AUTO" (unset).
+    Anything else is an error, not a silent CPU-only build."""
+    value = os.environ.get("PYFACEDLIB_CUDA", "")
+    if value.strip().upper() not in CUDA_SETTINGS:
+        raise ValueError(f"PYFACEDLIB_CUDA must be ON, OFF or AUTO, got {value!r}")
+    return CUDA_SETTINGS[value.strip().upper()]
+
+
 def _cuda_requested() -> bool:
-    return os.environ.get("PYFACEDLIB_CUDA", "").upper() in ("ON", "1", "TRUE", "YES")
+    return cuda_setting() == "ON"
 
 
 def get_requires_for_build_wheel(config_settings=None):
