@@ -16,16 +16,15 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import aligned_faces, pair_chips
 
 import pyfacedlib as pfd
 from pyfacedlib import datasets
 from pyfacedlib._native import core
 from pyfacedlib.bench import default_lfw_dir, resolve_lfw
 from pyfacedlib.convert import batch_mode_drift
-from pyfacedlib.faces import identity_batches
-
-from _common import aligned_faces, pair_chips
 from pyfacedlib.evaluate import verification
+from pyfacedlib.faces import identity_batches
 
 
 def faces_of(images: Path, people_file: Path, min_images: int, max_images: int):

@@ -19,7 +19,6 @@ import numpy as np
 from _common import GEMM_SHAPE, blas_env, cpu_model, gemm_peak, johns_chips, run_twice
 
 
-
 def best_seconds(fn, repeats: int) -> float:
     fn()  # warm-up
     times = []

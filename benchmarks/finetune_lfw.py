@@ -21,13 +21,12 @@ import time
 from pathlib import Path
 
 import numpy as np
+from _common import aligned_faces, pair_chips
 
 import pyfacedlib as pfd
 from pyfacedlib import datasets
 from pyfacedlib.bench import default_lfw_dir, resolve_lfw
 from pyfacedlib.evaluate import verification
-
-from _common import aligned_faces, pair_chips
 
 
 def devtrain_faces(images: Path, lfw_root: Path, min_images: int, max_images: int):

@@ -176,8 +176,9 @@ def main() -> int:
     parser.add_argument("--train-steps", type=int, default=20)
     args = parser.parse_args()
 
-    import pyfacedlib as pfd
     from _common import cpu_model
+
+    import pyfacedlib as pfd
 
     info = pfd.build_info()
     print(json.dumps(info, indent=1, default=str), flush=True)

@@ -25,9 +25,8 @@ import tempfile
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
-
 from _common import cpu_model, johns_chips, lfw_people
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 LIMIT_MIB = 64

@@ -65,11 +65,11 @@ def _score(names: dict[str, set[str]], truth: dict[str, set[str]]) -> tuple[floa
 
 
 def main() -> None:
+    from large_photos import compose
     from PIL import Image
 
-    from large_photos import compose
-    from pyfacedlib.gallery import Gallery
     from pyfacedlib._system import available_cpus
+    from pyfacedlib.gallery import Gallery
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--people", type=int, default=50, help="people enrolled (one photo each)")

@@ -53,9 +53,8 @@ def stages(paths: list[str]) -> dict[str, float]:
 
 
 def main() -> None:
-    from PIL import Image
-
     from large_photos import compose
+    from PIL import Image
 
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--small", type=int, default=100)

@@ -24,8 +24,8 @@ from _common import blas_env, cpu_model, gemm_peak, johns_chips, run_twice
 
 def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
     import pyfacedlib as pfd
-    from pyfacedlib._native import core
     from pyfacedlib._finetune import HEAD_LEVEL
+    from pyfacedlib._native import core
 
     johns, labels = johns_chips()
     chips = pfd.datasets.degrade(johns, "lowres:10")

@@ -89,6 +89,9 @@ def _align_in_processes(jobs: list, workers: int, on_record) -> None:
         for r in readers:
             r.join()
         failed = [c.wait() for c in children]
+        for child in children:
+            if child.stdout is not None:  # each reader drained its pipe to the end
+                child.stdout.close()
         if any(failed):
             raise RuntimeError(f"an alignment worker process failed (exit codes {failed})")
 

@@ -31,7 +31,7 @@ def _from_pil(img, source: str) -> np.ndarray:
     return np.ascontiguousarray(np.asarray(img, dtype=np.uint8))
 
 
-def _oriented(img: "PILImage.Image") -> "PILImage.Image":
+def _oriented(img: PILImage.Image) -> PILImage.Image:
     """The image turned upright as its EXIF Orientation tag says (phone photos); unchanged without one."""
     from PIL import ImageOps
 

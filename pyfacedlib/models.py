@@ -4,7 +4,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
-from functools import lru_cache
+from functools import cache, lru_cache
 from pathlib import Path
 
 from ._system import file_sha256
@@ -43,7 +43,7 @@ def _search_dirs() -> list[Path]:
     return dirs
 
 
-@lru_cache(maxsize=None)
+@cache
 def _sha256(path: str, size: int, mtime_ns: int) -> str:
     """file_sha256, remembered per (path, size, mtime): models are verified once per process."""
     return file_sha256(path)
