@@ -53,8 +53,8 @@ def main() -> None:
             ray.shutdown()
         rows.append((workers, engine, report.seconds, report.processed / report.seconds,
                      report.faces / report.seconds, startup))
-        print(f"{engine} {workers} workers: {report.summary()}" + (f"; Ray start-up {startup:.1f} s" if startup else ""),
-              flush=True)
+        print(f"{engine} {workers} workers: {report.summary()}"
+              + (f"; Ray start-up {startup:.1f} s" if startup else ""), flush=True)
     print()
     print("| workers | engine | seconds | images/s | faces/s | Ray against local |")
     print("|---|---|---|---|---|---|")

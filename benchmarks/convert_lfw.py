@@ -77,7 +77,8 @@ def main() -> None:
             train_mode[order[:n]] = core.bn_net_descriptors(str(dst), np.ascontiguousarray(test_chips[order[:n]]), 25)
             print(f"{mode:<10} bn net, training mode, batches of 25: accuracy {100 * accuracy(train_mode):.2f}% "
                   f"(last {len(order) - n} images in inference mode); drift mean {drift.mean():.4f} "
-                  f"max {drift.max():.4f} over {len(drift)} faces in {len(batches)} batches; conversion {seconds:.1f} s")
+                  f"max {drift.max():.4f} over {len(drift)} faces in {len(batches)} batches; "
+                  f"conversion {seconds:.1f} s")
 
 
 if __name__ == "__main__":

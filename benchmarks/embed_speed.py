@@ -78,11 +78,13 @@ def report(r: dict, label: str) -> None:
     print(f"  {'path':<40}{'faces/s':>9}{'GFLOP/s':>9}{'% peak':>8}{'max |diff| vs dlib':>20}")
     rows = [(f"folded_{k}", f"pyfacedlib folded, {k} kernel" + (" (default)" if i == 0 else ""),
              f"{r[f'max_abs_diff_{k}_vs_dlib_path']:.2e}") for i, k in enumerate(r["conv_kernels"])]
-    rows += [("dlib_path", "pyfacedlib dlib forward", "reference"), ("dlib_bin", "dlib-bin compute_face_descriptor", "")]
+    rows += [("dlib_path", "pyfacedlib dlib forward", "reference"),
+             ("dlib_bin", "dlib-bin compute_face_descriptor", "")]
     for key, name, diff in rows:
-        print(f"  {name:<40}{r[f'{key}_faces_per_s']:9.1f}{r[f'{key}_gflops']:9.1f}{r[f'{key}_pct_of_peak']:8.1f}{diff:>20}")
-    print(f"  ratios: default / blas kernel {r['folded_vs_blas_kernel']}x, folded / dlib forward {r['folded_vs_dlib_path']}x, "
-          f"folded / dlib-bin {r['folded_vs_dlib_bin']}x")
+        print(f"  {name:<40}{r[f'{key}_faces_per_s']:9.1f}{r[f'{key}_gflops']:9.1f}"
+              f"{r[f'{key}_pct_of_peak']:8.1f}{diff:>20}")
+    print(f"  ratios: default / blas kernel {r['folded_vs_blas_kernel']}x, "
+          f"folded / dlib forward {r['folded_vs_dlib_path']}x, folded / dlib-bin {r['folded_vs_dlib_bin']}x")
 
 
 def main() -> None:
@@ -92,7 +94,8 @@ def main() -> None:
     parser.add_argument("--threads", type=int, default=None)
     parser.add_argument("--child", action="store_true", help=argparse.SUPPRESS)
     args = parser.parse_args()
-    child_args = ["--faces", str(args.faces), "--repeats", str(args.repeats)] + (["--threads", str(args.threads)] if args.threads else [])
+    child_args = (["--faces", str(args.faces), "--repeats", str(args.repeats)]
+                  + (["--threads", str(args.threads)] if args.threads else []))
     run_twice(__file__, args.child, lambda: measure(args.faces, args.repeats, args.threads), report, child_args)
 
 

@@ -59,9 +59,10 @@ def main() -> None:
     print("|---|---|---|---|---|---|---|---|---|")
     for name in folders["models"]:
         f, b = folders["models"][name], protocol["models"][name]
-        print(f"| {name} | {100 * f['accuracy_mean']:.2f}% ± {100 * f['accuracy_std']:.2f} | {f['best_threshold']:.3f} | "
-              f"{f['threshold_at_far_1e_2']:.3f} | {f['threshold_at_far_1e_3']:.3f} | {100 * f['val_at_far_1e_3']:.2f}% | "
-              f"{100 * b['accuracy_mean']:.2f}% ± {100 * b['accuracy_std']:.2f} | {b['best_threshold']:.3f} | "
+        print(f"| {name} | {100 * f['accuracy_mean']:.2f}% ± {100 * f['accuracy_std']:.2f} | "
+              f"{f['best_threshold']:.3f} | {f['threshold_at_far_1e_2']:.3f} | {f['threshold_at_far_1e_3']:.3f} | "
+              f"{100 * f['val_at_far_1e_3']:.2f}% | {100 * b['accuracy_mean']:.2f}% ± {100 * b['accuracy_std']:.2f} | "
+              f"{b['best_threshold']:.3f} | "
               f"{np.mean(b['fold_thresholds']):.3f} ± {np.std(b['fold_thresholds']):.3f} |")
 
 

@@ -59,7 +59,8 @@ def expand_runs(runs: str, losses: str) -> list[str]:
     """"strategy/bn" once per loss, "strategy/bn/loss" and "defaults" as they are."""
     out = []
     for run in runs.split(","):
-        out.extend([run] if run == "defaults" or run.count("/") == 2 else [f"{run}/{loss}" for loss in losses.split(",")])
+        out.extend([run] if run == "defaults" or run.count("/") == 2
+                   else [f"{run}/{loss}" for loss in losses.split(",")])
     return out
 
 
@@ -70,9 +71,11 @@ def main() -> None:
     parser.add_argument("--runs", default="defaults,head/frozen,all/frozen")
     parser.add_argument("--loss", default="metric", help="losses of the strategy/bn runs, comma-separated")
     parser.add_argument("--steps-head", type=int, default=None, help="steps of head runs (default: finetune's)")
-    parser.add_argument("--steps-full", type=int, default=None, help="steps of from_level/all runs (default: finetune's)")
+    parser.add_argument("--steps-full", type=int, default=None,
+                        help="steps of from_level/all runs (default: finetune's)")
     parser.add_argument("--lr-head", type=float, default=None, help="learning rate of head runs (default: finetune's)")
-    parser.add_argument("--lr-full", type=float, default=None, help="learning rate of from_level/all runs (default: finetune's)")
+    parser.add_argument("--lr-full", type=float, default=None,
+                        help="learning rate of from_level/all runs (default: finetune's)")
     parser.add_argument("--min-images", type=int, default=3)
     parser.add_argument("--max-images", type=int, default=15)
     parser.add_argument("--out", default="finetune-bench")
@@ -122,12 +125,13 @@ def main() -> None:
                     "strategy": result.strategy, "loss": result.loss, "descriptor_scale": result.descriptor_scale,
                     "validation": result.best_validation,
                     "clean_accuracy": evaluate(result.affine_model, test_chips, first, second, same)["accuracy"]})
-    print("\n| domain | run | DevTest accuracy | VAL@FAR=1e-3 | accuracy at 0.6 | clean DevTest accuracy | training minutes |")
+    print("\n| domain | run | DevTest accuracy | VAL@FAR=1e-3 | accuracy at 0.6 | clean DevTest accuracy "
+          "| training minutes |")
     print("|---|---|---|---|---|---|---|")
     for r in rows:
         print(f"| {r['domain']} | {r['run']} | {100 * r['accuracy']:.2f}% ± {100 * r['accuracy_std']:.2f} | "
-              f"{100 * r['val_at_far_1e_3']:.2f}% | {100 * r['accuracy_at_0_6']:.2f}% | {100 * r['clean_accuracy']:.2f}% | "
-              f"{r['minutes']} |")
+              f"{100 * r['val_at_far_1e_3']:.2f}% | {100 * r['accuracy_at_0_6']:.2f}% | "
+              f"{100 * r['clean_accuracy']:.2f}% | {r['minutes']} |")
 
 
 if __name__ == "__main__":

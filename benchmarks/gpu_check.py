@@ -107,7 +107,8 @@ def training_speed(chips: np.ndarray, labels: np.ndarray, steps: int, pfd) -> di
                 faces = identities * 5
                 gpu_ms = ms_per_step(cuda, base, bn, identities, 1, steps)
                 cpu_ms = ms_per_step(core, base, bn, identities, 2, max(2, steps // 10))
-                out[f"{net}_{faces}"] = {"gpu_ms": gpu_ms, "cpu2_ms": cpu_ms, "speedup_vs_2_cpu_threads": cpu_ms / gpu_ms}
+                out[f"{net}_{faces}"] = {"gpu_ms": gpu_ms, "cpu2_ms": cpu_ms,
+                                         "speedup_vs_2_cpu_threads": cpu_ms / gpu_ms}
     return out
 
 
@@ -126,8 +127,9 @@ def margin_training(chips: np.ndarray, labels: np.ndarray, steps: int, pfd) -> d
     for name, (angular, cosine) in (("cosface", (0.0, 0.1)), ("arcface", (0.1, 0.0))):
         runs = {}
         for device, module, threads in (("gpu", cuda, 1), ("cpu", core, 2)):
-            trainer = module.FaceTrainer(shipped, False, degraded, label_list, 0, 1e-3, 5, 5, False, 1, 0, threads, True,
-                                         margin_loss=module.MarginLoss(8.0, angular, cosine), class_centres=centres)
+            trainer = module.FaceTrainer(shipped, False, degraded, label_list, 0, 1e-3, 5, 5, False, 1, 0, threads,
+                                         True, margin_loss=module.MarginLoss(8.0, angular, cosine),
+                                         class_centres=centres)
             start = trainer.parameters()
             losses = [float(trainer.train(1)) for _ in range(steps)]
             runs[device] = (losses, start, trainer.parameters())
@@ -154,7 +156,8 @@ def table(result: dict) -> str:
     e = result["embedding"]
     for batch in (64, 256, 1024):
         lines.append(f"| embedding, batch {batch} (faces/s) | {e[f'gpu_batch_{batch}_faces_per_s']:,.0f} |")
-    lines.append(f"| embedding, CPU folded pass here, {e['cpu_threads']} threads (faces/s) | {e['cpu_folded_faces_per_s']:,.0f} |")
+    lines.append(f"| embedding, CPU folded pass here, {e['cpu_threads']} threads (faces/s) | "
+                 f"{e['cpu_folded_faces_per_s']:,.0f} |")
     for key, t in result["training"].items():
         net, faces = key.rsplit("_", 1)
         lines.append(f"| full-net step, {net}, {faces} faces: GPU ms / 2 CPU threads here ms (x) | "
@@ -163,8 +166,9 @@ def table(result: dict) -> str:
         if "failed" in m:
             lines.append(f"| margin-loss steps on the GPU | failed: {m['failed']} |")
             continue
-        lines.append(f"| {name}, {m['steps']} whole-net steps on GPU vs CPU: max relative loss gap / parameter drift over "
-                     f"movement (passed) | {m['max_relative_loss_gap']:.1e} / {m['parameter_drift_over_movement']:.1e} ({m['passed']}) |")
+        lines.append(f"| {name}, {m['steps']} whole-net steps on GPU vs CPU: max relative loss gap / parameter "
+                     f"drift over movement (passed) | {m['max_relative_loss_gap']:.1e} / "
+                     f"{m['parameter_drift_over_movement']:.1e} ({m['passed']}) |")
     lines.append(f"| parity passed (<= {PARITY_LIMIT:g}) | {result['parity']['passed']} |")
     return "\n".join(lines)
 

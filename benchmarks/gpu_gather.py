@@ -71,9 +71,10 @@ def main() -> None:
     build.verify_sdist(sdist)
     for old in out.glob("scipy_openblas32-*.whl"):
         old.unlink()
-    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:", "--python-version", "3.12",
-                    "--platform", "manylinux_2_28_x86_64", "--platform", "manylinux_2_17_x86_64",
-                    "--platform", "manylinux2014_x86_64", "scipy-openblas32", "-d", str(out)], check=True)
+    subprocess.run([sys.executable, "-m", "pip", "download", "--no-deps", "--only-binary=:all:",
+                    "--python-version", "3.12", "--platform", "manylinux_2_28_x86_64",
+                    "--platform", "manylinux_2_17_x86_64", "--platform", "manylinux2014_x86_64",
+                    "scipy-openblas32", "-d", str(out)], check=True)
     model = Path(pfd.models.path(pfd.models.FACE_RECOGNITION))
     models_dir = out / "models"
     models_dir.mkdir(exist_ok=True)
@@ -86,7 +87,8 @@ def main() -> None:
     Image.fromarray(np.concatenate([johns, lfw]).reshape(-1, lfw.shape[2], 3)).save(out / "chips.png", compress_level=9)
     np.savez_compressed(out / "data.npz", johns_count=len(johns), johns_labels=np.asarray(johns_labels, np.int64),
                         lfw_labels=lfw_labels, johns_cpu=reference["johns"], lfw_cpu=reference["lfw"])
-    (out / "reference.json").write_text(json.dumps({"cpu": cpu_model(), "build": pfd.build_info()}, indent=1, default=str))
+    (out / "reference.json").write_text(json.dumps({"cpu": cpu_model(), "build": pfd.build_info()}, indent=1,
+                                                   default=str))
     size = sum(p.stat().st_size for p in out.rglob("*") if p.is_file()) / 2**20
     print(f"{out}: {size:.1f} MiB ({len(johns)} johns chips, {len(lfw)} LFW chips of "
           f"{len(set(lfw_labels.tolist()))} identities, CPU reference descriptors from {cpu_model()})")

@@ -70,7 +70,8 @@ def main() -> None:
             **open_set_identification(known_dist, correct, unknown_dist),
             "calibrated": {"threshold": t, "fpir": float(np.mean(unknown_dist <= t)),
                            "dir": float(np.mean(correct & (known_dist <= t)))},
-            "at_0_6": {"fpir": float(np.mean(unknown_dist <= 0.6)), "dir": float(np.mean(correct & (known_dist <= 0.6)))},
+            "at_0_6": {"fpir": float(np.mean(unknown_dist <= 0.6)),
+                       "dir": float(np.mean(correct & (known_dist <= 0.6)))},
             "ms_per_probe": 1000 * seconds / (len(known) + len(unknown)),
         }
     # face_recognition's convention: compare_faces(known, probe, tolerance=0.6), first True in gallery order
@@ -98,7 +99,8 @@ def main() -> None:
               f"{100 * r['calibrated']['fpir']:.2f}% (t={r['calibrated']['threshold']:.3f}) | "
               f"{100 * r['at_0_6']['dir']:.2f}% / {100 * r['at_0_6']['fpir']:.2f}% |")
     r = rows["face_recognition first match at 0.6"]
-    print(f"| face_recognition: first match at 0.6 | – | – | – | – | – | {100 * r['dir']:.2f}% / {100 * r['fpir']:.2f}% |")
+    print(f"| face_recognition: first match at 0.6 | – | – | – | – | – | "
+          f"{100 * r['dir']:.2f}% / {100 * r['fpir']:.2f}% |")
     if args.out:
         Path(args.out).write_text(json.dumps({"calibration": calibration.summary(), "rows": rows}, indent=1))
 

@@ -84,7 +84,8 @@ def main() -> None:
 
     images = [pfd.load_image(p, exif_orientation=False) for p in small]
     detectors = {f"pyfacedlib, {kernel} HOG kernel": core.HogFaceDetector(kernel).detect
-                 for kernel in ("portable", "avx2") if kernel == "portable" or pfd.build_info()["hog_kernel"].startswith(kernel)}
+                 for kernel in ("portable", "avx2")
+                 if kernel == "portable" or pfd.build_info()["hog_kernel"].startswith(kernel)}
     try:
         import dlib
 

@@ -9,8 +9,9 @@ OpenBLAS GEMM, the path before them), alternated twice, best kept.
 Mini-batches of 5 identities x 5 dlib-johns chips degraded to 10 px (so the loss, and every
 gradient, is non-zero), no augmentation, so every step does the same work. Prints ms per step,
 ratios, and for full-net steps GFLOP/s (a step of strategy "all" costs 3x the forward pass:
-forward, data gradient, filter gradient) as a % of the float32 GEMM peak measured in the same run; runs once with the machine's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as they are and once
-(in a child process) with them unset.
+forward, data gradient, filter gradient) as a % of the float32 GEMM peak measured in the same run;
+runs once with the machine's OPENBLAS_CORETYPE / OPENBLAS_L2_SIZE as they are and once (in a child
+process) with them unset.
 """
 from __future__ import annotations
 
@@ -43,8 +44,8 @@ def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
         t.parameters()  # waits for dnn_trainer's thread to finish queued steps
         return (time.perf_counter() - start) / steps
 
-    result = {"cpu": cpu_model(), "openblas_env": blas_env(), "blas_core": pfd.build_info().get("blas_core"), "threads": threads,
-              "gemm_peak_gflops": gemm_peak(threads),
+    result = {"cpu": cpu_model(), "openblas_env": blas_env(), "blas_core": pfd.build_info().get("blas_core"),
+              "threads": threads, "gemm_peak_gflops": gemm_peak(threads),
               "step_gflop": 3 * 2 * pfd.FaceEmbedder()._core.multiply_adds_per_face * 25 / 1e9}
     start = time.perf_counter()
     head = trainer(shipped, False, "head", 6)
@@ -62,7 +63,8 @@ def measure(head_steps: int, full_steps: int, threads: int | None) -> dict:
     result["affine_fast_ms"] = result["affine_fast_ms_by_kernel"][kernels[0]]
     result["affine_dlib_ms"] = 1000 * per_step(trainer(shipped, False, "all", 0, fast=False), full_steps)
     # from_level:K, frozen BN: back-propagation stopped at level K against computed through the frozen levels
-    result["from_level_ms"] = {k: {"stopped": 1000 * per_step(trainer(shipped, False, f"from_level:{k}", k), full_steps),
+    result["from_level_ms"] = {k: {"stopped": 1000 * per_step(trainer(shipped, False, f"from_level:{k}", k),
+                                                              full_steps),
                                    "through": 1000 * per_step(trainer(shipped, False, f"from_level:{k}", k,
                                                                       stop_backprop=False), full_steps)}
                                for k in range(1, HEAD_LEVEL)}
@@ -83,12 +85,13 @@ def report(r: dict, label: str) -> None:
         return f"{gflops:6.1f} GFLOP/s, {100 * gflops / r['gemm_peak_gflops']:4.1f}% of peak"
 
     print(f"  float32 GEMM peak {r['gemm_peak_gflops']:.1f} GFLOP/s; a full-net step = {r['step_gflop']:.1f} GFLOP")
-    print(f"  head fast path (cached features)      {r['head_ms']:9.3f} ms/step  (caching once: {r['head_feature_caching_s']:.1f} s)")
+    print(f"  head fast path (cached features)      {r['head_ms']:9.3f} ms/step  "
+          f"(caching once: {r['head_feature_caching_s']:.1f} s)")
     for i, (k, ms) in enumerate(r["affine_fast_ms_by_kernel"].items()):
         label = f"pyfacedlib, {k:<6}" + ("*" if i == 0 else " ")
         print(f"  full net, frozen BN: {label:<17}{ms:9.1f} ms/step   ({rate(ms)})")
-    print(f"  full net, frozen BN: dlib dnn_trainer {r['affine_dlib_ms']:9.1f} ms/step   ({rate(r['affine_dlib_ms'])})  "
-          f"-> {r['affine_dlib_ms'] / r['affine_fast_ms']:.2f}x")
+    print(f"  full net, frozen BN: dlib dnn_trainer {r['affine_dlib_ms']:9.1f} ms/step   "
+          f"({rate(r['affine_dlib_ms'])})  -> {r['affine_dlib_ms'] / r['affine_fast_ms']:.2f}x")
     print(f"  full net, bn_con:    pyfacedlib       {r['bn_fast_ms']:9.1f} ms/step   ({rate(r['bn_fast_ms'])})")
     print(f"  full net, bn_con:    dlib dnn_trainer {r['bn_dlib_ms']:9.1f} ms/step   ({rate(r['bn_dlib_ms'])})  "
           f"-> {r['bn_dlib_ms'] / r['bn_fast_ms']:.2f}x")
@@ -97,7 +100,8 @@ def report(r: dict, label: str) -> None:
     print(f"  head vs full frozen-BN step: {r['affine_fast_ms'] / r['head_ms']:,.0f}x")
     print("  from_level:K, frozen BN, pyfacedlib: back-propagation stopped at level K / through the frozen levels")
     for k, t in r["from_level_ms"].items():
-        print(f"    K={k}: {t['stopped']:7.1f} ms / {t['through']:7.1f} ms  -> saves {100 * (1 - t['stopped'] / t['through']):4.1f}%")
+        print(f"    K={k}: {t['stopped']:7.1f} ms / {t['through']:7.1f} ms  "
+              f"-> saves {100 * (1 - t['stopped'] / t['through']):4.1f}%")
 
 
 def main() -> None:

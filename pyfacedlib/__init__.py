@@ -55,7 +55,8 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "AlignmentSettings", "ChipCache", "ClusterSettings", "DeviceError", "archive", "ConversionReport", "Face", "FaceEmbedder", "FaceSet", "FaceTable",
+    "AlignmentSettings", "ChipCache", "ClusterSettings", "DeviceError", "archive", "ConversionReport", "Face",
+    "FaceEmbedder", "FaceSet", "FaceTable",
     "FinetuneConfig", "FinetuneResult", "Gallery", "GalleryConfig", "GalleryError", "ImageError", "Match",
     "ModelFormatError", "ModelNotFoundError", "NoFaceFoundError", "SearchHit", "align", "as_rgb", "build_info",
     "chipcache", "cluster", "convert_affine_to_bn", "convert_bn_to_affine", "datasets", "distance", "evaluate",

@@ -33,10 +33,10 @@ import numpy as np
 from . import _atomic, _plots, models
 from ._native import DEVICES, core, resolve_device
 from ._system import available_cpus
+from .chipcache import load_faces
 from .datasets import identity_split
 from .embedder import FaceEmbedder
 from .evaluate import DLIB_THRESHOLD, best_threshold, sample_pairs, verification
-from .chipcache import load_faces
 from .faces import FaceInput, FaceSet, identity_batches
 
 HEAD_LEVEL = core.NUM_LEVELS - 1
@@ -93,7 +93,8 @@ def parse_strategy(strategy: str) -> tuple[str, int]:
             level = -1
         if 0 <= level <= HEAD_LEVEL:
             return "from_level", level
-    raise ValueError(f"strategy must be 'auto', 'head', 'all' or 'from_level:K' with K in 0..{HEAD_LEVEL}, got {strategy!r}")
+    raise ValueError(f"strategy must be 'auto', 'head', 'all' or 'from_level:K' with K in 0..{HEAD_LEVEL}, "
+                     f"got {strategy!r}")
 
 
 @dataclass(frozen=True)
@@ -104,13 +105,13 @@ class FinetuneConfig:
     the ones that define the run (run_settings), so a resume with other settings is refused.
     """
 
-    strategy: str = field(default="auto", metadata={"help": f"auto (from the amount of data) | head | all | from_level:K "
-                                                             f"(K = 0..{HEAD_LEVEL}, from the input)"})
-    bn: str = field(default="frozen", metadata={"help": "batch norm: frozen (the affine net trains) or calibrated (bn net)",
-                                                "choices": BN_MODES})
+    strategy: str = field(default="auto", metadata={"help": f"auto (from the amount of data) | head | all | "
+                                                             f"from_level:K (K = 0..{HEAD_LEVEL}, from the input)"})
+    bn: str = field(default="frozen", metadata={"help": "batch norm: frozen (the affine net trains) or calibrated "
+                                                        "(bn net)", "choices": BN_MODES})
     steps: int | None = field(default=None, metadata={"help": "mini-batches to train (default: per strategy)"})
-    max_minutes: float | None = field(default=None, metadata={"help": "stop after this many minutes (the cosine schedule "
-                                                                      "shrinks to the steps that fit)"})
+    max_minutes: float | None = field(default=None, metadata={"help": "stop after this many minutes (the cosine "
+                                                                      "schedule shrinks to the steps that fit)"})
     lr: float | None = field(default=None, metadata={"help": "peak learning rate (default: per strategy)"})
     schedule: str = field(default="cosine", metadata={"help": "cosine (linear warm-up, then cosine decay to lr/100) or "
                                                               "plateau (lr/10 after `patience` validations without "
@@ -126,21 +127,25 @@ class FinetuneConfig:
     images_per_identity: int = field(default=5, metadata={"help": "faces of each identity in a mini-batch"})
     augment: bool = field(default=True, metadata={"help": "random crops, rotations, flips and colour shifts"})
     val_every: int | None = field(default=None, metadata={"help": "validate every N steps (default: per strategy)"})
-    checkpoint_every: int | None = field(default=None, metadata={"help": "checkpoint every N steps (default: per strategy)"})
+    checkpoint_every: int | None = field(default=None, metadata={"help": "checkpoint every N steps "
+                                                                         "(default: per strategy)"})
     patience: int = field(default=3, metadata={"help": "plateau schedule: validations without improvement before "
                                                        "the lr shrinks 10x"})
-    lr_floor: float | None = field(default=None, metadata={"help": "stop when the lr falls below this (default: lr/1000)"})
+    lr_floor: float | None = field(default=None, metadata={"help": "stop when the lr falls below this "
+                                                                   "(default: lr/1000)"})
     calibrate_threshold: bool = field(default=True, metadata={"help": "scale the exported descriptors so that the most "
                                                                       "accurate threshold on the validation pairs is "
                                                                       "dlib's 0.6"})
-    head_feature_copies: int = field(default=4, metadata={"help": "head strategy: augmented copies of each face's features"})
+    head_feature_copies: int = field(default=4, metadata={"help": "head strategy: augmented copies of each "
+                                                                  "face's features"})
     seed: int = field(default=0, metadata={"help": "seed of the sampler, augmentation and identity split"})
     threads: int | None = field(default=None, metadata={"help": "worker threads (default: all CPUs)"})
     device: str = field(default="auto", metadata={"help": "cpu | cuda (dlib's cuDNN training: a CUDA build and a GPU) "
                                                           "| auto (the GPU when there is one)", "choices": DEVICES})
     resume: bool = field(default=True, metadata={"help": "continue from OUT_DIR's checkpoint when there is one"})
     progress: bool = field(default=True, metadata={"help": "progress bar"})
-    cache_dir: str | None = field(default=None, metadata={"help": "aligned-chip cache (default: ~/.cache/pyfacedlib/chips)"})
+    cache_dir: str | None = field(default=None, metadata={"help": "aligned-chip cache "
+                                                                  "(default: ~/.cache/pyfacedlib/chips)"})
 
     def __post_init__(self) -> None:
         if self.strategy != "auto":
@@ -149,8 +154,10 @@ class FinetuneConfig:
             if getattr(self, name) not in allowed:
                 raise ValueError(f"{name} must be one of {allowed}, got {getattr(self, name)!r}")
         if self.loss == "metric" and (self.margin is not None or self.scale is not None):
-            raise ValueError("margin and scale belong to the margin losses (loss='cosface' or 'arcface'), not loss_metric")
-        if self.margin is not None and (not _is_number(self.margin) or not 0 <= self.margin < (1.5 if self.loss == "arcface" else 1)):
+            raise ValueError("margin and scale belong to the margin losses (loss='cosface' or 'arcface'), "
+                             "not loss_metric")
+        if self.margin is not None and (not _is_number(self.margin)
+                                        or not 0 <= self.margin < (1.5 if self.loss == "arcface" else 1)):
             raise ValueError(f"margin must be in [0, {1.5 if self.loss == 'arcface' else 1}), got {self.margin!r}")
         if not _is_number(self.warmup) or not 0 <= self.warmup < 1:
             raise ValueError(f"warmup must be a fraction in [0, 1), got {self.warmup!r}")
@@ -169,7 +176,7 @@ class FinetuneConfig:
             if value is not None and (not _is_number(value) or value <= 0):
                 raise ValueError(f"{name} must be a finite number > 0 or None, got {value!r}")
 
-    def resolved(self, faces: int, identities: int) -> "FinetuneConfig":
+    def resolved(self, faces: int, identities: int) -> FinetuneConfig:
         """This config with strategy "auto" replaced by auto_strategy(faces, identities)."""
         if self.strategy != "auto":
             return self
@@ -310,7 +317,8 @@ def prepare_data(train: FaceInput, val: FaceInput | None, config: FinetuneConfig
     identities is a ValueError.
     """
     faces = load_faces(train, config.cache_dir, progress=config.progress).with_min_images(2)
-    validation = load_faces(val, config.cache_dir, progress=config.progress).with_min_images(2) if val is not None else None
+    validation = (load_faces(val, config.cache_dir, progress=config.progress).with_min_images(2)
+                  if val is not None else None)
     training = faces
     if validation is None and len(faces.identities) >= 4:
         train_ids, val_ids = identity_split(faces.identities, [0.8, 0.2], seed=config.seed)
@@ -355,7 +363,7 @@ class ValidationSet:
     batch_size: int
 
     @classmethod
-    def build(cls, faces: FaceSet, identities_per_batch: int, images_per_identity: int, seed: int) -> "ValidationSet":
+    def build(cls, faces: FaceSet, identities_per_batch: int, images_per_identity: int, seed: int) -> ValidationSet:
         """Pairs and loss batches for `faces` (batches: distinct identities, >= 2 faces each)."""
         pairs = sample_pairs(faces.labels, VALIDATION_SAME_PAIRS, seed, folds=10)
         counts = np.unique(faces.labels, return_counts=True)[1]
@@ -438,9 +446,10 @@ class TrainingRun:
         self.margin_loss = module.MarginLoss(*margin) if margin is not None else None
         centres = (class_centres(base, data.train.chips, labels, classes, config.worker_threads, self.device)
                    if margin else None)
-        self.trainer = module.FaceTrainer(start_model, config.trains_bn_net, data.train.chips, labels, config.first_level,
-                                        config.learning_rate, config.identities_per_batch, config.images_per_identity,
-                                        config.augment, config.head_feature_copies, config.seed, config.worker_threads,
+        self.trainer = module.FaceTrainer(start_model, config.trains_bn_net, data.train.chips, labels,
+                                        config.first_level, config.learning_rate, config.identities_per_batch,
+                                        config.images_per_identity, config.augment, config.head_feature_copies,
+                                        config.seed, config.worker_threads,
                                         margin_loss=self.margin_loss, class_centres=centres)
         self.validation = (ValidationSet.build(data.validation, config.identities_per_batch, config.images_per_identity,
                                                config.seed) if data.validation is not None else None)
@@ -473,7 +482,8 @@ class TrainingRun:
         if self.validation is None:
             return
         metrics = validate(self.trainer, self.validation, self.config.worker_threads)
-        self.history.append({"kind": "validation", "step": self.trainer.step, "lr": self.trainer.learning_rate, **metrics})
+        self.history.append({"kind": "validation", "step": self.trainer.step, "lr": self.trainer.learning_rate,
+                             **metrics})
         if self.best is None or (metrics["accuracy"], -metrics["loss"]) > (self.best["accuracy"], -self.best["loss"]):
             self.best = {"step": self.trainer.step, **metrics}
             _atomic.write_bytes(self.best_affine, self.trainer.affine_bytes())
@@ -513,7 +523,8 @@ class TrainingRun:
             loss = trainer.train(n)
             if not np.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss} at step {trainer.step}; lower the learning rate")
-            self.history.append({"kind": "train", "step": trainer.step, "loss": float(loss), "lr": trainer.learning_rate})
+            self.history.append({"kind": "train", "step": trainer.step, "loss": float(loss),
+                                 "lr": trainer.learning_rate})
             bar.update(n)
             if trainer.step % every_val == 0:
                 previous = self.best["step"] if self.best else None
@@ -574,8 +585,8 @@ def fit_threshold(run: TrainingRun) -> tuple[float, float | None]:
         except ValueError:  # no pair of one kind among them
             return 1.0, None
         descriptors = run.trainer.embedder(config.worker_threads).embed_chips(run.data.train.chips[:2000], 0, 0)
-        threshold = best_threshold(np.linalg.norm(descriptors[pairs.first].astype(np.float64) - descriptors[pairs.second],
-                                                  axis=1), pairs.same)
+        threshold = best_threshold(np.linalg.norm(descriptors[pairs.first].astype(np.float64)
+                                                  - descriptors[pairs.second], axis=1), pairs.same)
     if not config.calibrate_threshold or not np.isfinite(threshold) or threshold <= 0:
         return 1.0, float(threshold)
     return float(DLIB_THRESHOLD / threshold), DLIB_THRESHOLD
@@ -616,8 +627,8 @@ def export(run: TrainingRun, started: float) -> FinetuneResult:
     minutes = (time.perf_counter() - started) / 60
     history_path, curve_path = out / "history.json", out / "training_curve.png"
     validation_identities = len(data.validation.identities) if data.validation is not None else 0
-    summary = {"config": run.settings, "device": run.device, "best": run.best, "history": run.history, "minutes": minutes,
-               "descriptor_scale": descriptor_scale, "threshold": threshold,
+    summary = {"config": run.settings, "device": run.device, "best": run.best, "history": run.history,
+               "minutes": minutes, "descriptor_scale": descriptor_scale, "threshold": threshold,
                "train_faces": len(data.train), "train_identities": len(data.train.identities),
                "validation_identities": validation_identities,
                "skipped_images": data.skipped_images, "skipped_identities": data.skipped_identities}
@@ -666,7 +677,8 @@ def finetune(train: FaceInput, output_dir: str | os.PathLike, base_model: str | 
     out.mkdir(parents=True, exist_ok=True)
     base = str(base_model) if base_model is not None else models.path(models.FACE_RECOGNITION)
     if core.net_kind(base) != "affine":  # ModelFormatError for anything that is not a face net
-        raise ValueError(f"{base}: base_model must be an affine testing net (export a bn net with convert_bn_to_affine)")
+        raise ValueError(f"{base}: base_model must be an affine testing net "
+                         "(export a bn net with convert_bn_to_affine)")
     data = prepare_data(train, val, config)
     config = config.resolved(len(data.train), len(data.train.identities))
     run = TrainingRun(base, starting_model(base, data, config, out), data, config, out)

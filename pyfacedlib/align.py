@@ -28,9 +28,9 @@ from ._native import CHIP_SIZE, DESCRIPTOR_SIZE, core
 from ._system import available_cpus
 from .images import ImageLike, as_rgb
 
-__all__ = ["CENTER_BOX", "CHIP_SIZE", "DESCRIPTOR_SIZE", "DETECTORS", "FALLBACKS", "PHOTO_FALLBACKS", "AlignedFace", "AlignmentSettings",
-           "FoundFaces", "align_one", "as_chips", "detect", "detect_faces", "detection_scale", "extract_chip",
-           "find_faces", "landmarks", "nearest_to_center"]
+__all__ = ["CENTER_BOX", "CHIP_SIZE", "DESCRIPTOR_SIZE", "DETECTORS", "FALLBACKS", "PHOTO_FALLBACKS", "AlignedFace",
+           "AlignmentSettings", "FoundFaces", "align_one", "as_chips", "detect", "detect_faces", "detection_scale",
+           "extract_chip", "find_faces", "landmarks", "nearest_to_center"]
 
 DETECTORS = ("hog", "cnn")
 # When the detector finds no face: 'cnn+center' (try dlib's CNN detector, then landmarks in a
@@ -275,7 +275,8 @@ class AlignmentSettings:
         `fallback` defaults to 'none' and may be 'cnn', never a centred box (a photo may have no face)."""
         fallback = options.setdefault("fallback", PHOTO_FALLBACKS[0])
         if fallback not in PHOTO_FALLBACKS:
-            raise ValueError(f"photos take fallback 'none' or 'cnn' (a centred box would invent a face), got {fallback!r}")
+            raise ValueError(f"photos take fallback 'none' or 'cnn' (a centred box would invent a face), "
+                             f"got {fallback!r}")
         return cls(**options)
 
     def key(self) -> str:

@@ -4,8 +4,9 @@ from __future__ import annotations
 import json
 import os
 import time
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,8 @@ LFW_HELP = ("LFW not found at {where}. Get the deep-funneled images and the prot
 
 
 def default_lfw_dir() -> Path:
-    """datasets.data_root()/lfw: $PYFACEDLIB_DATA/lfw, else ../shared/datasets/lfw (relative to the working directory)."""
+    """datasets.data_root()/lfw: $PYFACEDLIB_DATA/lfw, else ../shared/datasets/lfw (relative to the working
+    directory)."""
     from .datasets import data_root
 
     return data_root() / "lfw"
@@ -170,7 +172,8 @@ def _evaluate_models(models: Sequence[str | None], chips: np.ndarray, first: np.
 folder_pairs = sample_pairs
 
 
-def evaluate_folders(root: str | os.PathLike, model: str | os.PathLike | None | Sequence[str | os.PathLike | None] = None,
+def evaluate_folders(root: str | os.PathLike,
+                     model: str | os.PathLike | None | Sequence[str | os.PathLike | None] = None,
                      out: str | os.PathLike | None = None, max_same_pairs: int = 50_000, seed: int = 0,
                      settings: AlignmentSettings | None = None, cache_dir: str | os.PathLike | None = None,
                      threads: int | None = None, progress: bool = True) -> dict:
@@ -180,11 +183,12 @@ def evaluate_folders(root: str | os.PathLike, model: str | os.PathLike | None | 
     many different-identity pairs at random, 10 random folds stratified by kind; the metrics of
     bench-lfw (pyfacedlib.evaluate.verification): accuracy, best threshold, thresholds at FAR
     1e-2 / 1e-3, AUC, EER, ROC. Faces are aligned through the chip cache (one face per image, the
-    one nearest the centre). model: one model or a list (None = the shipped model). out: also write report.json, report.md and roc.png there. Returns the report:
+    one nearest the centre). model: one model or a list (None = the shipped model). out: also write
+    report.json, report.md and roc.png there. Returns the report:
     `report["models"][name]["best_threshold"]` can be handed to a gallery (`gallery.threshold = t`).
     """
-    from .datasets.identities import identity_folders
     from .chipcache import load_faces
+    from .datasets.identities import identity_folders
 
     started = time.perf_counter()
     given = list(model) if isinstance(model, (list, tuple)) else [model]
@@ -225,9 +229,10 @@ def render_folder_markdown(report: dict) -> str:
     ]
     for name, m in report["models"].items():
         lines.append(
-            f"| {name} | {100 * m['accuracy_mean']:.2f}% ± {100 * m['accuracy_std']:.2f} | {m['best_threshold']:.3f} | "
-            f"{m['threshold_at_far_1e_2']:.3f} | {m['threshold_at_far_1e_3']:.3f} | {100 * m['val_at_far_1e_3']:.2f}% | "
-            f"{100 * m['accuracy_at_0_6']:.2f}% | {m['auc']:.4f} | {100 * m['eer']:.2f}% |")
+            f"| {name} | {100 * m['accuracy_mean']:.2f}% ± {100 * m['accuracy_std']:.2f} | "
+            f"{m['best_threshold']:.3f} | {m['threshold_at_far_1e_2']:.3f} | {m['threshold_at_far_1e_3']:.3f} | "
+            f"{100 * m['val_at_far_1e_3']:.2f}% | {100 * m['accuracy_at_0_6']:.2f}% | {m['auc']:.4f} | "
+            f"{100 * m['eer']:.2f}% |")
     lines += ["", "Same person when the distance is below the threshold. A threshold can be handed to a "
               "gallery: `gallery.threshold = t`.", ""]
     if report["skipped_images"]:
@@ -249,7 +254,8 @@ def render_markdown(report: dict) -> str:
         f"detector, {det['missed_by_detector']} missed: {det['found_by_cnn_fallback']} found by the CNN detector, "
         f"{det['fallback_center_box']} aligned in a centred box, {det['unreadable_skipped']} unreadable "
         f"({det['policy']}).",
-        f"Time: alignment {report['alignment_seconds']} s (cached chips are reused), total {report['total_seconds']} s.",
+        f"Time: alignment {report['alignment_seconds']} s (cached chips are reused), "
+        f"total {report['total_seconds']} s.",
         "",
         "| model | accuracy (10-fold) | acc @ 0.6 | VAL@FAR=1e-3 | VAL@FAR=1e-2 | AUC | EER | seconds |",
         "|---|---|---|---|---|---|---|---|",

@@ -29,7 +29,6 @@ from .gallery import CLASSIFIERS, GalleryConfig
 from .index import KINDS, IndexSettings
 
 
-
 class UsageError(ValueError):
     """A command line that asks for something the verb cannot do; exit code 2."""
 
@@ -147,8 +146,9 @@ def _cmd_embed(args: argparse.Namespace) -> int:
             print(f"{photo.source}: no face found")
         for index in range(len(photo)):
             box, descriptor = photo.boxes[index], photo.descriptors[index]
-            records.append({"image": photo.source, "face": index, "box": box.tolist(), "score": float(photo.scores[index]),
-                            "landmarks": photo.landmarks[index].tolist(), "descriptor": [float(v) for v in descriptor]})
+            records.append({"image": photo.source, "face": index, "box": box.tolist(),
+                            "score": float(photo.scores[index]), "landmarks": photo.landmarks[index].tolist(),
+                            "descriptor": [float(v) for v in descriptor]})
             if not args.quiet:
                 left, top, right, bottom = box.tolist()
                 print(f"{photo.source}: face {index} box=({left},{top},{right},{bottom}) "
@@ -311,7 +311,8 @@ def _cmd_identify(args: argparse.Namespace) -> int:
             for m in result.matches:
                 faces += 1
                 out.writerow([m.source, frame, m.face, *m.box, m.identity, f"{m.distance:.4f}", f"{m.confidence:.4f}"])
-    print(f"{len(inputs)} inputs, {faces} faces, {failed} unreadable; threshold {args.threshold or gallery.threshold:.3f}"
+    print(f"{len(inputs)} inputs, {faces} faces, {failed} unreadable; "
+          f"threshold {args.threshold or gallery.threshold:.3f}"
           + (f"; wrote {args.csv}" if args.csv else ""), file=sys.stderr)
     return 1 if failed else 0
 
@@ -436,7 +437,8 @@ def _cmd_finetune(args: argparse.Namespace) -> int:
     if result.best_validation:
         v = result.best_validation
         print(f"best validation (step {result.best_step}, {result.validation_identities} held-out identities): "
-              f"accuracy {100 * v['accuracy']:.2f}%, VAL@FAR=1e-3 {100 * v['val_at_far_1e_3']:.2f}%, loss {v['loss']:.4f}")
+              f"accuracy {100 * v['accuracy']:.2f}%, VAL@FAR=1e-3 {100 * v['val_at_far_1e_3']:.2f}%, "
+              f"loss {v['loss']:.4f}")
     if result.skipped_identities or result.skipped_images:
         print(f"skipped: {len(result.skipped_identities)} identities, {len(result.skipped_images)} images "
               f"(listed in {result.history_path})")
@@ -609,7 +611,8 @@ def main(argv: list[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:  # ModelFormatError, ImageError, GalleryError included
+    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
+        # ModelFormatError, ImageError, GalleryError included
         print(f"pyfacedlib {args.command}: {exc}", file=sys.stderr)
         return 2
 

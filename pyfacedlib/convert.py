@@ -18,18 +18,17 @@ import os
 import tempfile
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Union
 
 import numpy as np
 
 from . import _atomic
 from ._native import core
+from .chipcache import load_faces
 from .embedder import FaceEmbedder, default_threads
 from .errors import ModelFormatError
-from .chipcache import load_faces
 from .faces import FaceInput, identity_batches
 
-Calibration = Union[FaceInput, None]
+Calibration = FaceInput | None
 
 DRIFT_BATCH = 25
 

@@ -7,14 +7,15 @@ validation and bench.evaluate_folders both use it).
 """
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
-from typing import NamedTuple, Sequence, Union
+from typing import NamedTuple
 
 import numpy as np
 
 DLIB_THRESHOLD = 0.6
 
-PairInput = Union[np.ndarray, tuple, list]
+PairInput = np.ndarray | tuple | list
 
 
 @dataclass

@@ -27,7 +27,8 @@ class ChipRecord:
 
     source: str
     sha256: str
-    status: str                      # 'detected', 'detected_cnn' (fallback detector), 'fallback' (centred box), 'skipped'
+    status: str                      # 'detected', 'detected_cnn' (fallback detector), 'fallback' (centred box),
+                                     # 'skipped'
     reason: str = ""
     box: list[int] = field(default_factory=list)
     landmarks: list[list[int]] = field(default_factory=list)

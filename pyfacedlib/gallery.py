@@ -24,9 +24,10 @@ two identities).
 from __future__ import annotations
 
 import os
+from collections.abc import Iterator, Sequence
 from dataclasses import asdict, dataclass, field, fields
 from pathlib import Path
-from typing import TYPE_CHECKING, Iterator, Sequence, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -124,7 +125,7 @@ class Calibration:
         return {**self.summary(), "impostor_distances": self.impostor_distances.tolist()}
 
     @classmethod
-    def from_dict(cls, data: dict) -> "Calibration":
+    def from_dict(cls, data: dict) -> Calibration:
         """The calibration to_dict() wrote; KeyError/TypeError/ValueError when `data` is not one."""
         known = {f.name for f in fields(cls)}
         values = {k: v for k, v in data.items() if k in known}
@@ -262,7 +263,7 @@ class Gallery:
     @classmethod
     def build(cls, root: str | os.PathLike, model: str | os.PathLike | None = None,
               config: GalleryConfig | None = None, threads: int | None = None, progress: bool = True,
-              **alignment) -> "Gallery":
+              **alignment) -> Gallery:
         """Enrols every photo under `root` (identity folders or a flat folder named by file stem).
 
         model: affine .dat (None: the shipped model). alignment: AlignmentSettings fields (detector,
@@ -287,7 +288,7 @@ class Gallery:
     @classmethod
     def from_descriptors(cls, descriptors: np.ndarray, identities: Sequence[str], sources: Sequence[str] | None = None,
                          model: str | os.PathLike | None = None, config: GalleryConfig | None = None,
-                         settings: AlignmentSettings | None = None, threads: int | None = None) -> "Gallery":
+                         settings: AlignmentSettings | None = None, threads: int | None = None) -> Gallery:
         """A gallery from descriptors already computed (one enrolled face per row), e.g. from aligned
         chips. model / settings: what made them (None: the shipped model / the default alignment),
         used when images are identified against it."""
@@ -334,7 +335,7 @@ class Gallery:
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: str | os.PathLike | None = None,
-             threads: int | None = None) -> "Gallery":
+             threads: int | None = None) -> Gallery:
         """Reads a gallery written by save() (or any face table with alignment settings, such as an
         export or an archive: pyfacedlib.Gallery.from_parquet). model: the model file, when it is no
         longer where the gallery was made; it must be the same model (same sha256).
@@ -405,7 +406,7 @@ class Gallery:
             raise self._not_our_model(path)
 
     @property
-    def embedder(self) -> "FaceEmbedder":
+    def embedder(self) -> FaceEmbedder:
         """The FaceEmbedder of the gallery's model (loaded on first use; the file is checked against
         the gallery's sha256, see load())."""
         if self._embedder is None:
@@ -685,7 +686,8 @@ class Gallery:
         (default), "knn" or "svm" (the distance rule still answers "unknown"). Raises ImageError for
         an unreadable image."""
         if is_video(image):
-            return [m for result in self.identify_stream(cast(VideoSource, image), threshold, k, classifier, every) for m in result.matches]
+            return [m for result in self.identify_stream(cast(VideoSource, image), threshold, k, classifier, every)
+                    for m in result.matches]
         photo = next(embed_photos([cast(ImageLike, image)], self.embedder, self.settings, workers=1,
                                   hash_files=False))
         if photo.error:
@@ -711,7 +713,8 @@ class Gallery:
             if is_video(item):
                 yield from flush()
                 try:
-                    yield from self.identify_stream(cast(VideoSource, item), threshold, k, classifier, every, workers, max_frames, progress)
+                    yield from self.identify_stream(cast(VideoSource, item), threshold, k, classifier, every, workers,
+                                                    max_frames, progress)
                 except ImageError as exc:
                     yield IdentifyResult(str(item), [], error=str(exc))
             else:

@@ -68,8 +68,8 @@ class DescriptorIndex:
     kind: "exact" (numpy, blocked float32 GEMM, exact distances re-computed in float64), "flat"
     (FAISS IndexFlatL2, exact), "hnsw" (FAISS HNSW graph, approximate), "ivf" (FAISS IVF with flat
     lists, approximate), "ivfpq" (IVF over product-quantised codes: the scan reads 32 bytes a face;
-    the candidates' distances are re-computed exactly), or "auto" (exact below AUTO_APPROXIMATE_FROM descriptors, HNSW above when
-    faiss-cpu is installed; without it, exact with a warning).
+    the candidates' distances are re-computed exactly), or "auto" (exact below AUTO_APPROXIMATE_FROM
+    descriptors, HNSW above when faiss-cpu is installed; without it, exact with a warning).
     """
 
     def __init__(self, descriptors: np.ndarray, kind: str = "auto", settings: IndexSettings | None = None) -> None:
@@ -83,7 +83,7 @@ class DescriptorIndex:
         if kind != "exact" and _faiss() is None:
             if not automatic:
                 raise ImportError(f"index kind {kind!r} needs FAISS: pip install faiss-cpu")
-            warnings.warn("faiss-cpu is not installed: searching exactly (slow on large collections)")
+            warnings.warn("faiss-cpu is not installed: searching exactly (slow on large collections)", stacklevel=2)
             kind = "exact"
         self.kind = kind
         self._norms = (self.descriptors.astype(np.float64) ** 2).sum(1).astype(np.float32)
@@ -176,8 +176,8 @@ class DescriptorIndex:
         from dataclasses import asdict
 
         arrays = {"descriptors": self.descriptors,
-                  "meta": np.frombuffer(json.dumps({"kind": self.kind, "settings": asdict(self.settings), "info": info}).encode(),
-                                        np.uint8)}
+                  "meta": np.frombuffer(json.dumps({"kind": self.kind, "settings": asdict(self.settings),
+                                                    "info": info}).encode(), np.uint8)}
         if self._faiss_index is not None:
             arrays["faiss"] = _faiss().serialize_index(self._faiss_index)
         buffer = io.BytesIO()

@@ -2,9 +2,10 @@
 collections and video (galleries, identification, search, exports).
 
 Alignment itself is pyfacedlib.align's (find_faces); the chip cache (pyfacedlib.chipcache) keeps one
-face per image for training sets, this module keeps all of them. Decoding, detection, landmarks and chips run in a pool of threads (the C++ core releases
-the GIL, each thread has its own detector), the descriptors are computed in batches by one
-FaceEmbedder using every core. Unreadable inputs become results with an `error`, never exceptions.
+face per image for training sets, this module keeps all of them. Decoding, detection, landmarks and
+chips run in a pool of threads (the C++ core releases the GIL, each thread has its own detector), the
+descriptors are computed in batches by one FaceEmbedder using every core. Unreadable inputs become
+results with an `error`, never exceptions.
 """
 from __future__ import annotations
 
@@ -14,7 +15,7 @@ from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Union, cast
+from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
@@ -31,8 +32,8 @@ __all__ = ["CHIP_SIZE", "VIDEO_SUFFIXES", "PhotoFaces", "detect_photo", "embed_p
            "is_video", "ordered_map", "video_frames", "with_descriptors"]
 VIDEO_SUFFIXES = (".mp4", ".avi", ".mov", ".mkv", ".webm", ".m4v", ".mpg", ".mpeg", ".wmv", ".flv")
 
-PhotoInput = Union[str, os.PathLike, ImageLike]
-VideoSource = Union[str, os.PathLike, int]  # a video file, or a camera index
+PhotoInput = str | os.PathLike | ImageLike
+VideoSource = str | os.PathLike | int  # a video file, or a camera index
 
 
 @dataclass
@@ -52,7 +53,8 @@ class PhotoFaces:
     chips: np.ndarray | None = None      # (n, 150, 150, 3) uint8 while descriptors are pending, or when kept
     detector: str = ""                   # which detector found the faces ("hog" or "cnn")
     error: str = ""
-    error_kind: str | None = None        # why, as a kind: "unreadable", "transient", "detection_failed" (errors.error_kind)
+    error_kind: str | None = None        # why, as a kind: "unreadable", "transient", "detection_failed"
+                                         # (errors.error_kind)
     frame: int | None = None
     timestamp: float | None = None
     image_shape: tuple[int, ...] = ()

@@ -19,13 +19,14 @@ CHILD = Path(__file__).with_name("_core_boundary_child.py")
 
 # Entry points that take no array and no value that reaches native code unchecked; everything
 # else in _core must appear in the child's table (checked below).
-NO_UNTRUSTED_INPUT = {"build_info", "cuda_runtime", "training_conv_kernel", "FaceEmbedderCore.threads", "FaceEmbedderCore.multiply_adds_per_face",
-                      "FaceEmbedderCore.folded_ops", "BnCalibrator.statistics", "BnCalibrator.faces",
+NO_UNTRUSTED_INPUT = {"build_info", "cuda_runtime", "training_conv_kernel", "FaceEmbedderCore.threads",
+                      "FaceEmbedderCore.multiply_adds_per_face", "FaceEmbedderCore.folded_ops",
+                      "BnCalibrator.statistics", "BnCalibrator.faces",
                       "LandmarkPredictor.num_parts", "FaceTrainer.step", "FaceTrainer.learning_rate",
                       "FaceTrainer.embedder", "FaceTrainer.affine_bytes", "FaceTrainer.bn_bytes",
                       "FaceTrainer.checkpoint", "FaceTrainer.parameters", "HogFaceDetector",
-                      "HogFaceDetector.kernel", "MarginLoss.scale", "MarginLoss.angular_margin", "FaceTrainer.class_centres",
-                      "MarginLoss.cosine_margin"}
+                      "HogFaceDetector.kernel", "MarginLoss.scale", "MarginLoss.angular_margin",
+                      "FaceTrainer.class_centres", "MarginLoss.cosine_margin"}
 
 
 def core_entry_points() -> set[str]:

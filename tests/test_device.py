@@ -19,7 +19,8 @@ HAS_CUDA_MODULE = cuda_module() is not None
 
 def test_build_info_says_where_embedding_runs():
     info = pfd.build_info()
-    for key in ("cuda", "cuda_version", "cudnn_version", "cuda_driver", "cuda_devices", "cuda_detail", "default_device"):
+    for key in ("cuda", "cuda_version", "cudnn_version", "cuda_driver", "cuda_devices", "cuda_detail",
+                "default_device"):
         assert key in info
     assert info["default_device"] in ("cpu", "cuda")
     if not info["cuda"]:

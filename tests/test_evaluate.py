@@ -3,8 +3,7 @@ import numpy as np
 import pytest
 
 from pyfacedlib.clustering import chinese_whispers
-from pyfacedlib.evaluate import (identification, pairwise_precision_recall,
-                                 verification)
+from pyfacedlib.evaluate import identification, pairwise_precision_recall, verification
 
 
 def naive_protocol(d, same, folds):

@@ -18,7 +18,8 @@ LEVEL_TOP = core.LEVEL_TOP_LAYER  # level -> index of its top layer (layer<i>)
 
 @pytest.fixture(scope="module")
 def shifted_lfw(lfw_dir, tmp_path_factory):
-    """50 peopleDevTrain identities x 6 images, aligned, then degraded to 16 px (a domain the shipped model is weak on)."""
+    """50 peopleDevTrain identities x 6 images, aligned, then degraded to 16 px (a domain the shipped model is
+    weak on)."""
     people = [(n, c) for n, c in datasets.read_lfw_people(lfw_dir.parent / "peopleDevTrain.txt")[0] if c >= 6][:50]
     paths = [datasets.lfw_image(lfw_dir, n, i) for n, _ in people for i in range(1, 7)]
     labels = np.array([n for n, _ in people for _ in range(6)])
@@ -158,7 +159,8 @@ def test_finetune_config_validates_instead_of_defaulting():
 
     args = build_parser().parse_args(["finetune", "T", "O", "--patience", "5", "--lr-floor", "1e-7", "--cache-dir", "C",
                                       "--head-feature-copies", "2", "--no-augment"])
-    assert (args.patience, args.lr_floor, args.cache_dir, args.head_feature_copies, args.augment) == (5, 1e-7, "C", 2, False)
+    assert ((args.patience, args.lr_floor, args.cache_dir, args.head_feature_copies, args.augment)
+            == (5, 1e-7, "C", 2, False))
 
 
 def test_trainer_exports_scaled_nets_from_memory_as_the_file_api_would(tmp_path, johns):

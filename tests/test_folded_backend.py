@@ -5,7 +5,6 @@ import pytest
 
 import pyfacedlib as pfd
 
-
 KERNELS = pfd.build_info()["conv_kernels"]
 
 

@@ -117,7 +117,8 @@ def _trainer(base, train_bn, chips, labels, level, fast, loss, threads=2, augmen
                             margin_loss=loss, class_centres=_centres(chips, labels))
 
 
-@pytest.mark.parametrize("loss, augment", [(core.MarginLoss(8.0, 0.2, 0.0), False), (core.MarginLoss(8.0, 0.0, 0.2), True)],
+@pytest.mark.parametrize("loss, augment", [(core.MarginLoss(8.0, 0.2, 0.0), False),
+                                           (core.MarginLoss(8.0, 0.0, 0.2), True)],
                          ids=["arcface", "cosface-augmented"])
 def test_margin_steps_of_the_fast_path_match_dnn_trainer(hard_johns, loss, augment):
     """The data-parallel frozen-BN trainer (class layer and loss between the replicas' passes) takes
@@ -130,7 +131,8 @@ def test_margin_steps_of_the_fast_path_match_dnn_trainer(hard_johns, loss, augme
     reference = _trainer(base, False, chips, labels, 0, False, loss, augment=augment)
     fast = _trainer(base, False, chips, labels, 0, True, loss, augment=augment)
     start, centres = fast.parameters(), fast.class_centres()
-    assert sorted(start) == sorted(core.FaceTrainer(base, False, chips, labels, 0, 1e-3, 5, 5, False, 1, 0, 1).parameters())
+    assert sorted(start) == sorted(core.FaceTrainer(base, False, chips, labels, 0, 1e-3, 5, 5, False, 1, 0,
+                                                    1).parameters())
     np.testing.assert_array_equal(centres, reference.class_centres())
     assert centres.shape == (5, 128)
     assert reference.train(1) == pytest.approx(fast.train(1), rel=1e-5)
@@ -177,7 +179,8 @@ def test_margin_trainer_rejects_bad_class_centres(hard_johns):
     for centres, match in ((good[:3], "one row per label"), (np.zeros((5, 128), np.float32), "non-zero"),
                            (np.ones((5, 64), np.float32), "128")):
         with pytest.raises(ValueError, match=match):
-            core.FaceTrainer(base, False, chips, labels, 0, 1e-3, 5, 5, False, 1, 0, 1, margin_loss=loss, class_centres=centres)
+            core.FaceTrainer(base, False, chips, labels, 0, 1e-3, 5, 5, False, 1, 0, 1, margin_loss=loss,
+                             class_centres=centres)
     with pytest.raises(ValueError, match="class_centres"):
         core.FaceTrainer(base, False, chips, labels, 0, 1e-3, 5, 5, False, 1, 0, 1, margin_loss=loss)
 
@@ -192,8 +195,8 @@ def test_margin_trained_export_is_a_dlib_drop_in_at_0_6(tmp_path, johns, dlib_bi
     descriptors, and it is scaled so that its most accurate validation threshold is dlib's 0.6."""
     chips, labels = johns
     chips = datasets.degrade(chips, "lowres:10")
-    result = pfd.finetune((chips, labels), tmp_path, strategy=strategy, loss=loss, steps=steps, val_every=2 if steps < 10 else 20,
-                          progress=False)
+    result = pfd.finetune((chips, labels), tmp_path, strategy=strategy, loss=loss, steps=steps,
+                          val_every=2 if steps < 10 else 20, progress=False)
     assert (result.loss, result.strategy) == (loss, strategy) and result.threshold == 0.6
     theirs = np.array(dlib_bin.face_recognition_model_v1(result.affine_model).compute_face_descriptor(list(chips[:8])))
     ours = pfd.FaceEmbedder(result.affine_model).embed_chips(chips[:8])
@@ -231,7 +234,7 @@ def test_auto_strategy_and_cosine_schedule():
     assert pfd.FinetuneConfig().resolved(55, 5).strategy == "head"
     assert pfd.FinetuneConfig(strategy="head").resolved(3000, 500).strategy == "head"
     with pytest.raises(ValueError, match="resolved"):
-        pfd.FinetuneConfig().kind
+        _ = pfd.FinetuneConfig().kind
     config = pfd.FinetuneConfig(strategy="all", lr=1e-3, warmup=0.1)
     rates = [config.learning_rate_at(step, 100) for step in range(100)]
     assert rates[0] == pytest.approx(1e-4) and rates[9] == pytest.approx(1e-3)

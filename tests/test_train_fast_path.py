@@ -7,7 +7,6 @@ import pyfacedlib as pfd
 from pyfacedlib import datasets
 from pyfacedlib._native import core
 
-
 KERNELS = pfd.build_info()["conv_kernels"]
 
 
@@ -29,7 +28,8 @@ def hard_johns(johns):
 
 
 def _trainer(base, train_bn, chips, labels, threads, fast, augment=False, strategy="all", level=0, stop_backprop=True):
-    return core.FaceTrainer(base, train_bn, chips, labels, level, 1e-3, 5, 5, augment, 1, 0, threads, fast, stop_backprop)
+    return core.FaceTrainer(base, train_bn, chips, labels, level, 1e-3, 5, 5, augment, 1, 0, threads, fast,
+                            stop_backprop)
 
 
 # The two paths sum the same gradients in different orders (per-sample GEMMs in one net vs several
@@ -84,7 +84,8 @@ def test_direct_training_kernels_really_run(hard_johns):
 def test_frozen_bn_step_matches_dnn_trainer(hard_johns, threads, training_kernel):
     chips, labels = hard_johns
     base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
-    reference, fast = _trainer(base, False, chips, labels, 2, False), _trainer(base, False, chips, labels, threads, True)
+    reference, fast = (_trainer(base, False, chips, labels, 2, False),
+                       _trainer(base, False, chips, labels, threads, True))
     start = fast.parameters()
     loss_ref, loss_fast = reference.train(1), fast.train(1)
     assert loss_ref > 0.01 and loss_fast == pytest.approx(loss_ref, rel=1e-5)

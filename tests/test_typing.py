@@ -7,8 +7,9 @@ import subprocess
 import sys
 from pathlib import Path
 
-import pyfacedlib as pfd
 from conftest import REPO, skip_or_fail
+
+import pyfacedlib as pfd
 
 PACKAGE = Path(pfd.__file__).resolve().parent
 

@@ -17,6 +17,6 @@ from .identities import (
 from .lfw import Pair, lfw_image, pair_images, read_lfw_pairs, read_lfw_people
 from .root import DATA_ENV, data_root
 
-__all__ = ["DATA_ENV", "IMAGE_SUFFIXES", "IdentityDataset", "Pair", "data_root", "degrade", "identity_folders", "identity_split", "image_files", "labelled_files",
-           "labelled_inputs", "list_files",
+__all__ = ["DATA_ENV", "IMAGE_SUFFIXES", "IdentityDataset", "Pair", "data_root", "degrade", "identity_folders",
+           "identity_split", "image_files", "labelled_files", "labelled_inputs", "list_files",
            "lfw_image", "pair_images", "read_lfw_people", "read_lfw_pairs"]

@@ -87,8 +87,8 @@ class IdentityDataset:
     def subset(self, identities: Iterable[str]) -> IdentityDataset:
         """Only the images of `identities`."""
         keep = set(identities)
-        pairs = [(p, l) for p, l in zip(self.paths, self.labels) if l in keep]
-        return IdentityDataset(self.root, [p for p, _ in pairs], [l for _, l in pairs])
+        pairs = [(p, label) for p, label in zip(self.paths, self.labels) if label in keep]
+        return IdentityDataset(self.root, [p for p, _ in pairs], [label for _, label in pairs])
 
     def with_min_images(self, minimum: int) -> IdentityDataset:
         """Only identities that have at least `minimum` images."""
