@@ -14,7 +14,9 @@ from typing import TYPE_CHECKING, Union
 
 import numpy as np
 
-from ._native import core
+from ._native import CHIP_SIZE, core
+
+__all__ = ["CHIP_SIZE", "ChipRecord", "FaceInput", "FaceSet", "identity_batches"]
 
 if TYPE_CHECKING:
     from .datasets import IdentityDataset
@@ -117,3 +119,18 @@ def identity_batches(labels: Sequence[str], identities: int = 5, per_identity: i
 
 
 FaceInput = Union[FaceSet, np.ndarray, tuple, str, os.PathLike, "IdentityDataset"]
+
+
+def __getattr__(name: str):
+    """faces.load_faces moved to pyfacedlib.chipcache (the way in is a cache over alignment, which
+    sits above this container module): the old name still works, with a DeprecationWarning. It is
+    looked up at call time only, so this module imports nothing above it."""
+    if name == "load_faces":
+        import importlib
+        import warnings
+
+        warnings.warn("pyfacedlib.faces.load_faces moved: use pyfacedlib.load_faces (pyfacedlib.chipcache)",
+                      DeprecationWarning, stacklevel=2)
+        return importlib.import_module(".chipcache", __package__).load_faces
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+

@@ -126,6 +126,22 @@ def test_alignment_lives_in_one_module():
             "for_photos(", ""), f"{path.name} spells out the photo preset instead of AlignmentSettings.for_photos()"
 
 
+def test_moved_names_still_work():
+    """Names that moved keep working: the same objects, or a DeprecationWarning and the new object."""
+    import pytest
+
+    import pyfacedlib as pfd
+    from pyfacedlib import archive, archive_ray, faces, photos
+    from pyfacedlib.bench import folder_pairs
+    from pyfacedlib.evaluate import sample_pairs
+
+    with pytest.warns(DeprecationWarning, match="load_faces"):
+        assert faces.load_faces is pfd.load_faces
+    with pytest.warns(DeprecationWarning, match="archive_ray"):
+        assert archive.start_local_ray is archive_ray.start_local_ray
+    assert folder_pairs is sample_pairs and photos.CHIP_SIZE == faces.CHIP_SIZE == 150
+
+
 if __name__ == "__main__":
     for module, imports in sorted(import_graph().items()):
         print(f"{module:<16} -> {', '.join(sorted(imports)) or '-'}")
