@@ -16,7 +16,15 @@ from .chipcache import ChipCache, load_faces
 from .clustering import ClusterSettings, cluster
 from .convert import ConversionReport, convert_affine_to_bn, convert_bn_to_affine
 from .embedder import Face, FaceEmbedder, distance
-from .errors import DeviceError, GalleryError, ImageError, ModelFormatError, ModelNotFoundError, NoFaceFoundError
+from .errors import (
+    CheckpointError,
+    DeviceError,
+    GalleryError,
+    ImageError,
+    ModelFormatError,
+    ModelNotFoundError,
+    NoFaceFoundError,
+)
 from .faces import FaceSet
 from .facetable import FaceTable
 from .gallery import Gallery, GalleryConfig, Match, SearchHit
@@ -55,7 +63,8 @@ def build_info() -> dict:
 
 
 __all__ = [
-    "AlignmentSettings", "ChipCache", "ClusterSettings", "DeviceError", "archive", "ConversionReport", "Face",
+    "AlignmentSettings", "CheckpointError", "ChipCache", "ClusterSettings", "DeviceError", "archive",
+    "ConversionReport", "Face",
     "FaceEmbedder", "FaceSet", "FaceTable",
     "FinetuneConfig", "FinetuneResult", "Gallery", "GalleryConfig", "GalleryError", "ImageError", "Match",
     "ModelFormatError", "ModelNotFoundError", "NoFaceFoundError", "SearchHit", "align", "as_rgb", "build_info",

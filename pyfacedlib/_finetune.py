@@ -30,12 +30,13 @@ from typing import Any
 
 import numpy as np
 
-from . import _atomic, _plots, models
+from . import _atomic, _faults, _plots, models
 from ._native import DEVICES, core, resolve_device
 from ._system import available_cpus
 from .chipcache import load_faces
 from .datasets import identity_split
 from .embedder import FaceEmbedder
+from .errors import CheckpointError
 from .evaluate import DLIB_THRESHOLD, best_threshold, sample_pairs, verification
 from .faces import FaceInput, FaceSet, identity_batches
 
@@ -423,6 +424,18 @@ def starting_model(base: str, data: RunData, config: FinetuneConfig, out: Path) 
 # Step 3: the training loop
 
 
+CHECKPOINT_FORMAT = 2  # 2: checkpoint.json records the size and sha256 of its checkpoint.bin
+
+
+def _file_record(data: bytes) -> dict:
+    """{"size", "sha256"} of a file's bytes (what checkpoint.json and history.json record)."""
+    return {"size": len(data), "sha256": hashlib.sha256(data).hexdigest()}
+
+
+def _one_line(error: BaseException) -> str:
+    return " ".join(str(error).split()) or type(error).__name__
+
+
 def _fingerprint(*parts: Any) -> str:
     digest = hashlib.sha256()
     for part in parts:
@@ -457,25 +470,124 @@ class TrainingRun:
         self.best: dict | None = None
         self.horizon = config.total_steps  # the cosine schedule's length (shrinks when max_minutes binds)
         self.exported_best: dict | None = None  # the validation record of the model export() wrote
+        self.best_files: dict | None = None  # size and sha256 of best_affine.dat (and best_bn.dat) as written
         self.resumed_from = 0
         self.checkpoint_bin, self.checkpoint_json = out / "checkpoint.bin", out / "checkpoint.json"
+        self.previous_bin = out / "checkpoint.prev.bin"  # the .bin of the checkpoint before the last one
+        self.bin_record: dict | None = None  # size and sha256 of checkpoint.bin as this run last wrote or read it
         self.best_affine, self.best_bn = out / "best_affine.dat", out / "best_bn.dat"
-        if config.resume and self.checkpoint_bin.exists() and self.checkpoint_json.exists():
+        if config.resume:
             self._restore()
 
+    def _read_state(self) -> dict | None:
+        """checkpoint.json as a dict (None when there is none); CheckpointError when unreadable."""
+        if not self.checkpoint_json.exists():
+            if self.checkpoint_bin.exists():
+                warnings.warn(f"{self.checkpoint_bin} has no checkpoint.json beside it (the run stopped while writing "
+                              "its first checkpoint): starting from step 0", RuntimeWarning, stacklevel=4)
+            return None
+        try:
+            state = json.loads(self.checkpoint_json.read_text())
+        except (OSError, UnicodeDecodeError, ValueError) as e:
+            raise CheckpointError(f"{self.checkpoint_json}: unreadable ({_one_line(e)}); delete the checkpoint "
+                                  "files or use resume=False") from e
+        if not isinstance(state, dict) or not {"config", "history", "best"} <= state.keys():
+            raise CheckpointError(f"{self.checkpoint_json}: not a pyfacedlib checkpoint; delete the checkpoint files "
+                                  "or use resume=False")
+        return state
+
+    def _checkpoint_bytes(self, state: dict) -> tuple[bytes, Path]:
+        """The .bin that checkpoint.json was written with: checkpoint.bin, or (the run stopped between
+        writing the two files) the previous checkpoint's .bin when that is the one the JSON records."""
+        def read(path: Path) -> bytes | None:
+            try:
+                return path.read_bytes()
+            except FileNotFoundError:
+                return None
+            except OSError as e:
+                raise CheckpointError(f"{path}: unreadable ({_one_line(e)}); delete the checkpoint files or use "
+                                      "resume=False") from e
+
+        data, record = read(self.checkpoint_bin), state.get("bin")
+        if record is None:  # written before checkpoints recorded their .bin: checked by its step only
+            if data is None:
+                raise CheckpointError(f"{self.checkpoint_bin}: missing, but {self.checkpoint_json.name} is there; "
+                                      "delete the checkpoint files or use resume=False")
+            return data, self.checkpoint_bin
+        if data is not None and _file_record(data) == record:
+            return data, self.checkpoint_bin
+        previous = read(self.previous_bin)
+        if previous is not None and _file_record(previous) == record:
+            warnings.warn(f"{self.checkpoint_bin} is not the one {self.checkpoint_json.name} was written with (a run "
+                          f"stopped between writing the two): resuming from the consistent older state in "
+                          f"{self.previous_bin.name} (step {state.get('step')})", RuntimeWarning, stacklevel=4)
+            return previous, self.previous_bin
+        found = "missing" if data is None else f"{len(data)} bytes, sha256 {_file_record(data)['sha256'][:12]}"
+        raise CheckpointError(f"{self.checkpoint_bin}: corrupt or not the checkpoint {self.checkpoint_json.name} "
+                              f"records ({found}; expected {record.get('size')} bytes, sha256 "
+                              f"{str(record.get('sha256'))[:12]}); delete the checkpoint files or use resume=False")
+
     def _restore(self) -> None:
-        state = json.loads(self.checkpoint_json.read_text())
+        """Resumes from the checkpoint in `out` when there is one: checkpoint.json and the .bin it
+        records (size and sha256), checked against each other and against this run's settings."""
+        state = self._read_state()
+        if state is None:
+            return
         if state.get("config") != self.settings:
             raise ValueError(f"{self.checkpoint_json} belongs to a different run (other settings or data); "
                              "use another output_dir or resume=False")
-        self.trainer.restore(self.checkpoint_bin.read_bytes())
-        self.history, self.best, self.resumed_from = state["history"], state["best"], self.trainer.step
+        data, source = self._checkpoint_bytes(state)
+        try:
+            self.trainer.restore(data)
+        except Exception as e:  # the C++ reader: truncated or not this run's trainer state
+            raise CheckpointError(f"{source}: cannot be restored ({_one_line(e)}); delete the checkpoint files or "
+                                  "use resume=False") from e
+        history = state["history"]
+        step = state.get("step", max([h["step"] for h in history if h.get("kind") == "train"] or [0]))
+        if self.trainer.step != step:
+            raise CheckpointError(f"{source}: holds step {self.trainer.step} but {self.checkpoint_json.name} records "
+                                  f"step {step}; delete the checkpoint files or use resume=False")
+        self.history, self.best, self.resumed_from = history, state["best"], self.trainer.step
+        self.best_files = state.get("best_files")
+        self.bin_record = _file_record(data) if source == self.checkpoint_bin else None
 
     def save_checkpoint(self) -> None:
-        """Trainer and sampler state, history and best, written atomically."""
-        _atomic.write_bytes(self.checkpoint_bin, self.trainer.checkpoint())
+        """Trainer and sampler state, history and best: checkpoint.bin, then checkpoint.json recording
+        its size and sha256 (each written atomically; the previous .bin is kept as checkpoint.prev.bin
+        until the new JSON is written, so a stop between the two leaves a consistent older state)."""
+        data = self.trainer.checkpoint()
+        record = _file_record(data)
+        if record != self.bin_record or not self.checkpoint_bin.exists():  # else: that very .bin is there
+            if self.checkpoint_bin.exists():
+                os.replace(self.checkpoint_bin, self.previous_bin)
+            _atomic.write_bytes(self.checkpoint_bin, data)
+            self.bin_record = record
         _atomic.write_text(self.checkpoint_json, json.dumps(
-            {"config": self.settings, "history": self.history, "best": self.best}, indent=1))
+            {"format": CHECKPOINT_FORMAT, "config": self.settings, "step": self.trainer.step,
+             "bin": record, "history": self.history, "best": self.best, "best_files": self.best_files},
+            indent=1))
+
+    def best_model_bytes(self) -> tuple[bytes, bytes | None] | None:
+        """(best_affine.dat, best_bn.dat or None) as the checkpoint's best record says they were
+        written; None when no model was validated. CheckpointError when a file is missing or differs."""
+        if self.best is None:
+            return None
+        affine = self._best_file("affine", self.best_affine)
+        return affine, self._best_file("bn", self.best_bn) if self.config.trains_bn_net else None
+
+    def _best_file(self, kind: str, path: Path) -> bytes:
+        best = self.best or {}
+        try:
+            data = path.read_bytes()
+        except OSError as e:
+            raise CheckpointError(f"{path}: the best model (step {best.get('step')}) that {self.checkpoint_json.name} "
+                                  f"records cannot be read ({_one_line(e)}); use resume=False to train anew") from e
+        expected = (self.best_files or {}).get(kind)
+        if expected is not None and _file_record(data) != expected:
+            raise CheckpointError(f"{path}: not the best model (step {best.get('step')}) that "
+                                  f"{self.checkpoint_json.name} records (size or sha256 differ); use resume=False "
+                                  "to train anew")
+        return data
 
     def run_validation(self) -> None:
         """Validates the current model; keeps it (atomically) when it is the best so far."""
@@ -485,10 +597,14 @@ class TrainingRun:
         self.history.append({"kind": "validation", "step": self.trainer.step, "lr": self.trainer.learning_rate,
                              **metrics})
         if self.best is None or (metrics["accuracy"], -metrics["loss"]) > (self.best["accuracy"], -self.best["loss"]):
-            self.best = {"step": self.trainer.step, **metrics}
-            _atomic.write_bytes(self.best_affine, self.trainer.affine_bytes())
+            affine = self.trainer.affine_bytes()
+            _atomic.write_bytes(self.best_affine, affine)
+            files = {"affine": _file_record(affine)}
             if self.config.trains_bn_net:
-                _atomic.write_bytes(self.best_bn, self.trainer.bn_bytes())
+                bn = self.trainer.bn_bytes()
+                _atomic.write_bytes(self.best_bn, bn)
+                files["bn"] = _file_record(bn)
+            self.best, self.best_files = {"step": self.trainer.step, **metrics}, files
 
     def train(self) -> None:
         """Steps until `steps`, `max_minutes` or the lr floor; validation, schedule and checkpoints
@@ -521,6 +637,8 @@ class TrainingRun:
             n = min(chunk, total - trainer.step, every_val - trainer.step % every_val,
                     every_ckpt - trainer.step % every_ckpt)
             loss = trainer.train(n)
+            for _ in range(n):
+                _faults.point("step")  # the fault-injection tests' "after N steps"
             if not np.isfinite(loss):
                 raise FloatingPointError(f"training loss became {loss} at step {trainer.step}; lower the learning rate")
             self.history.append({"kind": "train", "step": trainer.step, "loss": float(loss),
@@ -592,51 +710,60 @@ def fit_threshold(run: TrainingRun) -> tuple[float, float | None]:
     return float(DLIB_THRESHOLD / threshold), DLIB_THRESHOLD
 
 
-def _export_best_file(best: Path, out: Path, descriptor_scale: float) -> None:
-    """Moves the best model's file to `out`, its descriptors scaled (one read, one write)."""
-    if descriptor_scale == 1.0:
-        os.replace(best, out)
-        return
-    _atomic.write_bytes(out, core.scaled_descriptor_net(str(best), descriptor_scale))
-    best.unlink()
+def _scaled(data: bytes, path: Path, descriptor_scale: float) -> bytes:
+    """A model file's bytes (`data`, read from `path`) with its descriptors scaled; the file is never changed."""
+    return data if descriptor_scale == 1.0 else core.scaled_descriptor_net(str(path), descriptor_scale)
 
 
 def export(run: TrainingRun, started: float) -> FinetuneResult:
     """finetuned_affine.dat (the best model, else the last), finetuned_bn.dat, history.json, training_curve.png.
     `started`: time.perf_counter() when training began (the minutes reported include the export).
 
-    The last model goes from the trainer to its files directly, already scaled (FaceTrainer.affine_bytes /
-    bn_bytes with the descriptor scale); the best one, kept on disk while training, is read once,
-    scaled and written once."""
+    Derived only from the checkpoint's state, so exporting again (a rerun of a finished run, or a
+    run stopped in the middle of its export) writes the same files: the best model is read from
+    best_affine.dat / best_bn.dat (checked against the sizes and sha256 the checkpoint recorded,
+    and kept), scaled by the descriptor scale its validation threshold gives, and each output is
+    written atomically; history.json, written last, records what was exported. Without a
+    validated model the last one goes from the trainer to its files directly, already scaled."""
     out, config, data, trainer = run.out, run.config, run.data, run.trainer
     affine_out, bn_out = out / "finetuned_affine.dat", out / "finetuned_bn.dat"
-    run.exported_best = run.best if run.best is not None and run.best_affine.exists() else None
+    best = run.best_model_bytes()
+    run.exported_best = run.best if best is not None else None
     descriptor_scale, threshold = fit_threshold(run)
-    if run.exported_best is not None:
-        _export_best_file(run.best_affine, affine_out, descriptor_scale)
-        if config.trains_bn_net and run.best_bn.exists():
-            _export_best_file(run.best_bn, bn_out, descriptor_scale)
+    if best is not None:
+        best_affine, best_bn = best
+        affine = _scaled(best_affine, run.best_affine, descriptor_scale)
+        bn = _scaled(best_bn, run.best_bn, descriptor_scale) if best_bn is not None else None
     else:
-        _atomic.write_bytes(affine_out, trainer.affine_bytes(descriptor_scale))
-        if config.trains_bn_net:
-            _atomic.write_bytes(bn_out, trainer.bn_bytes(descriptor_scale))
-    if not config.trains_bn_net:  # the bn net to continue from: calibrated on (up to 1000 of) the training faces
+        affine = trainer.affine_bytes(descriptor_scale)
+        bn = trainer.bn_bytes(descriptor_scale) if config.trains_bn_net else None
+    _atomic.write_bytes(affine_out, affine)
+    _faults.point("export")  # the fault-injection tests' "during export": one file written, not the others
+    if bn is not None:
+        _atomic.write_bytes(bn_out, bn)
+    else:  # the bn net to continue from: calibrated on (up to 1000 of) the training faces
         from .convert import convert_affine_to_bn
 
         convert_affine_to_bn(affine_out, bn_out, calibration=data.train.chips[:1000], threads=config.worker_threads)
     minutes = (time.perf_counter() - started) / 60
     history_path, curve_path = out / "history.json", out / "training_curve.png"
     validation_identities = len(data.validation.identities) if data.validation is not None else 0
+    best_step = run.best["step"] if run.best else trainer.step
+    exported = {"model": "best" if best is not None else "last", "step": best_step,
+                "descriptor_scale": descriptor_scale, "threshold": threshold,
+                "affine": {"path": affine_out.name, **_file_record(affine)},
+                "bn": {"path": bn_out.name, **_file_record(bn_out.read_bytes())}}
     summary = {"config": run.settings, "device": run.device, "best": run.best, "history": run.history,
                "minutes": minutes, "descriptor_scale": descriptor_scale, "threshold": threshold,
+               "exported": exported,
                "train_faces": len(data.train), "train_identities": len(data.train.identities),
                "validation_identities": validation_identities,
                "skipped_images": data.skipped_images, "skipped_identities": data.skipped_identities}
-    _atomic.write_text(history_path, json.dumps(summary, indent=1))
     _plot(run.history, curve_path)
+    _atomic.write_text(history_path, json.dumps(summary, indent=1))
     return FinetuneResult(
         affine_model=str(affine_out), bn_model=str(bn_out), history_path=str(history_path), curve_path=str(curve_path),
-        best_step=run.best["step"] if run.best else trainer.step, best_validation=run.best, steps=trainer.step,
+        best_step=best_step, best_validation=run.best, steps=trainer.step,
         minutes=minutes, resumed_from_step=run.resumed_from, train_faces=len(data.train),
         train_identities=len(data.train.identities), validation_identities=validation_identities,
         skipped_images=data.skipped_images, skipped_identities=data.skipped_identities, device=run.device,
@@ -647,8 +774,10 @@ def finetune(train: FaceInput, output_dir: str | os.PathLike, base_model: str | 
              val: FaceInput | None = None, config: FinetuneConfig | None = None, **options: Any) -> FinetuneResult:
     """Fine-tunes the face model on `train` and writes to `output_dir`:
     finetuned_affine.dat (the best model by validation; dlib.face_recognition_model_v1 loads it),
-    finetuned_bn.dat (bn_con training net to continue from), history.json, training_curve.png and
-    checkpoint files (a rerun with resume=True continues from the last one).
+    finetuned_bn.dat (bn_con training net to continue from), history.json, training_curve.png,
+    best_affine.dat (best_bn.dat: the best model unscaled) and checkpoint files (checkpoint.json
+    records the size and sha256 of its checkpoint.bin; a rerun with resume=True continues from the
+    last one, and a rerun of a finished run exports the same files again).
 
     train / val: identity folders (root/Name/*.jpg; photos are aligned through the chip cache, ready
     150x150 chips are used as they are), an IdentityDataset, a FaceSet, or (chips, labels). When val

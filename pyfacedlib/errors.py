@@ -6,6 +6,11 @@ class ModelFormatError(ValueError):
     """A model file is missing, unreadable, truncated, corrupt, or not the kind of model expected."""
 
 
+class CheckpointError(ModelFormatError):
+    """A fine-tuning checkpoint cannot be resumed: checkpoint.bin is unreadable, corrupt, or not the
+    one checkpoint.json was written with (the message names the file and says what to do)."""
+
+
 class ModelNotFoundError(FileNotFoundError):
     """A named model file cannot be found (and the message says how to get it)."""
 

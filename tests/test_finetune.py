@@ -203,3 +203,81 @@ def test_unvalidated_run_is_scaled_on_its_training_pairs(tmp_path, johns):
     pairs = sample_pairs(labels, 3000, 0, folds=1)
     d = np.linalg.norm(descriptors[pairs.first] - descriptors[pairs.second], axis=1)
     assert best_threshold(d, pairs.same) == pytest.approx(0.6, rel=1e-4)
+
+
+def _export_state(result, out: Path) -> tuple:
+    """What a finished run exported: the two model files' bytes and the report's numbers."""
+    return (Path(result.affine_model).read_bytes(), Path(result.bn_model).read_bytes(), result.best_step,
+            result.best_validation, result.threshold, result.descriptor_scale,
+            json.loads((out / "history.json").read_text()).get("exported"))
+
+
+def test_rerun_or_interrupted_export_leaves_exactly_the_best_model(tmp_path, johns, monkeypatch):
+    """Running a finished run again, or again after a crash in the middle of its export, writes the
+    best model once scaled and the same report (the export used to *move* best_affine.dat, so a
+    rerun exported the last weights, scaled on training pairs)."""
+    import pyfacedlib.convert
+
+    chips, labels = johns
+    chips = datasets.degrade(chips, "lowres:10")
+    args = dict(strategy="head", steps=40, val_every=20, checkpoint_every=20, progress=False)
+    first = pfd.finetune((chips, labels), tmp_path / "a", **args)
+    assert first.best_validation is not None and first.validation_identities >= 2
+    done = _export_state(first, tmp_path / "a")
+    again = pfd.finetune((chips, labels), tmp_path / "a", **args)
+    assert again.resumed_from_step == 40
+    assert _export_state(again, tmp_path / "a")[:-1] == done[:-1]  # the same model files and report
+    assert _export_state(again, tmp_path / "a") == done
+    assert done[-1]["model"] == "best" and done[-1]["step"] == first.best_step  # history.json says what it exported
+
+    convert = pyfacedlib.convert.convert_affine_to_bn
+
+    def crash(*a, **k):  # the export dies after finetuned_affine.dat was written
+        raise KeyboardInterrupt("simulated crash")
+
+    monkeypatch.setattr(pyfacedlib.convert, "convert_affine_to_bn", crash)
+    with pytest.raises(KeyboardInterrupt):
+        pfd.finetune((chips, labels), tmp_path / "b", **args)
+    assert (tmp_path / "b" / "finetuned_affine.dat").exists() and not (tmp_path / "b" / "history.json").exists()
+    monkeypatch.setattr(pyfacedlib.convert, "convert_affine_to_bn", convert)
+    resumed = pfd.finetune((chips, labels), tmp_path / "b", **args)
+    assert _export_state(resumed, tmp_path / "b")[:-1] == done[:-1]
+    assert _export_state(resumed, tmp_path / "b") == done
+
+
+def test_corrupt_or_mismatched_checkpoint_is_refused(tmp_path, johns):
+    """checkpoint.json records the size and sha256 of its checkpoint.bin: a corrupt .bin or a .bin of
+    another checkpoint is a one-line CheckpointError naming it, never a silent restore; a run stopped
+    between writing the two files resumes from the consistent older state, and says so."""
+    chips, labels = johns
+    args = dict(strategy="head", val_every=20, checkpoint_every=20, progress=False)
+    pfd.finetune((chips, labels), tmp_path, steps=40, **args)
+    binary, state = tmp_path / "checkpoint.bin", tmp_path / "checkpoint.json"
+    good, json_at_40 = binary.read_bytes(), state.read_text()
+    flipped = bytearray(good)
+    flipped[len(good) // 2] ^= 0xFF
+    for bad in (good[: len(good) // 2], bytes(flipped), b""):
+        binary.write_bytes(bad)
+        with pytest.raises(pfd.errors.CheckpointError, match="checkpoint.bin") as caught:
+            pfd.finetune((chips, labels), tmp_path, steps=60, **args)
+        assert isinstance(caught.value, ValueError) and "\n" not in str(caught.value)
+    # a checkpoint.json without the record (older format) and a truncated .bin: the reader's error, named
+    legacy = json.loads(json_at_40)
+    del legacy["bin"], legacy["step"]
+    state.write_text(json.dumps(legacy))
+    binary.write_bytes(good[: len(good) // 2])
+    with pytest.raises(pfd.errors.CheckpointError, match="checkpoint.bin.*cannot be restored"):
+        pfd.finetune((chips, labels), tmp_path, steps=60, **args)
+    # a mismatched pair: the .bin of step 60 with the JSON of step 40
+    binary.write_bytes(good)
+    state.write_text(json_at_40)
+    pfd.finetune((chips, labels), tmp_path, steps=60, **args)
+    state.write_text(json_at_40)
+    (tmp_path / "checkpoint.prev.bin").unlink()
+    with pytest.raises(pfd.errors.CheckpointError, match="checkpoint.bin"):
+        pfd.finetune((chips, labels), tmp_path, steps=80, **args)
+    # ... unless the .bin that JSON was written with is still there (stopped between the two writes)
+    (tmp_path / "checkpoint.prev.bin").write_bytes(good)
+    with pytest.warns(RuntimeWarning, match="consistent older state"):
+        result = pfd.finetune((chips, labels), tmp_path, steps=80, **args)
+    assert result.resumed_from_step == 40 and result.steps == 80

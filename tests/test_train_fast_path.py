@@ -1,5 +1,7 @@
 """The fast training path (fast_con convolutions; data-parallel replicas for frozen BN) against
 dlib's own con_ + dnn_trainer: the same step must give the same parameters."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
@@ -7,7 +9,34 @@ import pyfacedlib as pfd
 from pyfacedlib import datasets
 from pyfacedlib._native import core
 
-KERNELS = pfd.build_info()["conv_kernels"]
+
+def _cpu_kernels() -> list[str] | None:
+    """The convolution kernels this CPU runs by /proc/cpuinfo's flags (avx512: avx512f + fma, avx2:
+    avx2 + fma; blas everywhere), fastest first: what build_info()["conv_kernels"] must list, read
+    independently of the extension's own CPU check. None without /proc/cpuinfo."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return None
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.split(":")[0].strip() in ("flags", "Features"):
+            flags.update(line.split(":", 1)[1].split())
+    direct = [name for name, needs in (("avx512", {"avx512f", "fma"}), ("avx2", {"avx2", "fma"})) if needs <= flags]
+    return direct + ["blas"]
+
+
+# the kernels the tests run on: the CPU's own list (so a broken CPU check in the extension cannot
+# leave a direct kernel untested), build_info's where /proc/cpuinfo is missing
+CPU_KERNELS = _cpu_kernels()
+KERNELS = CPU_KERNELS if CPU_KERNELS is not None else pfd.build_info()["conv_kernels"]
+
+
+def test_conv_kernels_are_the_cpus():
+    """build_info lists exactly the direct kernels /proc/cpuinfo says this CPU runs (a CPU check that
+    lost one would otherwise only skip its tests)."""
+    if CPU_KERNELS is None:
+        pytest.skip("no /proc/cpuinfo")
+    assert pfd.build_info()["conv_kernels"] == CPU_KERNELS
 
 
 @pytest.fixture(params=KERNELS)
