@@ -32,12 +32,22 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 from _common import cpu_model, lfw_people  # noqa: E402
 
 
-def _run(command: list[str]) -> tuple[float, str]:
+def _run(command: list[str], photos: list[str] | None = None, ours: bool = True) -> tuple[float, str]:
+    """Runs a tool, timed; stops the benchmark when it fails: an exit code other than 0 (pyfacedlib:
+    0 or 3, 3 = some inputs unreadable, and then only when every photo still got its rows), or output
+    without a row for each of `photos` (file names) — a tool that did not run must not print numbers."""
     start = time.perf_counter()
     done = subprocess.run(command, capture_output=True, text=True)
     seconds = time.perf_counter() - start
-    if done.returncode not in (0, 1):
+    accepted = (0, 3) if ours and photos is not None else (0,)
+    if done.returncode not in accepted:
         sys.exit(f"{' '.join(command)} failed ({done.returncode}):\n{done.stderr[-2000:]}")
+    if photos is not None:
+        got = set(_names(done.stdout, ours))
+        missing = sorted(set(photos) - got)
+        if missing:
+            sys.exit(f"{' '.join(command)} (exit {done.returncode}) gave no row for {len(missing)} of {len(photos)} "
+                     f"photos (first: {missing[:3]}):\n{done.stderr[-2000:]}")
     return seconds, done.stdout
 
 
@@ -112,8 +122,10 @@ def main() -> None:
         gallery = Path(tmp) / "g.parquet"
         ours = [sys.executable, "-m", "pyfacedlib"]
         fr = ["face_recognition", "--cpus", str(cpus)]
-        fr_enrol, _ = _run([*fr, str(known), str(empty)])
+        fr_enrol, _ = _run([*fr, str(known), str(empty)], ours=False)
         ours_enrol, _ = _run([*ours, "enrol", str(known), str(gallery)])
+        if not gallery.is_file():
+            sys.exit(f"pyfacedlib enrol exited 0 but wrote no {gallery}")
         print(f"enrol {len(several)} photos: face_recognition {fr_enrol:.1f} s, pyfacedlib {ours_enrol:.1f} s "
               f"({fr_enrol / ours_enrol:.2f}x)")
         print()
@@ -121,10 +133,12 @@ def main() -> None:
               "photos named exactly right |")
         print("|---|---|---|---|---|---|---|")
         for label, folder, truth in (("LFW 250x250", small, truth_small), ("4000x3000, 7 faces", large, truth_large)):
-            fr_total, fr_out = _run([*fr, str(known), str(folder)])
+            photos = list(truth)
+            fr_total, fr_out = _run([*fr, str(known), str(folder)], photos, ours=False)
             fr_seconds = fr_total - fr_enrol  # its CLI enrols on every run: the enrolment time taken off
-            ours_seconds, ours_out = _run([*ours, "identify", str(gallery), str(folder)])
-            fixed_seconds, fixed_out = _run([*ours, "identify", str(gallery), str(folder), "--threshold", "0.6"])
+            ours_seconds, ours_out = _run([*ours, "identify", str(gallery), str(folder)], photos)
+            fixed_seconds, fixed_out = _run([*ours, "identify", str(gallery), str(folder), "--threshold", "0.6"],
+                                            photos)
             for tool, seconds, names in (("face_recognition CLI, tolerance 0.6", fr_seconds, _names(fr_out, False)),
                                          ("pyfacedlib identify (calibrated threshold)", ours_seconds,
                                           _names(ours_out, True)),

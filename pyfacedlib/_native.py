@@ -60,18 +60,29 @@ def _preload_cuda_wheels() -> None:
                 break
 
 
+def _cuda_installed() -> bool:
+    """Whether this installation holds a CUDA module (_core_cuda)."""
+    return bool(list(Path(__file__).parent.glob("_core_cuda*.so")))
+
+
+def _load_cuda() -> ModuleType:
+    """Imports the CUDA module (after the cuda extra's libraries); ImportError/OSError when it cannot load."""
+    _preload_cuda_wheels()
+    return importlib.import_module(f"{__package__}._core_cuda")
+
+
 def cuda_module() -> ModuleType | None:
     """The CUDA module, or None when this installation has none (or it cannot load: cuda_status says why)."""
     if not _cuda:
-        _cuda["module"], _cuda["error"] = None, ""
-        if not list(Path(__file__).parent.glob("_core_cuda*.so")):
+        _cuda["module"], _cuda["error"], _cuda["installed"] = None, "", _cuda_installed()
+        if not _cuda["installed"]:
             _cuda["error"] = "this installation was built without CUDA (PYFACEDLIB_CUDA=ON pip install '.[cuda]')"
         else:
             try:
-                _preload_cuda_wheels()
-                _cuda["module"] = importlib.import_module(f"{__package__}._core_cuda")
+                _cuda["module"] = _load_cuda()
             except (ImportError, OSError) as exc:   # e.g. the cuda extra's libraries are not installed
-                _cuda["error"] = f"the CUDA module is installed but cannot load: {exc}"
+                _cuda["error"] = (f"the CUDA module is installed but cannot load: {exc} "
+                                  "(pip install 'pyfacedlib[cuda]' installs its libraries)")
     return _cuda["module"]
 
 
@@ -90,8 +101,8 @@ def resolve_device(device: str) -> tuple[str, ModuleType]:
     """("cpu", _core) or ("cuda", _core_cuda) for device "cpu" | "cuda" | "auto".
 
     "cuda" raises DeviceError when there is no CUDA module or no GPU. "auto" takes the GPU when
-    there is one, else the CPU, and warns when a CUDA module is installed but finds no GPU (a CPU
-    fallback is never silent).
+    there is one, else the CPU, and warns (RuntimeWarning) when a CUDA module is installed but cannot
+    load or finds no GPU (a CPU fallback is never silent; a CPU-only build falls back quietly).
     """
     from .errors import DeviceError
 
@@ -103,6 +114,8 @@ def resolve_device(device: str) -> tuple[str, ModuleType]:
     if module is None:
         if device == "cuda":
             raise DeviceError(f"device='cuda': {_cuda['error']}")
+        if _cuda.get("installed"):
+            warnings.warn(f"device='auto': {_cuda['error']}; running on the CPU", RuntimeWarning, stacklevel=3)
         return "cpu", core
     status = cuda_status()
     if status["devices"]:

@@ -4,6 +4,10 @@ Each verb is a few lines over the library: its options are generated from the li
 dataclasses (AlignmentSettings, GalleryConfig, ArchiveConfig, IndexSettings, ClusterSettings,
 FinetuneConfig), so every default and its help are written once, where the library defines them.
 An option the chosen branch of a verb would not use is a usage error (exit 2), never ignored.
+
+Exit codes, the same for every verb (EXIT_CODES, shown in --help): 0 done, 1 failed, 2 usage,
+3 done but some inputs were unreadable (each listed on stderr), 130 interrupted. An error is one line
+on stderr, `pyfacedlib VERB: message`; --debug adds the traceback.
 """
 from __future__ import annotations
 
@@ -11,6 +15,7 @@ import argparse
 import dataclasses
 import inspect
 import json
+import os
 import sys
 import typing
 from collections.abc import Callable, Iterable, Sequence
@@ -31,6 +36,32 @@ from .index import KINDS, IndexSettings
 
 class UsageError(ValueError):
     """A command line that asks for something the verb cannot do; exit code 2."""
+
+
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_PARTIAL, EXIT_INTERRUPTED = 0, 1, 2, 3, 130
+
+EXIT_CODES = """exit codes (every verb):
+  0    done
+  1    failed: one line on stderr says which input and why (a missing or bad model, gallery or
+       query, no face in search's query, no GPU for --device cuda, every input unreadable, ...)
+  2    usage: the command line asks for something the verb cannot do; nothing was done
+  3    done, but some inputs were unreadable or incomplete: each is listed on stderr (PATH: ERROR ...)
+  130  interrupted (Ctrl-C): stderr says what was kept
+--debug (before or after the verb) prints the traceback of an error."""
+
+# optional or separately installed modules -> what installs them (an ImportError names the fix)
+PIP_NAMES = {"cv2": "opencv-python-headless", "faiss": "'pyfacedlib[search]'", "ray": "'pyfacedlib[ray]'",
+             "pyarrow": "pyarrow", "sklearn": "scikit-learn", "PIL": "pillow", "matplotlib": "matplotlib",
+             "tqdm": "tqdm", "scipy_openblas32": "scipy-openblas32", "onnx": "onnx", "onnxruntime": "onnxruntime",
+             "torch": "torch", "dlib": "dlib-bin", "face_recognition_models": "face_recognition_models",
+             "nvidia": "'pyfacedlib[cuda]'"}
+
+
+def exit_code(unreadable: int, readable: int) -> int:
+    """0 when no input was unreadable, 3 when some were (and others done), 1 when none could be read."""
+    if not unreadable:
+        return EXIT_OK
+    return EXIT_PARTIAL if readable else EXIT_FAILED
 
 
 # ---------------------------------------------------------------------------------------------
@@ -81,6 +112,15 @@ def refuse(args: argparse.Namespace, names: Iterable[str], why: str) -> None:
         raise UsageError(f"{', '.join('--' + n.replace('_', '-') for n in used)}: {why}")
 
 
+def configured(factory: Callable, args: argparse.Namespace, config: type | None = None) -> Any:
+    """factory(**the options of `config` (default: factory itself) given): a value the library
+    refuses (its ValueError/TypeError) is a usage error (exit 2)."""
+    try:
+        return factory(**given(args, config if config is not None else typing.cast(type, factory)))
+    except (TypeError, ValueError) as exc:
+        raise UsageError(str(exc)) from exc
+
+
 def default_of(function: Callable, name: str) -> Any:
     """The default of parameter `name` of `function` (so the CLI never restates it)."""
     return inspect.signature(function).parameters[name].default
@@ -126,14 +166,14 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     refuse(args, given(args, ArchiveConfig), "archive options need --out OUT.parquet")
     if out is not None and out.suffix not in (".npy", ".json"):
         raise UsageError(f"--out must end in .npy, .json or .parquet, got {out}")
+    settings = configured(AlignmentSettings.for_photos, args, AlignmentSettings)
     from .datasets import list_files
     from .embedder import FaceEmbedder
     from .photos import embed_photos
 
     embedder = FaceEmbedder(model=args.model, threads=args.threads, backend=args.backend, device=args.device or "auto")
     print(f"embedding on {embedder.device} ({embedder.backend} forward pass)", file=sys.stderr)
-    images = list_files(args.images)
-    settings = AlignmentSettings.for_photos(**given(args, AlignmentSettings))
+    images = list_files(args.images, exclude=[out] if out is not None else [])
     records, failed, faceless = [], 0, 0
     for photo in embed_photos(images, embedder, settings, workers=args.threads, hash_files=False,
                               num_jitters=args.num_jitters, seed=args.seed, progress=out is not None and "faces"):
@@ -162,7 +202,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
         print(f"wrote {len(records)} descriptors to {out}")
     print(f"{len(images)} images, {len(records)} faces, {faceless} without a face, {failed} unreadable",
           file=sys.stderr)
-    return 1 if failed else 0
+    return exit_code(failed, len(images) - failed)
 
 
 def _embed_archive(args: argparse.Namespace) -> int:
@@ -171,16 +211,19 @@ def _embed_archive(args: argparse.Namespace) -> int:
 
     refuse(args, EMBEDDER_OPTIONS, "--out OUT.parquet embeds without jitter with the folded CPU forward pass "
                                    "(set the archive's threads with --workers, GPUs with --embed-gpus)")
-    config = ArchiveConfig(**given(args, ArchiveConfig))
-    settings = AlignmentSettings.for_photos(**given(args, AlignmentSettings))
+    config = configured(ArchiveConfig, args)
+    settings = configured(AlignmentSettings.for_photos, args, AlignmentSettings)
     try:
         report = embed_archive(args.images, args.out, model=args.model, settings=settings, config=config)
     except FileExistsError as exc:
         raise UsageError(str(exc)) from exc
+    except KeyboardInterrupt as exc:
+        exc.add_note(f"the parts written so far are kept in {args.out}: the same command with --resume continues")
+        raise
     print(report.summary())
     for source, error in sorted(report.unreadable.items()):
         print(f"{source}: ERROR {error}", file=sys.stderr)
-    return 1 if report.unreadable else 0
+    return exit_code(len(report.unreadable), report.already_done + report.processed - len(report.unreadable))
 
 
 def _cmd_index(args: argparse.Namespace) -> int:
@@ -189,7 +232,7 @@ def _cmd_index(args: argparse.Namespace) -> int:
 
     table = FaceTable.read_parquet(args.table)
     vectors = table.embedding[table.has_face]
-    index = DescriptorIndex(vectors, args.kind, settings=IndexSettings(**given(args, IndexSettings)))
+    index = DescriptorIndex(vectors, args.kind, settings=configured(IndexSettings, args))
     index.save(args.index, table_rows=len(table))
     print(f"{index.kind} index over {len(vectors)} faces of {args.table} ({index.memory_bytes / 2**20:.0f} MiB): "
           f"wrote {args.index}")
@@ -214,7 +257,7 @@ def _cmd_convert(args: argparse.Namespace) -> int:
 def _cmd_bench_lfw(args: argparse.Namespace) -> int:
     from .bench import bench_lfw
 
-    settings = AlignmentSettings(**given(args, AlignmentSettings))
+    settings = configured(AlignmentSettings, args)
     try:
         bench_lfw(args.lfw_dir, args.pairs, models=_models(args.model), num_jitters=args.num_jitters, flip=args.flip,
                   out=args.out, strict=args.strict, cache_dir=args.cache_dir, settings=settings, workers=args.workers,
@@ -224,6 +267,60 @@ def _cmd_bench_lfw(args: argparse.Namespace) -> int:
     print((Path(args.out) / "report.md").read_text())
     print(f"wrote {args.out}/report.json, report.md, roc.png")
     return 0
+
+
+class _Rows:
+    """A csv writer that counts its rows and flushes its file on demand."""
+
+    def __init__(self, file):
+        import csv
+
+        self.file, self.rows = file, 0
+        self._writer = csv.writer(file, lineterminator="\n")
+
+    def header(self, names: list[str]) -> None:
+        self._writer.writerow(names)
+
+    def writerow(self, row: list) -> None:
+        self._writer.writerow(row)
+        self.rows += 1
+
+    def flush(self) -> None:
+        self.file.flush()
+
+
+def _streamed_csv(target: str | None):
+    """A context manager giving _Rows on stdout, or on FILE.part (flushed by the caller as rows come)
+    that is renamed to FILE at the end, and on Ctrl-C with the rows written so far (the interrupt's
+    message says how many). On another error FILE.part is kept, and the error's message names it."""
+    import contextlib
+
+    @contextlib.contextmanager
+    def output():
+        if target is None:
+            yield _Rows(sys.stdout)
+            sys.stdout.flush()
+            return
+        final = Path(target)
+        part = final.with_name(final.name + ".part")
+        final.parent.mkdir(parents=True, exist_ok=True)
+        with open(part, "w", newline="") as f:
+            rows = _Rows(f)
+            try:
+                yield rows
+            except KeyboardInterrupt as exc:
+                f.flush()
+                os.replace(part, final)
+                exc.add_note(f"kept the {rows.rows} rows written so far in {final}")
+                raise
+            except BaseException as exc:
+                exc.add_note(f"the {rows.rows} rows written before it are in {part}")
+                raise
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(part, final)
+
+    return output()
 
 
 def _csv_output(target: str | None):
@@ -248,8 +345,10 @@ def _cmd_enrol(args: argparse.Namespace) -> int:
 
     alignment = given(args, AlignmentSettings)
     config = given(args, GalleryConfig)
+    configured(AlignmentSettings.for_photos, args, AlignmentSettings)  # a value refused: exit 2
+    gallery_config = configured(GalleryConfig, args)
     if Path(args.gallery).exists():
-        gallery = Gallery.load(args.gallery, model=args.model, threads=args.threads)
+        gallery = _load_gallery(args)
         changed = sorted(k for k, v in alignment.items() if v != getattr(gallery.settings, k))
         if changed:
             raise UsageError(f"{args.gallery} was made with other alignment settings ({', '.join(changed)}); its "
@@ -261,7 +360,7 @@ def _cmd_enrol(args: argparse.Namespace) -> int:
         gallery.root = str(Path(args.root))
         gallery.sync()
     else:
-        gallery = Gallery.build(args.root, model=args.model, config=GalleryConfig(**config), threads=args.threads,
+        gallery = Gallery.build(args.root, model=args.model, config=gallery_config, threads=args.threads,
                                 **alignment)
     report = gallery.last_sync
     assert report is not None
@@ -271,12 +370,29 @@ def _cmd_enrol(args: argparse.Namespace) -> int:
         print(f"  skipped {source}: {reason}")
     print(gallery.summary())
     print(f"wrote {args.gallery}")
-    return 0
+    unreadable = sum(reason.startswith("unreadable") for reason in report.skipped.values())
+    return EXIT_PARTIAL if unreadable else EXIT_OK
 
 
-def _expand_inputs(inputs: list[str]) -> list[str]:
-    """Photos and videos as given, folders replaced by the photos and videos under them; camera
-    indices (0, 1, ...) kept."""
+def _load_gallery(args: argparse.Namespace):
+    """Gallery.load(args.gallery, ...); a file whose metadata the library cannot use is a GalleryError
+    naming the file."""
+    from .errors import GalleryError, ModelFormatError
+    from .gallery import Gallery
+
+    try:
+        return Gallery.load(args.gallery, model=args.model, threads=args.threads)
+    except (GalleryError, ModelFormatError, OSError, ImportError):
+        raise
+    except (TypeError, KeyError, ValueError, AttributeError) as exc:
+        if str(args.gallery) in str(exc):
+            raise
+        raise GalleryError(f"{args.gallery}: not a usable gallery ({type(exc).__name__}: {exc})") from exc
+
+
+def _expand_inputs(inputs: list[str], exclude: Sequence[str] = ()) -> list[str]:
+    """Photos and videos as given, folders replaced by the photos and videos under them (`exclude`:
+    the command's outputs, never read); camera indices (0, 1, ...) kept."""
     from .datasets import IMAGE_SUFFIXES, list_files
     from .photos import VIDEO_SUFFIXES
 
@@ -286,51 +402,51 @@ def _expand_inputs(inputs: list[str]) -> list[str]:
             expanded.append(item)
         else:
             try:
-                expanded += list_files([item], IMAGE_SUFFIXES + VIDEO_SUFFIXES)
+                expanded += list_files([item], IMAGE_SUFFIXES + VIDEO_SUFFIXES, exclude)
             except FileNotFoundError:
                 expanded.append(item)  # reported as unreadable by identify, with the others done
     return expanded
 
 
 def _cmd_identify(args: argparse.Namespace) -> int:
-    from .gallery import Gallery
-
-    gallery = Gallery.load(args.gallery, model=args.model, threads=args.threads)
-    inputs = _expand_inputs(args.inputs)
-    failed = faces = 0
-    with _csv_output(args.csv) as out:
-        out.writerow(["path", "frame", "face", "left", "top", "right", "bottom", "identity", "distance", "confidence"])
+    gallery = _load_gallery(args)
+    inputs = _expand_inputs(args.inputs, [args.csv] if args.csv else [])
+    failed = faces = done = 0
+    with _streamed_csv(args.csv) as out:
+        out.header(["path", "frame", "face", "left", "top", "right", "bottom", "identity", "distance", "confidence"])
         for result in gallery.identify_many(inputs, threshold=args.threshold, k=args.k, classifier=args.classifier,
                                             every=args.every, progress=True, max_frames=args.max_frames):
             frame = "" if result.frame is None else result.frame
             if result.error:
                 failed += 1
                 print(f"{result.source}: ERROR {result.error}", file=sys.stderr)
-            elif not result.matches and result.frame is None:
-                out.writerow([result.source, frame, "", "", "", "", "", "no_faces_found", "", ""])
+            else:
+                done += 1
+                if not result.matches and result.frame is None:
+                    out.writerow([result.source, frame, "", "", "", "", "", "no_faces_found", "", ""])
             for m in result.matches:
                 faces += 1
                 out.writerow([m.source, frame, m.face, *m.box, m.identity, f"{m.distance:.4f}", f"{m.confidence:.4f}"])
+            out.flush()  # rows as they are found: a camera or a long video loses nothing on Ctrl-C
     print(f"{len(inputs)} inputs, {faces} faces, {failed} unreadable; "
           f"threshold {args.threshold or gallery.threshold:.3f}"
           + (f"; wrote {args.csv}" if args.csv else ""), file=sys.stderr)
-    return 1 if failed else 0
+    return exit_code(failed, done)
 
 
 def _cmd_search(args: argparse.Namespace) -> int:
     from .errors import NoFaceFoundError
-    from .gallery import Gallery
 
-    gallery = Gallery.load(args.gallery, model=args.model, threads=args.threads)
+    gallery = _load_gallery(args)
     if args.index:
         from .index import DescriptorIndex
 
         gallery.use_search_index(DescriptorIndex.load(args.index))
     try:
         hits = gallery.search(args.query, k=args.k, max_distance=args.max_distance)
-    except NoFaceFoundError as exc:
-        print(f"{args.query}: no_faces_found ({exc})", file=sys.stderr)
-        return 1
+    except NoFaceFoundError as exc:  # failed: the one input gave nothing to search for
+        print(f"pyfacedlib search: {args.query}: no_faces_found ({exc})", file=sys.stderr)
+        return EXIT_FAILED
     with _csv_output(args.csv) as out:
         out.writerow(["rank", "path", "face", "left", "top", "right", "bottom", "identity", "distance"])
         for rank, hit in enumerate(hits, 1):
@@ -344,7 +460,7 @@ def _face_table(files: dict[str, str | None], args: argparse.Namespace, previous
     from .embedder import FaceEmbedder
     from .facetable import embed_files
 
-    settings = AlignmentSettings.for_photos(**given(args, AlignmentSettings))
+    settings = configured(AlignmentSettings.for_photos, args, AlignmentSettings)
     embedder = FaceEmbedder(model=args.model, threads=args.threads)
     table, changes = embed_files(files, embedder, settings, previous=previous, progress=progress,
                                  warn=lambda message: print(message, file=sys.stderr))
@@ -373,13 +489,16 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     from .datasets import labelled_files
 
     out = Path(args.out_dir)
-    files = labelled_files(args.input_dir, labelled=False)
+    settings = configured(ClusterSettings, args)
+    if Path(args.input_dir).is_dir() and out.exists() and out.resolve() == Path(args.input_dir).resolve():
+        raise UsageError(f"OUT_DIR {out} is INPUT_DIR itself: give a folder of its own (inside INPUT_DIR is fine, "
+                         "it is never read as input)")
+    files = labelled_files(args.input_dir, labelled=False, exclude=[out])
     if not files:
         raise UsageError(f"no images under {args.input_dir}")
     table = _face_table(files, args, out / "faces.parquet", "faces")
     table.write_parquet(out / "faces.parquet")
     rows = np.flatnonzero(table.has_face)
-    settings = ClusterSettings(**given(args, ClusterSettings))
     labels = cluster(table.embedding[rows], threshold=settings.threshold, method=settings.method,
                      min_size=settings.min_size)
     with _csv_output(str(out / "clusters.csv")) as writer:
@@ -392,8 +511,22 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     print(f"{clusters} clusters ({settings.method}, threshold {settings.threshold}), {int((labels < 0).sum())} faces "
           f"in no cluster (-1); largest: {', '.join(str(n) for n in sorted(sizes, reverse=True)[:10])}")
     print(f"wrote {out / 'clusters.csv'}, {out / 'faces.parquet'} and one folder of links per cluster")
-    _unreadable(table)  # listed; cluster's exit code stays 0 with unreadable photos (exit codes: issue 27)
-    return 0
+    unreadable = _unreadable(table)
+    return exit_code(len(unreadable), len(set(table.source_path)) - len(unreadable))
+
+
+LABELS_OWNER = ".pyfacedlib-labels.json"  # beside labels.npy: the export FILE.npy they belong to
+
+
+def _npy_label_files(out: Path) -> tuple[list[Path], str | None]:
+    """The facenet label files beside `out` that exist, and the FILE.npy whose export wrote them
+    (None when no export recorded it)."""
+    present = [out.parent / name for name in ("labels.npy", "label_strings.npy") if (out.parent / name).exists()]
+    try:
+        owner = json.loads((out.parent / LABELS_OWNER).read_text()).get("embeddings")
+    except (OSError, ValueError, AttributeError):
+        owner = None
+    return present, owner
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
@@ -402,25 +535,38 @@ def _cmd_export(args: argparse.Namespace) -> int:
     out = Path(args.out)
     if out.suffix not in (".parquet", ".npy"):
         raise UsageError(f"--out must end in .parquet or .npy, got {out}")
-    files = labelled_inputs(args.inputs, labelled=False)
+    files = labelled_inputs(args.inputs, labelled=False, exclude=[out])
     if not files:
         raise UsageError("no images found")
+    labels, owner = _npy_label_files(out) if out.suffix == ".npy" else ([], None)
+    if labels and owner != out.name and any(files.values()):
+        raise UsageError(f"{', '.join(map(str, labels))} exist beside {out} and were not written by an export of "
+                         f"{out.name} ({out.parent / LABELS_OWNER} says {owner or 'nothing'}): an export would "
+                         "overwrite them; move them or export into another folder")
     table = _face_table(files, args, out if out.suffix == ".parquet" else None, "exporting")
     if out.suffix == ".parquet":
         table.write_parquet(out)
         written = [out]
     else:
         written = table.write_npy(out)
+        if len(written) > 1:
+            _atomic.write_text(out.parent / LABELS_OWNER, json.dumps({"embeddings": out.name}))
+        elif labels and owner == out.name:  # this export's old labels, now without identities: stale
+            for path in [*labels, out.parent / LABELS_OWNER]:
+                path.unlink()
+            print(f"removed {', '.join(map(str, labels))}: written by an earlier export of {out.name}, "
+                  "whose photos now have no identities", file=sys.stderr)
     print(_table_summary(table))
     print("wrote " + ", ".join(str(p) for p in written))
-    return 1 if _unreadable(table) else 0
+    unreadable = _unreadable(table)
+    return exit_code(len(unreadable), len(set(table.source_path)) - len(unreadable))
 
 
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .bench import evaluate_folders
 
     evaluate_folders(args.root, model=_models(args.model), out=args.out, threads=args.threads,
-                     settings=AlignmentSettings(**given(args, AlignmentSettings)))
+                     settings=configured(AlignmentSettings, args))
     print((Path(args.out) / "report.md").read_text())
     print(f"wrote {args.out}/report.json, report.md, roc.png")
     return 0
@@ -429,8 +575,12 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
 def _cmd_finetune(args: argparse.Namespace) -> int:
     from ._finetune import FinetuneConfig, finetune
 
-    config = FinetuneConfig(**given(args, FinetuneConfig))
-    result = finetune(args.train_dir, args.out_dir, base_model=args.base_model, val=args.val_dir, config=config)
+    config = configured(FinetuneConfig, args)
+    try:
+        result = finetune(args.train_dir, args.out_dir, base_model=args.base_model, val=args.val_dir, config=config)
+    except KeyboardInterrupt as exc:
+        exc.add_note(f"the checkpoints in {args.out_dir} are kept: the same command continues from the last one")
+        raise
     print(f"trained {result.strategy}/{config.bn}/{result.loss} for {result.steps} steps ({result.device}) in "
           f"{result.minutes:.1f} min on {result.train_faces} faces of {result.train_identities} identities "
           f"(resumed from step {result.resumed_from_step})")
@@ -469,7 +619,9 @@ def build_parser() -> argparse.ArgumentParser:
     from ._finetune import FinetuneConfig
     from .gallery import Gallery
 
-    parser = argparse.ArgumentParser(prog="pyfacedlib", description="Fine-tunable dlib face recognition.")
+    parser = argparse.ArgumentParser(prog="pyfacedlib", description="Fine-tunable dlib face recognition.",
+                                     epilog=EXIT_CODES, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true", help="on an error, print its traceback too")
     sub = parser.add_subparsers(dest="command", required=True)
 
     info = sub.add_parser("info", help="build information and model files")
@@ -545,7 +697,8 @@ def build_parser() -> argparse.ArgumentParser:
     identify.add_argument("--every", type=int, default=default_of(Gallery.identify_many, "every"),
                           help="videos: every Nth frame (default: %(default)s)")
     identify.add_argument("--max-frames", type=int, default=None, help="videos and cameras: stop after N frames")
-    identify.add_argument("--csv", help="write the CSV to FILE (atomically) instead of standard output")
+    identify.add_argument("--csv", help="write the CSV to FILE instead of standard output: rows go to FILE.part as "
+                                        "they are found, renamed to FILE at the end or on Ctrl-C")
     identify.set_defaults(run=_cmd_identify)
 
     search = sub.add_parser("search", help="the gallery's faces nearest to the face in QUERY: CSV rank,path,face,"
@@ -581,7 +734,9 @@ def build_parser() -> argparse.ArgumentParser:
                                            "sha256, box, landmarks, identity) or FILE.npy (+ facenet's labels.npy, "
                                            "label_strings.npy for identity folders)")
     export.add_argument("inputs", nargs="+", help="photos or folders (identity folders: ROOT/Name/**/*.jpg)")
-    export.add_argument("--out", required=True, help="FILE.parquet (re-running re-uses its rows) or FILE.npy")
+    export.add_argument("--out", required=True, help="FILE.parquet (re-running re-uses its rows) or FILE.npy "
+                                                      "(labels.npy / label_strings.npy beside it are overwritten only "
+                                                      "when an export of the same FILE.npy wrote them)")
     export.add_argument("--model", help=MODEL_HELP)
     export.add_argument("--threads", type=int, default=None)
     _photo_alignment(export)
@@ -603,18 +758,47 @@ def build_parser() -> argparse.ArgumentParser:
     tune.add_argument("--val-dir", help="held-out identities (default: a fifth of TRAIN_DIR's identities)")
     add_config_options(tune, FinetuneConfig, title="training")
     tune.set_defaults(run=_cmd_finetune)
+    for verb in sub.choices.values():
+        verb.epilog, verb.formatter_class = EXIT_CODES, argparse.RawDescriptionHelpFormatter
+        verb.add_argument("--debug", action="store_true", default=argparse.SUPPRESS,
+                          help="on an error, print its traceback too")
     return parser
 
 
+def _one_line(exc: BaseException) -> str:
+    """The message of `exc` on one line, with its notes; an ImportError says what installs the module."""
+    message = str(exc) if not isinstance(exc, KeyError) else f"missing {exc}"
+    if isinstance(exc, ImportError) and "pip install" not in message:
+        module = (exc.name or "").split(".")[0]
+        if module and module != "pyfacedlib":
+            message += f" (pip install {PIP_NAMES.get(module, module)})"
+    known = (ValueError, OSError, RuntimeError, ImportError)  # the library's errors, with messages for users
+    if not isinstance(exc, known) or not message:
+        message = f"{type(exc).__name__}: {message}".rstrip(": ") + " (--debug shows where)"
+    parts = [*message.splitlines(), *getattr(exc, "__notes__", ())]
+    return "; ".join(part.strip() for part in parts if part.strip())
+
+
 def main(argv: list[str] | None = None) -> int:
-    """Entry point of the `pyfacedlib` command."""
+    """Entry point of the `pyfacedlib` command; returns the exit code (EXIT_CODES)."""
     args = build_parser().parse_args(argv)
+    error: BaseException
     try:
         return args.run(args)
-    except (ValueError, FileNotFoundError, NotADirectoryError) as exc:
-        # ModelFormatError, ImageError, GalleryError included
-        print(f"pyfacedlib {args.command}: {exc}", file=sys.stderr)
-        return 2
+    except KeyboardInterrupt as exc:
+        notes = ("; ".join(getattr(exc, "__notes__", ()))
+                 or "the command did not finish; each output file is written whole or not at all")
+        error, code, message = exc, EXIT_INTERRUPTED, f"interrupted: {notes}"
+    except UsageError as exc:
+        error, code, message = exc, EXIT_USAGE, _one_line(exc)
+    except Exception as exc:  # noqa: BLE001 - any failure is one line (and --debug shows the traceback)
+        error, code, message = exc, EXIT_FAILED, _one_line(exc)
+    if args.debug:
+        import traceback
+
+        traceback.print_exception(error)
+    print(f"pyfacedlib {args.command}: {message}", file=sys.stderr)
+    return code
 
 
 if __name__ == "__main__":  # pragma: no cover

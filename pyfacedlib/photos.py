@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, cast
 
 import numpy as np
 
+from . import _faults
 from ._native import CHIP_SIZE, DESCRIPTOR_SIZE
 from ._system import available_cpus, file_sha256
 from .align import AlignmentSettings, find_faces
@@ -78,7 +79,7 @@ def detect_photo(item: PhotoInput, settings: AlignmentSettings, hash_files: bool
         if isinstance(item, (str, os.PathLike)):
             if hash_files:
                 result.sha256 = file_sha256(item)
-            rgb = load_image(item, exif_orientation=settings.exif_orientation)
+            rgb = load_image(item, exif_orientation=settings.exif_orientation, max_pixels=settings.max_image_pixels)
         else:
             rgb = as_rgb(item)
     except (ImageError, OSError, TypeError) as exc:
@@ -128,6 +129,13 @@ def add_descriptors(pending: list[PhotoFaces], embedder: FaceEmbedder, keep_chip
             p.chips = None
 
 
+def _handed_out(results: list[PhotoFaces | None]) -> Iterator[PhotoFaces | None]:
+    """Yields the results one by one; after each is taken, fault point "photo" (pyfacedlib._faults)."""
+    for result in results:
+        yield result
+        _faults.point("photo")
+
+
 def with_descriptors(results: Iterable[PhotoFaces | None], embedder: FaceEmbedder, keep_chips: bool = False,
                      batch_faces: int = 64, max_pending: int = 256, bar=None, num_jitters: int = 0,
                      seed: int = 0) -> Iterator[PhotoFaces | None]:
@@ -140,12 +148,12 @@ def with_descriptors(results: Iterable[PhotoFaces | None], embedder: FaceEmbedde
         pending_faces += len(result) if result is not None else 0
         if pending_faces >= batch_faces or len(pending) >= max_pending:
             add_descriptors([p for p in pending if p is not None], embedder, keep_chips, num_jitters, seed)
-            yield from pending
+            yield from _handed_out(pending)
             if bar is not None:
                 bar.update(len(pending))
             pending, pending_faces = [], 0
     add_descriptors([p for p in pending if p is not None], embedder, keep_chips, num_jitters, seed)
-    yield from pending
+    yield from _handed_out(pending)
     if bar is not None:
         bar.update(len(pending))
 
@@ -190,7 +198,11 @@ def is_video(source: object) -> bool:
 def video_frames(source: VideoSource, every: int = 1, max_frames: int | None = None
                  ) -> Iterator[tuple[int, float, np.ndarray]]:
     """(frame number, timestamp in seconds, RGB frame) for every `every`-th frame of a video file or
-    camera (an index such as 0), through OpenCV. Raises ImageError when the source cannot be opened."""
+    camera (an index such as 0), through OpenCV. Raises ImageError when the source cannot be opened,
+    and, after the last frame it could read, when a video file ends before the frame count its
+    container declares (truncated or corrupt: "ended at frame N of M"; a count off by one frame, as
+    containers that estimate it from duration x fps may be, is not reported). Cameras and files
+    without a frame count end quietly."""
     try:
         import cv2
     except ImportError as exc:  # pragma: no cover - a declared dependency
@@ -208,15 +220,20 @@ def video_frames(source: VideoSource, every: int = 1, max_frames: int | None = N
         if not capture.isOpened():
             raise ImageError(f"cannot open video {source} (OpenCV could not read it)")
     fps = capture.get(cv2.CAP_PROP_FPS) or 0.0
+    camera = isinstance(source, (int, np.integer)) or (isinstance(source, str) and source.isdigit())
+    declared = 0 if camera else int(capture.get(cv2.CAP_PROP_FRAME_COUNT) or 0)
     try:
         index = emitted = 0
+        ended = False
         while max_frames is None or emitted < max_frames:
             if index % every:
                 if not capture.grab():
+                    ended = True
                     break
             else:
                 ok, frame = capture.read()
                 if not ok:
+                    ended = True
                     break
                 milliseconds = capture.get(cv2.CAP_PROP_POS_MSEC)
                 timestamp = index / fps if fps > 0 else milliseconds / 1000.0
@@ -225,15 +242,26 @@ def video_frames(source: VideoSource, every: int = 1, max_frames: int | None = N
             index += 1
     finally:
         capture.release()
+    if ended and declared > 0 and index < declared - 1:
+        raise ImageError(f"video {source} ended at frame {index} of {declared} (truncated or corrupt): "
+                         f"the frames before were read")
 
 
 def embed_video(source: VideoSource, embedder: FaceEmbedder, settings: AlignmentSettings,
                 every: int = 1, max_frames: int | None = None, workers: int | None = None,
                 progress: bool | str = False) -> Iterator[PhotoFaces]:
     """embed_photos over the frames of a video or camera: one PhotoFaces per processed frame, with
-    `frame` and `timestamp` set (frames are detected on several threads, in order)."""
+    `frame` and `timestamp` set (frames are detected on several threads, in order). A video that
+    ends before its declared frame count raises video_frames' ImageError after every frame read was
+    yielded (none in flight is lost)."""
     name = str(source)
-    frames = video_frames(source, every=every, max_frames=max_frames)
+    ended_early: list[ImageError] = []
+
+    def frames() -> Iterator[tuple[int, float, np.ndarray]]:
+        try:
+            yield from video_frames(source, every=every, max_frames=max_frames)
+        except ImageError as exc:  # cannot open (no frame read yet), or ended early: raised once all are done
+            ended_early.append(exc)
 
     def work(item: tuple[int, float, np.ndarray]) -> PhotoFaces:
         index, timestamp, rgb = item
@@ -242,6 +270,8 @@ def embed_video(source: VideoSource, embedder: FaceEmbedder, settings: Alignment
         return result
 
     with progress_bar(progress, "frames", "frame") as bar:
-        detected = ordered_map(frames, work, workers or available_cpus())
+        detected = ordered_map(frames(), work, workers or available_cpus())
         # small batches: a camera's matches should not wait for many frames
         yield from cast(Iterator[PhotoFaces], with_descriptors(detected, embedder, False, 16, 8, bar))
+    if ended_early:
+        raise ended_early[0]

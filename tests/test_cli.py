@@ -25,18 +25,75 @@ def test_embed_to_npy_and_json(lfw_sample, tmp_path, capsys, embedder):
     assert len(records[0]["landmarks"]) == 5
 
 
-def test_embed_reports_unreadable_files(tmp_path, capsys):
+def test_embed_reports_unreadable_files(lfw_sample, tmp_path, capsys):
     bad = tmp_path / "bad.jpg"
     bad.write_text("nope")
-    assert main(["embed", str(bad)]) == 1
+    assert main(["embed", str(bad)]) == 1                            # nothing readable: failed
     assert "bad.jpg" in capsys.readouterr().err
+    assert main(["embed", str(bad), str(lfw_sample[0]), "--quiet"]) == 3  # done, one input listed as unreadable
+    assert "bad.jpg: ERROR" in capsys.readouterr().err
+
+
+def _one_error_line(err: str, verb: str) -> str:
+    lines = [line for line in err.splitlines() if line.startswith(f"pyfacedlib {verb}: ")]
+    assert len(lines) == 1 and "Traceback" not in err, err
+    return lines[0]
 
 
 def test_bad_model_exit_code(tmp_path, capsys):
     bad = tmp_path / "m.dat"
     bad.write_bytes(b"garbage")
-    assert main(["embed", "x.jpg", "--model", str(bad)]) == 2
-    assert "m.dat" in capsys.readouterr().err
+    assert main(["embed", "x.jpg", "--model", str(bad)]) == 1  # a runtime failure, not a usage error
+    assert "m.dat" in _one_error_line(capsys.readouterr().err, "embed")
+
+
+def test_errors_are_one_line_with_exit_codes_and_debug_shows_the_traceback(lfw_sample, tmp_path, capsys):
+    """DeviceError (no CUDA here), a bad option value, --debug, and the documented codes in --help."""
+    import pytest
+
+    from pyfacedlib._native import cuda_module, cuda_status
+
+    image = str(lfw_sample[0])
+    if cuda_module() is None or not cuda_status()["devices"]:
+        assert main(["embed", image, "--device", "cuda"]) == 1
+        assert "device='cuda'" in _one_error_line(capsys.readouterr().err, "embed")
+        assert main(["--debug", "embed", image, "--device", "cuda"]) == 1
+        err = capsys.readouterr().err
+        assert "Traceback" in err and "DeviceError" in err and "pyfacedlib embed: device='cuda'" in err
+        assert main(["embed", image, "--device", "cuda", "--debug"]) == 1  # after the verb too
+        assert "Traceback" in capsys.readouterr().err
+    assert main(["embed", image, "--upsample", "9"]) == 2  # a value the library refuses: usage
+    assert "upsample" in _one_error_line(capsys.readouterr().err, "embed")
+    with pytest.raises(SystemExit) as exited:
+        main(["--help"])
+    assert exited.value.code == 0
+    out = capsys.readouterr().out
+    assert "exit codes" in out and "130" in out and all(f"  {code}    " in out for code in "0123")
+
+
+def test_import_error_and_interrupt_exit_codes(monkeypatch, tmp_path, capsys):
+    import pyfacedlib.cli as cli
+
+    def missing(args):
+        raise ModuleNotFoundError("No module named 'faiss'", name="faiss")
+
+    monkeypatch.setattr(cli, "_cmd_info", missing)
+    assert main(["info"]) == 1
+    assert "pip install 'pyfacedlib[search]'" in _one_error_line(capsys.readouterr().err, "info")
+
+    def interrupted(args):
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(cli, "_cmd_info", interrupted)
+    assert main(["info"]) == 130
+    assert "interrupted" in _one_error_line(capsys.readouterr().err, "info")
+
+    def bug(args):
+        raise TypeError("unsupported operand")
+
+    monkeypatch.setattr(cli, "_cmd_info", bug)
+    assert main(["info"]) == 1
+    assert "TypeError: unsupported operand" in _one_error_line(capsys.readouterr().err, "info")
 
 
 def test_embed_takes_folders_and_refuses_archive_options_without_parquet(lfw_sample, tmp_path, capsys):
@@ -50,7 +107,8 @@ def test_embed_takes_folders_and_refuses_archive_options_without_parquet(lfw_sam
     assert len(np.load(tmp_path / "d.npy")) >= 2
     assert main(["embed", str(folder), "--engine", "ray", "--out", str(tmp_path / "d.npy")]) == 2
     assert "OUT.parquet" in capsys.readouterr().err
-    assert main(["embed", str(tmp_path / "missing")]) == 2
+    assert main(["embed", str(tmp_path / "missing")]) == 1
+    assert "missing" in _one_error_line(capsys.readouterr().err, "embed")
 
 
 def test_options_are_generated_from_the_config_dataclasses():

@@ -53,7 +53,8 @@ def test_enrol_identify_search_round_trip(known, tmp_path: Path, capsys):
     csv_path = tmp_path / "out" / "who.csv"
     code = main(["identify", str(gallery), str(check), "--csv", str(csv_path)])
     err = capsys.readouterr().err
-    assert code == 1 and "broken.jpg: ERROR" in err and "1 unreadable" in err  # counted, listed, the rest done
+    assert code == 3 and "broken.jpg: ERROR" in err and "1 unreadable" in err  # counted, listed, the rest done
+    assert not csv_path.with_name("who.csv.part").exists()
     rows = _rows(csv_path.read_text())
     names = {Path(p).name: n for p, n in probes}
     best: dict[str, dict] = {}
@@ -72,8 +73,10 @@ def test_enrol_identify_search_round_trip(known, tmp_path: Path, capsys):
     hits = list(csv.DictReader(io.StringIO(capsys.readouterr().out)))
     assert [h["rank"] for h in hits] == ["1", "2"] and hits[0]["identity"] == probes[0][1]
     assert float(hits[0]["distance"]) <= float(hits[1]["distance"])
-    assert main(["search", str(gallery), str(blank)]) == 1
-    assert "no_faces_found" in capsys.readouterr().err
+    assert main(["search", str(gallery), str(blank)]) == 1  # failed: the one input gave nothing to search for
+    assert "pyfacedlib search: " in capsys.readouterr().err.strip().splitlines()[-1]
+    assert main(["search", str(gallery), str(check / "broken.jpg")]) == 1  # an unreadable query: failed too
+    assert "broken.jpg" in capsys.readouterr().err
 
 
 def test_enrol_syncs_an_existing_gallery_and_keeps_its_settings(known, tmp_path: Path, capsys):
@@ -117,5 +120,101 @@ def test_identify_video_rows_have_frames(known, tmp_path: Path, capsys):
 
 
 def test_missing_gallery_is_a_clear_error(tmp_path: Path, capsys):
-    assert main(["identify", str(tmp_path / "none.parquet"), "x.jpg"]) == 2
-    assert "none.parquet" in capsys.readouterr().err
+    assert main(["identify", str(tmp_path / "none.parquet"), "x.jpg"]) == 1
+    err = capsys.readouterr().err
+    assert "none.parquet" in err and "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def test_gallery_with_bad_metadata_names_the_file(known, tmp_path: Path, capsys):
+    from pyfacedlib.facetable import FaceTable
+
+    root, probes = known
+    gallery = tmp_path / "g.parquet"
+    assert main(["enrol", str(root), str(gallery)]) == 0
+    table = FaceTable.read_parquet(gallery)
+    table.metadata["settings"] = {**table.metadata["settings"], "no_such_setting": 1}
+    bad = tmp_path / "bad.parquet"
+    table.write_parquet(bad)
+    capsys.readouterr()
+    assert main(["identify", str(bad), str(probes[0][0])]) == 1
+    err = capsys.readouterr().err
+    assert err.startswith("pyfacedlib identify: ") and str(bad) in err and "no_such_setting" in err
+    assert "Traceback" not in err and len(err.strip().splitlines()) == 1
+
+
+def _video(path: Path, image: Path, frames: int) -> Path:
+    import cv2
+
+    import pyfacedlib as pfd
+
+    rgb = pfd.load_image(image)
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"MJPG"), 25.0, rgb.shape[1::-1])
+    for _ in range(frames):
+        writer.write(cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR))
+    writer.release()
+    return path
+
+
+def test_truncated_video_is_reported_not_a_silent_success(known, tmp_path: Path, capsys):
+    from pyfacedlib.errors import ImageError
+    from pyfacedlib.photos import video_frames
+
+    root, probes = known
+    gallery = tmp_path / "g.parquet"
+    assert main(["enrol", str(root), str(gallery)]) == 0
+    video = _video(tmp_path / "clip.avi", probes[0][0], 30)
+    data = video.read_bytes()
+    cut = tmp_path / "cut.avi"
+    cut.write_bytes(data[: len(data) // 2])            # the header still says 30 frames
+    assert len(list(video_frames(video))) == 30        # the whole video: no complaint
+    read = []
+    with pytest.raises(ImageError, match=r"ended at frame \d+ of 30"):
+        for item in video_frames(cut):
+            read.append(item[0])
+    assert 5 < len(read) < 30 and read == list(range(len(read)))  # every frame before the end came first
+    capsys.readouterr()
+    assert main(["identify", str(gallery), str(cut), "--every", "3"]) == 3
+    captured = capsys.readouterr()
+    assert "cut.avi: ERROR" in captured.err and "of 30" in captured.err
+    frames = [r["frame"] for r in _rows(captured.out) if r["identity"] == probes[0][1]]
+    assert frames and frames == [str(i) for i in range(0, 3 * len(frames), 3)]  # the frames read are kept
+    assert main(["identify", str(gallery), str(video), "--every", "3"]) == 0
+
+
+def test_identify_csv_keeps_its_rows_on_ctrl_c(known, tmp_path: Path, capsys):
+    """identify --csv writes rows to FILE.part as they are found; SIGINT renames it to FILE (exit 130)."""
+    import os
+    import signal
+    import subprocess
+    import sys
+    import time
+
+    import pyfacedlib as pfd
+
+    root, probes = known
+    gallery = tmp_path / "g.parquet"
+    assert main(["enrol", str(root), str(gallery)]) == 0
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    for i in range(600):
+        os.link(probes[i % len(probes)][0], photos / f"p{i:04d}.jpg")
+    out = tmp_path / "who.csv"
+    part = tmp_path / "who.csv.part"
+    launcher = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pyfacedlib.cli import main; sys.exit(main(sys.argv[1:]))"  # noqa: E501
+    child = subprocess.Popen([sys.executable, "-I", "-c", launcher, str(Path(pfd.__file__).resolve().parents[1]),
+                              "identify", str(gallery), str(photos), "--csv", str(out), "--threads", "2"],
+                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 180
+    while time.time() < deadline and child.poll() is None and (
+            not part.exists() or len(part.read_text().splitlines()) < 3):
+        time.sleep(0.02)
+    child.send_signal(signal.SIGINT)
+    _, err = child.communicate(timeout=180)
+    assert child.returncode == 130, err
+    assert "Traceback" not in err and "interrupted" in err and f"in {out}" in err
+    assert out.exists() and not part.exists()
+    rows = _rows(out.read_text())
+    assert 2 <= len(rows) < 600                                   # interrupted half way, the rows found kept
+    assert f"kept the {len(rows)} rows" in err
+    for row in rows:                                              # every row whole
+        assert row["confidence"] and float(row["distance"]) >= 0 and int(row["right"]) > int(row["left"])

@@ -59,7 +59,7 @@ def test_cli_cluster_round_trip(johns_dir: Path, tmp_path: Path, capsys):
     truth = _flat_copy(johns_dir, tmp_path / "photos")
     (tmp_path / "photos" / "broken.jpg").write_bytes(b"not an image")
     out = tmp_path / "out"
-    assert main(["cluster", str(tmp_path / "photos"), str(out)]) == 0
+    assert main(["cluster", str(tmp_path / "photos"), str(out)]) == 3  # done; broken.jpg listed as unreadable
     printed = capsys.readouterr().out
     assert "5 clusters" in printed and "1 unreadable" in printed
     with open(out / "clusters.csv") as f:
@@ -72,7 +72,7 @@ def test_cli_cluster_round_trip(johns_dir: Path, tmp_path: Path, capsys):
     assert [p.name for p in folders] == [f"cluster_{i:03d}" for i in range(5)]
     assert all(len(list(p.iterdir())) == 11 and all(q.is_symlink() for q in p.iterdir()) for p in folders)
     # a second run with another threshold re-uses the faces (faces.parquet) and replaces the folders
-    assert main(["cluster", str(tmp_path / "photos"), str(out), "--threshold", "0.1"]) == 0
+    assert main(["cluster", str(tmp_path / "photos"), str(out), "--threshold", "0.1"]) == 3
     captured = capsys.readouterr()
     assert "0 added" in captured.err and "56 unchanged" in captured.err
     clusters = int(captured.out.splitlines()[1].split()[0])  # "N clusters (...)"
@@ -86,7 +86,7 @@ def test_cli_export_parquet_and_npy(johns_dir: Path, tmp_path: Path, capsys):
     shutil.copytree(johns_dir, root)
     (root / "John_Simm" / "broken.jpg").write_bytes(b"\xff\xd8")
     out = tmp_path / "faces.parquet"
-    assert main(["export", str(root), "--out", str(out)]) == 1  # the broken file: listed, the rest written
+    assert main(["export", str(root), "--out", str(out)]) == 3  # the broken file: listed, the rest written
     assert "broken.jpg: ERROR" in capsys.readouterr().err
     table = pq.read_table(out)
     assert table.num_rows == 56
@@ -96,7 +96,7 @@ def test_cli_export_parquet_and_npy(johns_dir: Path, tmp_path: Path, capsys):
     assert all(len(s) == 64 for s in faces.column("sha256").to_pylist())
     embedding = np.stack(faces.column("embedding").to_numpy(zero_copy_only=False))
     assert embedding.shape == (55, 128) and embedding.dtype == np.float32
-    assert main(["export", str(root), "--out", str(out)]) == 1  # re-run: nothing embedded again
+    assert main(["export", str(root), "--out", str(out)]) == 3  # re-run: nothing embedded again
     assert "0 added (0 reused), 0 changed, 0 removed, 56 unchanged" in capsys.readouterr().err
     npy = tmp_path / "npy" / "embeddings.npy"
     (root / "John_Simm" / "broken.jpg").unlink()
@@ -106,6 +106,39 @@ def test_cli_export_parquet_and_npy(johns_dir: Path, tmp_path: Path, capsys):
     assert vectors.shape == (55, 128) and labels.shape == (55,) and strings.shape == (55,)
     assert len(set(labels.tolist())) == 5 and strings[labels == 0][0] == sorted(strings)[0]
     np.testing.assert_allclose(np.sort(vectors[:, 0]), np.sort(embedding[:, 0]), atol=1e-6)
+    # labels.npy beside FILE.npy belong to one export: re-exporting it is fine, another FILE.npy is refused
+    capsys.readouterr()
+    assert main(["export", str(root), "--out", str(npy)]) == 0
+    labels_before = (npy.parent / "labels.npy").read_bytes()
+    assert main(["export", str(root), "--out", str(npy.parent / "other.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "labels.npy" in err and "label_strings.npy" in err and "other.npy" in err
+    assert (npy.parent / "labels.npy").read_bytes() == labels_before and not (npy.parent / "other.npy").exists()
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    np.save(foreign / "labels.npy", np.zeros(3, np.int64))     # not written by an export: never overwritten
+    assert main(["export", str(root), "--out", str(foreign / "e.npy")]) == 2
+    assert "labels.npy" in capsys.readouterr().err and np.load(foreign / "labels.npy").shape == (3,)
+
+
+def test_cluster_output_inside_its_input_is_never_read(johns_dir: Path, tmp_path: Path, capsys):
+    """cluster ~/Pictures ~/Pictures/clusters: the second run must not read the first run's links."""
+    photos = tmp_path / "photos"
+    _flat_copy(johns_dir, photos)
+    out = photos / "clusters"
+    assert main(["cluster", str(photos), str(out)]) == 0
+    first = (out / "clusters.csv").read_text()
+    assert any(p.is_symlink() for p in out.rglob("*.jpg"))
+    capsys.readouterr()
+    assert main(["cluster", str(photos), str(out)]) == 0
+    captured = capsys.readouterr()
+    assert (out / "clusters.csv").read_text() == first and len(first.splitlines()) == 56
+    assert "0 added" in captured.err and "55 unchanged" in captured.err and "55 faces" in captured.out
+    assert main(["cluster", str(photos), str(photos)]) == 2         # OUT_DIR = INPUT_DIR: refused
+    from pyfacedlib.datasets import labelled_inputs, list_files
+
+    assert len(list_files([photos], exclude=[out])) == 55 and len(list_files([photos])) == 110
+    assert len(labelled_inputs([photos], exclude=[out / "clusters.csv", out])) == 55
 
 
 def test_evaluate_folders_report(johns_dir: Path, tmp_path: Path, capsys):

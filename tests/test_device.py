@@ -51,6 +51,28 @@ def test_device_cuda_without_gpu_is_a_clear_error():
         pfd.FaceEmbedder(device="cuda")
 
 
+def test_auto_warns_when_an_installed_cuda_module_cannot_load(monkeypatch):
+    """device="auto" falls back to the CPU when the CUDA module fails to load, but never silently."""
+    from pyfacedlib import _native
+    from pyfacedlib.errors import DeviceError
+
+    def fails():
+        raise ImportError("libcudnn.so.9: cannot open shared object file")
+
+    monkeypatch.setattr(_native, "_cuda", {})                 # forget the module found (or not) so far
+    monkeypatch.setattr(_native, "_cuda_installed", lambda: True)
+    monkeypatch.setattr(_native, "_load_cuda", fails)
+    with pytest.warns(RuntimeWarning, match="cannot load: libcudnn.so.9"):
+        assert _native.resolve_device("auto")[0] == "cpu"
+    with pytest.raises(DeviceError, match="libcudnn.so.9"):
+        _native.resolve_device("cuda")
+    monkeypatch.setattr(_native, "_cuda", {})
+    monkeypatch.setattr(_native, "_cuda_installed", lambda: False)  # a CPU-only build: quietly the CPU
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        assert _native.resolve_device("auto")[0] == "cpu"
+
+
 def test_unknown_device_is_rejected():
     with pytest.raises(ValueError, match="device must be one of"):
         pfd.FaceEmbedder(device="gpu")

@@ -11,15 +11,42 @@ import numpy as np
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png", ".bmp", ".gif", ".tif", ".tiff", ".webp", ".pgm", ".ppm")
 
 
-def list_files(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = IMAGE_SUFFIXES) -> list[str]:
+def _excluder(exclude: Iterable[str | os.PathLike]):
+    """A test `skip(path)`: True for a path at or under one of `exclude` (compared as given, made
+    absolute, and with symbolic links in the folders above resolved; a link inside an excluded folder
+    is excluded even when it points outside)."""
+    roots = {os.path.abspath(e) for e in exclude} | {os.path.realpath(e) for e in exclude}
+    if not roots:
+        return lambda path: False
+    folders: dict[str, str] = {}
+
+    def under(path: str) -> bool:
+        return any(path == root or path.startswith(root.rstrip(os.sep) + os.sep) for root in roots)
+
+    def skip(path: Path) -> bool:
+        parent = str(path.parent)
+        if parent not in folders:
+            folders[parent] = os.path.realpath(parent)
+        return under(os.path.abspath(path)) or under(os.path.join(folders[parent], path.name))
+
+    return skip
+
+
+def list_files(inputs: Iterable[str | os.PathLike], suffixes: Sequence[str] = IMAGE_SUFFIXES,
+               exclude: Iterable[str | os.PathLike] = ()) -> list[str]:
     """Files as given, and every file with one of `suffixes` under the folders given (recursively,
-    sorted; hidden files and folders skipped), without repeats. FileNotFoundError for a missing input."""
+    sorted; hidden files and folders skipped), without repeats. FileNotFoundError for a missing input.
+
+    exclude: paths (files or folders) whose subtrees are never read from a folder given, such as a
+    command's own outputs inside its input (cluster ~/Pictures ~/Pictures/clusters must not read its
+    links as photos on the next run); a file named in `inputs` itself is kept."""
+    skip = _excluder(exclude)
     files: list[str] = []
     for item in inputs:
         path = Path(item)
         if path.is_dir():
             files += [str(p) for p in sorted(path.rglob("*")) if p.is_file() and p.suffix.lower() in suffixes
-                      and not any(part.startswith(".") for part in p.relative_to(path).parts)]
+                      and not any(part.startswith(".") for part in p.relative_to(path).parts) and not skip(p)]
         elif path.exists():
             files.append(str(path))
         else:
@@ -35,8 +62,8 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
     return [Path(p) for p in list_files([root])]
 
 
-def labelled_files(root: str | os.PathLike, labelled: bool = True,
-                   suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[str, str | None]:
+def labelled_files(root: str | os.PathLike, labelled: bool = True, suffixes: Sequence[str] = IMAGE_SUFFIXES,
+                   exclude: Iterable[str | os.PathLike] = ()) -> dict[str, str | None]:
     """The one rule from files to people: image path -> the person it shows, for everything under `root`.
 
     - root/Name/**/x.jpg -> "Name": the first folder under root names the person, however deep the
@@ -44,11 +71,12 @@ def labelled_files(root: str | os.PathLike, labelled: bool = True,
     - root/Name.jpg -> "Name" when `labelled` (face_recognition's convention: one photo of a person
       named by the file), None otherwise (export and cluster read loose photos as unlabelled);
     - a file given as `root` -> None.
-    Hidden files and folders are skipped; paths are sorted. FileNotFoundError when root is missing.
+    Hidden files and folders are skipped, and whatever lies at or under a path of `exclude` (a
+    command's outputs: list_files); paths are sorted. FileNotFoundError when root is missing.
     Fine-tuning, evaluation, enrolment, exports and the CLI all read folders through this function.
     """
     path = Path(root)
-    files = list_files([path], suffixes)
+    files = list_files([path], suffixes, exclude)
     if not path.is_dir():
         return {file: None for file in files}
     people: dict[str, str | None] = {}
@@ -59,11 +87,14 @@ def labelled_files(root: str | os.PathLike, labelled: bool = True,
 
 
 def labelled_inputs(inputs: Iterable[str | os.PathLike], labelled: bool = False,
-                    suffixes: Sequence[str] = IMAGE_SUFFIXES) -> dict[str, str | None]:
-    """labelled_files over several inputs (folders and files), in order, the first label of a file kept."""
+                    suffixes: Sequence[str] = IMAGE_SUFFIXES,
+                    exclude: Iterable[str | os.PathLike] = ()) -> dict[str, str | None]:
+    """labelled_files over several inputs (folders and files), in order, the first label of a file kept;
+    `exclude` as list_files."""
+    exclude = list(exclude)
     people: dict[str, str | None] = {}
     for item in inputs:
-        for file, person in labelled_files(item, labelled, suffixes).items():
+        for file, person in labelled_files(item, labelled, suffixes, exclude).items():
             people.setdefault(file, person)
     return people
 
