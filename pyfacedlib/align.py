@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import threading
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
@@ -26,7 +27,7 @@ from . import models
 from ._config import option
 from ._native import CHIP_SIZE, DESCRIPTOR_SIZE, core
 from ._system import available_cpus
-from .images import ImageLike, as_rgb
+from .images import DEFAULT_MAX_IMAGE_PIXELS, ImageLike, as_rgb
 
 __all__ = ["CENTER_BOX", "CHIP_SIZE", "DESCRIPTOR_SIZE", "DETECTORS", "FALLBACKS", "PHOTO_FALLBACKS", "AlignedFace",
            "AlignmentSettings", "FoundFaces", "align_one", "as_chips", "detect", "detect_faces", "detection_scale",
@@ -125,20 +126,38 @@ def detection_scale(image_shape: Sequence[int], upsample: int = 1, min_face_size
     return min(native, DETECTOR_MIN_FACE / float(min_face_size))
 
 
+_resize_pools: dict[tuple[int, int], Any] = {}
+_resize_pools_lock = threading.Lock()
+
+
+def _resize_pool(threads: int):
+    """The one process-wide pool the banded resize runs in: `threads` (the CPUs) threads in total, however
+    many photo-pipeline threads resize at once (N decode threads x their own pools would start N x CPUs)."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    key = (os.getpid(), threads)  # a forked child has the parent's pool object but none of its threads
+    with _resize_pools_lock:
+        pool = _resize_pools.get(key)
+        if pool is None:
+            pool = _resize_pools[key] = ThreadPoolExecutor(threads, thread_name_prefix="pyfacedlib-resize")
+        return pool
+
+
 def _resized(rgb: np.ndarray, scale: float) -> np.ndarray:
     """rgb resized by `scale` (Pillow's antialiased bilinear), in horizontal bands on all CPUs.
 
     Each band is resized from its exact box of the source (Pillow's `box`), so the bands join into
-    exactly the image one resize call gives; Pillow releases the GIL while it resamples.
+    exactly the image one resize call gives; Pillow releases the GIL while it resamples. The bands
+    run in one shared pool of as many threads as CPUs, so concurrent callers (the photo pipeline's
+    threads) never run more resize threads than CPUs in total.
     """
-    from concurrent.futures import ThreadPoolExecutor
-
     from PIL import Image
 
     height, width = rgb.shape[:2]
     out_w, out_h = max(1, round(width * scale)), max(1, round(height * scale))
     image = Image.fromarray(rgb)
-    bands = max(1, min(available_cpus(), out_h // 256))
+    cpus = available_cpus()
+    bands = max(1, min(cpus, out_h // 256))
     bounds = [round(out_h * i / bands) for i in range(bands + 1)]
 
     def band(i: int) -> np.ndarray:
@@ -148,8 +167,7 @@ def _resized(rgb: np.ndarray, scale: float) -> np.ndarray:
 
     if bands == 1:
         return band(0)
-    with ThreadPoolExecutor(bands) as pool:
-        return np.concatenate(list(pool.map(band, range(bands))))
+    return np.concatenate(list(_resize_pool(cpus).map(band, range(bands))))
 
 
 def detect(image: ImageLike, detector: str = "hog", upsample: int = 1, return_scores: bool = False,
@@ -261,6 +279,9 @@ class AlignmentSettings:
     exif_orientation: bool = option(True, "turn photos upright as their EXIF orientation tag says",
                                      flag="--no-exif")
     version: int = option(2, "bumped when the alignment code changes", cli=False)
+    max_image_pixels: int = option(
+        DEFAULT_MAX_IMAGE_PIXELS, "largest photo decoded, in pixels (width x height; default: Pillow's 89.5 MP "
+        "warning level): a larger one is listed as unreadable, never an out-of-memory process; 0: no limit")
 
     def __post_init__(self) -> None:
         if self.fallback not in FALLBACKS:
@@ -268,6 +289,10 @@ class AlignmentSettings:
         if self.detector not in DETECTORS:
             raise ValueError(f"detector must be one of {DETECTORS}, got {self.detector!r}")
         _check_upsample(self.upsample)
+        if isinstance(self.max_image_pixels, bool) or not isinstance(self.max_image_pixels, (int, np.integer)) \
+                or self.max_image_pixels < 0:
+            raise ValueError(f"max_image_pixels must be a number of pixels >= 0 (0: no limit), "
+                             f"got {self.max_image_pixels!r}")
 
     @classmethod
     def for_photos(cls, **options: Any) -> AlignmentSettings:
@@ -281,7 +306,9 @@ class AlignmentSettings:
 
     def key(self) -> str:
         """Short hash naming the cache folder of these settings."""
-        return hashlib.sha256(json.dumps(asdict(self), sort_keys=True).encode()).hexdigest()[:16]
+        fields = asdict(self)
+        fields.pop("max_image_pixels")  # which photos are refused, not how faces are aligned
+        return hashlib.sha256(json.dumps(fields, sort_keys=True).encode()).hexdigest()[:16]
 
 
 class FoundFaces(NamedTuple):

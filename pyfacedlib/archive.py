@@ -18,7 +18,9 @@ the driver face-table Arrow batches, which it only writes as parts (_PartWriter)
 Faults: a part is written to a hidden temporary file and renamed, so a killed run (even SIGKILL)
 leaves whole parts only, and a photo's rows are never split across parts; rerunning with
 resume=True skips every file whose sha256 is already in the output and processes the rest (a copy
-of a file already in the output counts as done). An unreadable file is a row with `error` and
+of a file already in the output counts as done); a file whose row is a transient error (out of
+memory, an I/O error) is tried again and that row replaced. Hidden temporaries of killed runs are
+removed, those of a run still writing (its PID is in their names) never. An unreadable file is a row with `error` and
 `error_kind` set, never a failed run; Ray retries failed tasks and restarts lost actors itself.
 Parts of an older schema version are converted in place (each atomically) when a run resumes.
 """
@@ -47,15 +49,17 @@ from .photos import PhotoFaces, ordered_map, progress_bar, with_descriptors
 
 PART_GLOB = "part-*.parquet"
 def _existing(out: Path, model_id: str, settings: AlignmentSettings) -> set[str]:
-    """sha256 of every file already in the output's parts (checked to be this model and settings);
-    leftovers of a killed run (hidden temporary files) are removed, parts of an older schema version
-    are converted in place (each atomically), a part of a newer version is refused (ValueError)."""
+    """sha256 of every file already done in the output's parts (checked to be this model and
+    settings); rows of a transient error (out of memory, an I/O error) do not count as done, so
+    their files are tried again. Temporaries of killed runs are removed (never those of a run still
+    writing), parts of an older schema version are converted in place (each atomically), a part of
+    a newer version is refused (ValueError)."""
+    import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
     from . import _atomic
 
-    for leftover in out.glob(".part-*.tmp"):
-        leftover.unlink()
+    _atomic.remove_stale_temporaries(out / PART_GLOB, name_pattern=PART_GLOB)
     parts = sorted(out.glob(PART_GLOB))
     if not parts:
         return set()
@@ -69,7 +73,53 @@ def _existing(out: Path, model_id: str, settings: AlignmentSettings) -> set[str]
             upgraded = read_table(part)
             with _atomic.atomic_path(part) as tmp:
                 pq.write_table(upgraded, tmp)
-    return set(table.column("sha256").to_pylist()) - {None}
+    _drop_retried(out)
+    table = read_table(out, columns=["sha256", "error_kind"])
+    final = pc.invert(pc.fill_null(pc.equal(table.column("error_kind"), "transient"), False))
+    return set(table.column("sha256").filter(final).to_pylist()) - {None}
+
+
+def _drop_retried(out: Path) -> int:
+    """Removes the rows of a transient error whose file was tried again: it has rows without an error
+    now, or a later transient error row (parts sort by the time their run started). Each part is
+    rewritten atomically. Returns the rows removed."""
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from . import _atomic
+
+    parts = sorted(out.glob(PART_GLOB))
+    done: set[str] = set()
+    last_try: dict[str, Path] = {}
+    transient_rows = {}
+    for part in parts:
+        rows = read_table(part, columns=["source_path", "error_kind"])
+        transient = pc.fill_null(pc.equal(rows.column("error_kind"), "transient"), False)
+        done.update(rows.column("source_path").filter(pc.invert(transient)).to_pylist())
+        if pc.any(transient).as_py():
+            transient_rows[part] = (rows.column("source_path"), transient)
+            last_try.update(dict.fromkeys(rows.column("source_path").filter(transient).to_pylist(), part))
+    removed = 0
+    for part, (sources, transient) in transient_rows.items():
+        superseded = done | {source for source, latest in last_try.items() if latest != part}
+        drop = pc.and_(transient, pc.is_in(sources, value_set=_string_array(superseded)))
+        count = pc.sum(drop).as_py() or 0
+        if not count:
+            continue
+        kept = read_table(part).filter(pc.invert(drop))
+        if kept.num_rows:
+            with _atomic.atomic_path(part) as tmp:
+                pq.write_table(kept, tmp)
+        else:
+            part.unlink()
+        removed += count
+    return removed
+
+
+def _string_array(values: set[str]):
+    import pyarrow as pa
+
+    return pa.array(sorted(values), pa.string())
 
 
 class _PartWriter:
@@ -178,6 +228,8 @@ def embed_archive(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, m
             report.already_done += skipped
             bar.update(writer.add(batch) + skipped)
     writer.flush()
+    if config.resume:
+        _drop_retried(target)  # the error rows of files tried again, now done
     # Ray drops empty batches (every file of a task already done): whatever was not processed was done
     report.already_done = report.images - report.processed
     report.seconds = time.perf_counter() - started

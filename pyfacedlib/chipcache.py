@@ -42,15 +42,18 @@ def _align_one(args: tuple[str, str, AlignmentSettings, str]) -> ChipRecord:
 
     source, sha, settings, folder = args
     try:
-        image = load_image(source, exif_orientation=settings.exif_orientation)
+        image = load_image(source, exif_orientation=settings.exif_orientation, max_pixels=settings.max_image_pixels)
     except ImageError as exc:
         return ChipRecord(source, sha, "skipped", str(exc))
-    face = align_one(image, settings)
+    try:
+        face = align_one(image, settings)
+    except (RuntimeError, ValueError, MemoryError) as exc:  # one odd image must not stop a training set
+        return ChipRecord(source, sha, "skipped", f"face detection failed: {type(exc).__name__}: {exc}")
     if face is None:
         return ChipRecord(source, sha, "skipped", "no face detected")
     buffer = io.BytesIO()
     np.save(buffer, face.chip)
-    _atomic.write_bytes(Path(folder) / f"{sha}.npy", buffer.getvalue())
+    _atomic.write_bytes(Path(folder) / f"{sha}.npy", buffer.getvalue(), clean=False)  # ChipCache cleans the folder
     return ChipRecord(source, sha, face.status, "", [int(v) for v in face.box], face.landmarks.tolist(),
                       face.faces_found)
 
@@ -96,6 +99,19 @@ def _align_in_processes(jobs: list, workers: int, on_record) -> None:
             raise RuntimeError(f"an alignment worker process failed (exit codes {failed})")
 
 
+def _aligning(settings: dict | None) -> dict | None:
+    """The alignment settings that decide a chip (not max_image_pixels: which images are refused)."""
+    return None if settings is None else {k: v for k, v in settings.items() if k != "max_image_pixels"}
+
+
+def _retry(reason: str) -> bool:
+    """A skipped image worth trying again: a transient failure (out of memory, an I/O error), or
+    refused for its size (the limit may have been raised since)."""
+    from .errors import error_kind_of_message
+
+    return error_kind_of_message(reason) == "transient" or "max_image_pixels" in reason
+
+
 class ChipCache:
     """Aligned chips on disk: <cache_dir>/<settings key>/<sha256 of source>.npy plus manifest.json
     (source file, its hash, detector, landmarks, box, alignment settings, status).
@@ -111,7 +127,7 @@ class ChipCache:
         self._records: dict[str, dict] = {}
         if self.manifest_path.exists():
             data = json.loads(self.manifest_path.read_text())
-            if data.get("settings") == asdict(self.settings):
+            if _aligning(data.get("settings")) == _aligning(asdict(self.settings)):
                 self._records = data["records"]
 
     def faces(self, sources: Sequence[str | os.PathLike], labels: Sequence[str] | None = None,
@@ -126,20 +142,31 @@ class ChipCache:
         if len(names) != len(files):
             raise ValueError(f"{len(files)} sources but {len(names)} labels")
         unique = list(dict.fromkeys(files))
-        hashes = {s: (file_sha256(s) if os.path.isfile(s) else "") for s in unique}
+        hashes: dict[str, str] = {}
+        for source in unique:
+            try:
+                hashes[source] = file_sha256(source) if os.path.isfile(source) else ""
+            except OSError as exc:  # permission denied, vanished since listed, an I/O error: listed, not fatal
+                hashes[source] = ""
+                self._records[source] = asdict(ChipRecord(source, "", "skipped", f"cannot read {source}: {exc}"))
         by_sha = {record["sha256"]: record for record in self._records.values() if record["sha256"]}
         todo = []
         for source in unique:
+            if not hashes[source] and self._records.get(source, {}).get("reason", "").startswith("cannot read"):
+                continue  # could not be hashed just now: skipped with the reason
             cached = self._records.get(source)
             if not (cached and cached["sha256"] == hashes[source]):
                 # the same bytes under another name (a moved, copied or linked folder): same chip
                 cached = by_sha.get(hashes[source])
                 if cached is not None:
                     cached = self._records[source] = {**cached, "source": source}
+            if cached and cached["status"] == "skipped" and _retry(cached["reason"]):
+                cached = None
             if cached and (cached["status"] == "skipped" or (self.folder / f"{hashes[source]}.npy").exists()):
                 continue
             todo.append(source)
         if todo:
+            _atomic.remove_stale_temporaries(self.folder / "x", name_pattern="*")  # chips of killed runs
             jobs = [(s, hashes[s], self.settings, str(self.folder)) for s in todo]
             workers = workers or available_cpus()
             bar = tqdm(total=len(jobs), desc="aligning", unit="img", disable=not progress)
@@ -175,16 +202,20 @@ def _ready_chips(paths: list[str]) -> np.ndarray | None:
     """The images themselves when every one is already a 150x150 chip (no alignment needed), else None."""
     from PIL import Image
 
-    from .images import load_image
+    from .errors import ImageError
+    from .images import _pillow_formats, load_image
 
     for path in paths:
         try:
-            with Image.open(path) as img:
+            with Image.open(path, formats=_pillow_formats()) as img:
                 if img.size != (CHIP_SIZE, CHIP_SIZE):
                     return None
-        except OSError:
+        except (OSError, ValueError):
             return None
-    return np.stack([load_image(p) for p in paths])
+    try:
+        return np.stack([load_image(p) for p in paths])
+    except ImageError:  # one that cannot be decoded after all: the chip cache lists it in `skipped`
+        return None
 
 
 def load_faces(data: FaceInput, cache_dir: str | os.PathLike | None = None,

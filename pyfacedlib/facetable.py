@@ -503,11 +503,24 @@ class TableChanges:
     removed: list[str] = field(default_factory=list)
     unchanged: int = 0
     reused: int = 0          # added or changed files whose bytes were already embedded (moved/copied): no work
+    unreadable: dict[str, str] = field(default_factory=dict)  # files of this run that could not be read: why
 
     def summary(self) -> str:
         """One line."""
-        return (f"{len(self.added)} added ({self.reused} reused), {len(self.changed)} changed, "
+        line = (f"{len(self.added)} added ({self.reused} reused), {len(self.changed)} changed, "
                 f"{len(self.removed)} removed, {self.unchanged} unchanged")
+        return line + (f", {len(self.unreadable)} unreadable" if self.unreadable else "")
+
+
+def _hash(path: str) -> tuple[str | None, OSError | None]:
+    """(sha256, None), or (None, the error) for a file that cannot be read (permission denied, gone
+    since it was listed, an I/O error): one such file must not stop a batch."""
+    from ._system import file_sha256
+
+    try:
+        return file_sha256(path), None
+    except OSError as exc:
+        return None, exc
 
 
 def update_table(previous: FaceTable, files: Mapping[str, str | None], embedder: FaceEmbedder,
@@ -515,31 +528,44 @@ def update_table(previous: FaceTable, files: Mapping[str, str | None], embedder:
                  progress: bool | str = False) -> tuple[FaceTable, TableChanges]:
     """The face table of `files` (path -> identity, "" or None when none), in that order, re-using the rows
     of `previous` (made with the same model and settings) for files whose sha256 it already holds:
-    only new or changed bytes are detected and embedded; files no longer listed are dropped."""
+    only new or changed bytes are detected and embedded; files no longer listed are dropped. A file
+    that cannot be read gets an error row (error, error_kind) and the rest go on; rows of a
+    transient error (out of memory, an I/O error) are tried again."""
     from concurrent.futures import ThreadPoolExecutor
 
-    from ._system import available_cpus, file_sha256
-    from .photos import embed_photos
+    from ._system import available_cpus
+    from .errors import error_kind
+    from .photos import PhotoFaces, embed_photos
 
     model_id, settings_hash = previous.model_id, previous.settings_hash
+    kinds = previous.error_kind or [None] * len(previous)  # a list after __post_init__
     if settings.key() != settings_hash:
         raise ValueError("the previous table was made with other alignment settings")
     with ThreadPoolExecutor(workers or available_cpus()) as pool:
-        hashes = dict(zip(files, pool.map(file_sha256, files), strict=True))
+        hashed = dict(zip(files, pool.map(_hash, files), strict=True))
+    hashes = {source: sha for source, (sha, _) in hashed.items()}
     old_sha = dict(zip(previous.source_path, previous.sha256, strict=True))
     rows_of: dict[tuple[str, str | None], list[int]] = {}
     first_source: dict[str | None, str] = {}
     for row, (source, sha) in enumerate(zip(previous.source_path, previous.sha256, strict=True)):
         rows_of.setdefault((source, sha), []).append(row)
-        first_source.setdefault(sha, source)
+        if sha and kinds[row] != "transient":
+            first_source.setdefault(sha, source)
     changes = TableChanges()
     keep = np.zeros(len(previous), bool)
     reused: list[FaceTable] = []
     todo: list[str] = []
+    failed: list[PhotoFaces] = []
     for source, identity in files.items():
-        sha = hashes[source]
+        sha, problem = hashed[source]
+        if problem is not None:
+            (changes.changed if source in old_sha else changes.added).append(source)
+            failed.append(PhotoFaces(source, error=str(problem) or type(problem).__name__,
+                                     error_kind=error_kind(problem)))
+            continue
         rows = rows_of.get((source, sha))
-        if rows and all((previous.identity[i] or None) == (identity or None) for i in rows):
+        if rows and all((previous.identity[i] or None) == (identity or None) for i in rows) \
+                and not any(kinds[i] == "transient" for i in rows):
             keep[rows] = True
             changes.unchanged += 1
             continue
@@ -556,7 +582,9 @@ def update_table(previous: FaceTable, files: Mapping[str, str | None], embedder:
     photos = list(embed_photos(todo, embedder, settings, workers=workers, hash_files=False,
                                progress=progress)) if todo else []
     for photo in photos:
-        photo.sha256 = hashes[photo.source]
+        photo.sha256 = hashes[photo.source] or ""
+    photos += failed
+    changes.unreadable = {photo.source: photo.error for photo in photos if photo.error}
     new = FaceTable.from_photos(photos, model_id, settings_hash, files)
     merged = FaceTable.concat([previous.take(keep), *reused, new], model_id, settings_hash, previous.metadata)
     order = {source: i for i, source in enumerate(files)}

@@ -6,6 +6,7 @@ Accepted everywhere an image is taken: a file path (EXIF orientation applied), a
 from __future__ import annotations
 
 import os
+import threading
 from typing import TYPE_CHECKING, Union, cast
 
 import numpy as np
@@ -18,11 +19,51 @@ if TYPE_CHECKING:
 ImageLike = Union[str, os.PathLike, np.ndarray, "PILImage.Image"]
 
 
+# What load_image decodes: real image formats only. A file named .jpg that is really EPS/PDF must
+# never reach Ghostscript, nor any of Pillow's rarer, less audited decoders (formats not
+# registered in this Pillow, e.g. HEIF without pillow-heif, are left out).
+IMAGE_FORMATS = ("JPEG", "MPO", "PNG", "BMP", "DIB", "GIF", "TIFF", "WEBP", "PPM", "TGA", "AVIF", "HEIF")
+
+# Largest decoded image load_image accepts, in pixels (width x height), unless told otherwise:
+# Pillow's own warning level (PIL.Image.MAX_IMAGE_PIXELS, ~89.5 MP: about 270 MB as RGB). Change it
+# here for the whole process, or per call (load_image's max_pixels; AlignmentSettings.max_image_pixels).
+DEFAULT_MAX_IMAGE_PIXELS = 89_478_485
+MAX_IMAGE_PIXELS = DEFAULT_MAX_IMAGE_PIXELS
+
+_MB = 1_000_000
+_CONVERT_ROWS_PIXELS = 1 << 20  # float work of wide integer images is done this many pixels at a time
+
+
+def _pillow_formats() -> list[str]:
+    from PIL import Image
+
+    Image.init()  # registers every plugin of this Pillow, so the list below is complete
+    return [f for f in IMAGE_FORMATS if f in Image.OPEN]
+
+
+def _to_uint8(values: np.ndarray, top: int) -> np.ndarray:
+    """values (integers 0..top) scaled to 0..255, rounded; no float copy of the image (a lookup
+    table for 16-bit, bounded blocks of rows otherwise)."""
+    if top < 1 << 17:
+        table = np.round(np.arange(top + 1, dtype=np.float64) * (255.0 / top)).clip(0, 255).astype(np.uint8)
+        return table[values]  # values <= top: top is 65535 for 16-bit, the maximum for 32-bit
+    out = np.empty(values.shape, np.uint8)
+    rows = max(1, _CONVERT_ROWS_PIXELS // max(1, values.shape[1] if values.ndim > 1 else 1))
+    for start in range(0, len(values), rows):
+        block = values[start:start + rows].astype(np.float64) * (255.0 / top)
+        out[start:start + rows] = np.round(block).clip(0, 255)
+    return out
+
+
 def _from_pil(img, source: str) -> np.ndarray:
     if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-        values = np.asarray(img, dtype=np.uint32 if img.mode == "I" else np.uint16)
-        top = 65535 if img.mode != "I" else max(int(values.max()), 1)
-        gray = np.round(values.astype(np.float64) * (255.0 / top)).clip(0, 255).astype(np.uint8)
+        if img.mode == "I":
+            values = np.asarray(img, dtype=np.int32)
+            values = np.maximum(values, 0) if values.size and values.min() < 0 else values
+            top = max(int(values.max()) if values.size else 1, 1)
+        else:
+            values, top = np.asarray(img, dtype=np.uint16), 65535
+        gray = _to_uint8(values, top)
         return np.ascontiguousarray(np.repeat(gray[:, :, None], 3, axis=2))
     if img.mode == "F":
         raise ImageError(f"{source}: floating-point images are not supported; save it as 8-bit")
@@ -35,27 +76,67 @@ def _oriented(img: PILImage.Image) -> PILImage.Image:
     """The image turned upright as its EXIF Orientation tag says (phone photos); unchanged without one."""
     from PIL import ImageOps
 
+    if img.getexif().get(0x0112, 1) in (1, None):  # upright already: no copy (one of a 100 MP photo is 400 MB)
+        return img
     return ImageOps.exif_transpose(img) or img
 
 
-def load_image(path: str | os.PathLike, exif_orientation: bool = True) -> np.ndarray:
+_pillow_limit_lock = threading.Lock()
+
+
+def _allow_in_pillow(max_pixels: int) -> None:
+    """Pillow refuses (DecompressionBombError) images above twice PIL.Image.MAX_IMAGE_PIXELS and warns
+    above it, before load_image sees the size: a limit raised past Pillow's raises Pillow's with it
+    (process-wide, never lowered), so the one limit that applies is pyfacedlib's."""
+    from PIL import Image
+
+    if Image.MAX_IMAGE_PIXELS is None or max_pixels <= Image.MAX_IMAGE_PIXELS:
+        return
+    with _pillow_limit_lock:
+        if Image.MAX_IMAGE_PIXELS is not None and max_pixels > Image.MAX_IMAGE_PIXELS:
+            Image.MAX_IMAGE_PIXELS = int(max_pixels)
+
+
+def check_pixel_limit(width: int, height: int, max_pixels: int | None, source: str) -> None:
+    """Raises ImageError naming `source` and its size when width x height exceeds max_pixels (None:
+    the module's MAX_IMAGE_PIXELS; 0: no limit)."""
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if limit and width * height > limit:
+        raise ImageError(
+            f"image {source} is {width}x{height} = {width * height / _MB:.1f} MP, above the limit of "
+            f"{limit / _MB:.1f} MP (max_image_pixels; raise it to read this image: it needs about "
+            f"{3 * width * height / _MB:.0f} MB decoded)")
+
+
+def load_image(path: str | os.PathLike, exif_orientation: bool = True, max_pixels: int | None = None) -> np.ndarray:
     """Reads an image file into an (H, W, 3) uint8 RGB array.
 
     Grayscale, palette, RGBA (alpha dropped), CMYK and 16-bit files are converted. The EXIF
     Orientation tag is applied (a phone photo taken sideways comes out upright) unless
-    exif_orientation=False, which reads the stored pixels as dlib.load_rgb_image does. Raises
-    ImageError naming the file when it is missing or cannot be decoded.
+    exif_orientation=False, which reads the stored pixels as dlib.load_rgb_image does. Only image
+    formats are decoded (IMAGE_FORMATS: a .jpg that is really PostScript is refused, never handed
+    to Ghostscript). max_pixels: the largest image accepted, width x height (None: the module's
+    MAX_IMAGE_PIXELS, ~89.5 MP; 0: no limit); the size is checked before the pixels are decoded.
+    Raises ImageError naming the file when it is missing, cannot be decoded or is too large.
     """
     from PIL import Image, UnidentifiedImageError
 
     source = os.fspath(path)
+    limit = MAX_IMAGE_PIXELS if max_pixels is None else max_pixels
+    if limit:
+        _allow_in_pillow(limit)
     try:
-        with Image.open(source) as img:
+        with Image.open(source, formats=_pillow_formats()) as img:
+            check_pixel_limit(img.width, img.height, limit, source)
             img.load()
             array = _from_pil(_oriented(img) if exif_orientation else img, source)
     except FileNotFoundError as exc:
         raise ImageError(f"image file not found: {source}") from exc
-    except (UnidentifiedImageError, OSError, SyntaxError, ValueError, Image.DecompressionBombError) as exc:
+    except Image.DecompressionBombError as exc:  # above twice Pillow's limit: refused inside Image.open
+        raise ImageError(f"image {source} is too large to decode (max_image_pixels; Pillow: {exc})") from exc
+    except MemoryError as exc:  # a transient failure (errors.error_kind): worth a retry
+        raise ImageError(f"cannot read image {source}: out of memory (MemoryError)") from exc
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
         if isinstance(exc, ImageError):
             raise
         raise ImageError(f"cannot read image {source}: {exc}") from exc

@@ -186,7 +186,10 @@ class DescriptorIndex:
 
     @classmethod
     def load(cls, path: str | os.PathLike) -> DescriptorIndex:
-        """Reads an index written by save()."""
+        """Reads an index written by save(). Everything in the file is checked before it is used:
+        the descriptors' shape, the kind and settings, and the FAISS structure (one faiss can read,
+        of the kind's class, holding as many 128-D vectors as there are descriptors); anything
+        else raises ValueError naming the file."""
         import json
 
         if not Path(path).is_file():
@@ -195,18 +198,51 @@ class DescriptorIndex:
             data = np.load(path, allow_pickle=False)
             meta = json.loads(bytes(data["meta"]).decode())
             descriptors = data["descriptors"]
-        except (ValueError, KeyError, OSError) as exc:
+            blob = data["faiss"] if "faiss" in data else None
+            kind, settings, info = meta["kind"], IndexSettings(**meta["settings"]), meta.get("info", {})
+        except (ValueError, KeyError, OSError, TypeError, AttributeError, UnicodeDecodeError) as exc:
             raise ValueError(f"{path} is not a pyfacedlib index: {exc}") from exc
+        if kind not in KINDS or kind == "auto":
+            raise ValueError(f"{path} is not a pyfacedlib index: unknown kind {kind!r}")
+        if descriptors.ndim != 2 or descriptors.shape[1] != DESCRIPTOR_SIZE or descriptors.dtype.kind != "f":
+            raise ValueError(f"{path}: descriptors must be (N, {DESCRIPTOR_SIZE}) floats, got {descriptors.dtype} "
+                             f"{descriptors.shape}")
         index = cls.__new__(cls)
         index.descriptors = np.ascontiguousarray(descriptors, np.float32)
-        index.settings = IndexSettings(**meta["settings"])
-        index.kind = meta["kind"]
-        index.info = meta.get("info", {})
+        index.settings = settings
+        index.kind = kind
+        index.info = info
         index._norms = (index.descriptors.astype(np.float64) ** 2).sum(1).astype(np.float32)
         index._faiss_index = None
-        if "faiss" in data:
-            faiss = _faiss()
-            if faiss is None:
-                raise ImportError(f"{path} holds a FAISS index: pip install faiss-cpu")
-            index._faiss_index = faiss.deserialize_index(data["faiss"])
+        if (blob is None) != (kind == "exact"):
+            raise ValueError(f"{path}: a {kind!r} index {'without' if blob is None else 'with'} a FAISS structure")
+        if blob is not None:
+            index._faiss_index = _checked_faiss(blob, kind, len(index.descriptors), path)
         return index
+
+
+# the FAISS class each kind is built as (DescriptorIndex._build)
+_FAISS_CLASSES = {"flat": "IndexFlatL2", "hnsw": "IndexHNSWFlat", "ivf": "IndexIVFFlat", "ivfpq": "IndexIVFPQ"}
+
+
+def _checked_faiss(blob: np.ndarray, kind: str, count: int, path: str | os.PathLike):
+    """The FAISS index serialised in `blob`, checked to be of `kind`'s class, over 128-D vectors, holding
+    `count` of them (the descriptors it was built from); ValueError naming the file otherwise."""
+    faiss = _faiss()
+    if faiss is None:
+        raise ImportError(f"{path} holds a FAISS index: pip install faiss-cpu")
+    if blob.dtype != np.uint8 or blob.ndim != 1 or not blob.size:
+        raise ValueError(f"{path}: its FAISS structure is not a serialised index ({blob.dtype} {blob.shape})")
+    try:
+        index = faiss.deserialize_index(np.ascontiguousarray(blob))  # of its own class already
+    except Exception as exc:  # faiss raises RuntimeError for a blob it cannot read
+        raise ValueError(f"{path}: its FAISS structure cannot be read ({type(exc).__name__}: {exc})") from exc
+    expected = getattr(faiss, _FAISS_CLASSES[kind])
+    if type(index) is not expected:
+        raise ValueError(f"{path}: a {kind!r} index holds a FAISS {type(index).__name__}, not {expected.__name__}")
+    if index.d != DESCRIPTOR_SIZE or index.ntotal != count:
+        raise ValueError(f"{path}: its FAISS structure holds {index.ntotal} vectors of {index.d} dimensions, but the "
+                         f"file has {count} descriptors of {DESCRIPTOR_SIZE}")
+    if kind == "hnsw" and index.hnsw.levels.size() != count:
+        raise ValueError(f"{path}: its HNSW graph has {index.hnsw.levels.size()} nodes for {count} descriptors")
+    return index

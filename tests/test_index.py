@@ -1,6 +1,7 @@
 """Descriptor search (exact and FAISS) against a brute-force reference, and the face table format."""
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import numpy as np
@@ -74,6 +75,50 @@ def test_index_edge_cases_and_save_load(collection, tmp_path: Path):
     (tmp_path / "junk.npz").write_bytes(b"junk")
     with pytest.raises(ValueError, match="not a pyfacedlib index"):
         DescriptorIndex.load(tmp_path / "junk.npz")
+
+
+def _tampered(source: Path, target: Path, **changes) -> Path:
+    """A copy of the index file `source` with some of its arrays replaced."""
+    with np.load(source, allow_pickle=False) as data:
+        arrays = {name: data[name] for name in data.files}
+    arrays.update(changes)
+    np.savez(target, **arrays)
+    return target
+
+
+@pytest.mark.parametrize("kind", ["flat", "hnsw"])
+def test_a_tampered_faiss_blob_is_refused_naming_the_file(collection, tmp_path: Path, kind):
+    """The FAISS structure in an index .npz is checked before use: as many vectors as descriptors,
+    128-D, of the kind's class, readable by faiss; anything else is a ValueError naming the file."""
+    _faiss_or_skip()
+    import faiss
+
+    data, queries = collection
+    saved = tmp_path / "idx.npz"
+    DescriptorIndex(data[:300], kind).save(saved)
+    assert DescriptorIndex.load(saved).search(queries, 1)[1].shape == (40, 1)
+    with np.load(saved) as original:
+        blob = original["faiss"]
+    # fewer descriptors than the FAISS structure holds: search would index past the array
+    short = _tampered(saved, tmp_path / "short.npz", descriptors=data[:200])
+    with pytest.raises(ValueError, match=r"short\.npz.*300 vectors.*200 descriptors"):
+        DescriptorIndex.load(short)
+    # a blob faiss cannot read
+    broken = blob.copy()
+    broken[8:40] = 0xFF
+    for name, bad in (("garbled", broken), ("truncated", blob[: len(blob) // 2]), ("words", blob.view(np.int8))):
+        with pytest.raises(ValueError, match=name):
+            DescriptorIndex.load(_tampered(saved, tmp_path / f"{name}.npz", faiss=bad))
+    # another dimension, or another class than the kind says
+    other = faiss.serialize_index(faiss.IndexFlatL2(64) if kind == "hnsw" else faiss.IndexHNSWFlat(128, 8))
+    with pytest.raises(ValueError, match="other_class"):
+        DescriptorIndex.load(_tampered(saved, tmp_path / "other_class.npz", faiss=other))
+    wide = faiss.IndexFlatL2(64)
+    wide.add(np.zeros((300, 64), np.float32))
+    meta = json.dumps({"kind": "flat", "settings": {}, "info": {}}).encode()
+    with pytest.raises(ValueError, match=r"other_dim\.npz.*64 dimensions"):
+        DescriptorIndex.load(_tampered(saved, tmp_path / "other_dim.npz", faiss=faiss.serialize_index(wide),
+                                       meta=np.frombuffer(meta, np.uint8)))
 
 
 def test_face_table_round_trip_keeps_no_face_rows(tmp_path: Path):
