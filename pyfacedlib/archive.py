@@ -196,7 +196,8 @@ def embed_archive(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, m
     """Every face of every image under `inputs` into the Parquet folder `out` (see the module doc).
 
     settings: detection/alignment (default: AlignmentSettings.for_photos(): photos without a
-    face get a face = -1 row). Raises FileExistsError when `out` exists and config.resume is False.
+    face get a face = -1 row). Raises FileExistsError when `out` exists and config.resume is False, FileNotFoundError
+    for a missing input, ValueError when the inputs hold no image.
     """
     from . import models
 
@@ -206,6 +207,9 @@ def embed_archive(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, m
         raise ValueError("an archive never guesses a centred face: fallback must be 'cnn' or 'none'")
     model_path = str(model) if model is not None else models.path(models.FACE_RECOGNITION)
     model_id = file_sha256(model_path)
+    files = list_files(inputs)  # FileNotFoundError for a missing input, before anything is written
+    if not files:
+        raise ValueError(f"no images under {', '.join(map(str, inputs))}")
     target = Path(out)
     if target.exists() and not target.is_dir():
         raise FileExistsError(f"{target} exists and is not a folder of parts")
@@ -213,7 +217,6 @@ def embed_archive(inputs: Sequence[str | os.PathLike], out: str | os.PathLike, m
         raise FileExistsError(f"{target} exists: resume it (--resume) or choose a new output")
     target.mkdir(parents=True, exist_ok=True)
     done = _existing(target, model_id, settings)
-    files = list_files(inputs)
     report = ArchiveReport(str(target), config.engine, images=len(files))
     writer = _PartWriter(target, settings, model_path, config.images_per_part, report)
     started = time.perf_counter()

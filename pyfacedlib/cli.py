@@ -18,6 +18,7 @@ import json
 import os
 import sys
 import typing
+import warnings
 from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 from typing import Any
@@ -62,6 +63,11 @@ def exit_code(unreadable: int, readable: int) -> int:
     if not unreadable:
         return EXIT_OK
     return EXIT_PARTIAL if readable else EXIT_FAILED
+
+
+def _no_inputs(inputs: Iterable[str], what: str = "images") -> ValueError:
+    """The error (exit 1: nothing was done) of a command whose inputs hold nothing to read (an empty folder)."""
+    return ValueError(f"no {what} under {', '.join(map(str, inputs))}")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -174,6 +180,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     embedder = FaceEmbedder(model=args.model, threads=args.threads, backend=args.backend, device=args.device or "auto")
     print(f"embedding on {embedder.device} ({embedder.backend} forward pass)", file=sys.stderr)
     images = list_files(args.images, exclude=[out] if out is not None else [])
+    if not images:
+        raise _no_inputs(args.images)
     records, failed, faceless = [], 0, 0
     for photo in embed_photos(images, embedder, settings, workers=args.threads, hash_files=False,
                               num_jitters=args.num_jitters, seed=args.seed, progress=out is not None and "faces"):
@@ -366,12 +374,16 @@ def _cmd_enrol(args: argparse.Namespace) -> int:
     assert report is not None
     gallery.save(args.gallery)
     print(report.summary())
+    unreadable: set[str] = set()
     for source, reason in sorted(report.skipped.items()):
-        print(f"  skipped {source}: {reason}")
+        if reason.startswith("unreadable: "):  # listed as every verb lists an unreadable input
+            unreadable.add(source)
+            print(f"{source}: ERROR {reason.removeprefix('unreadable: ')}", file=sys.stderr)
+        else:
+            print(f"  skipped {source}: {reason}")
     print(gallery.summary())
     print(f"wrote {args.gallery}")
-    unreadable = sum(reason.startswith("unreadable") for reason in report.skipped.values())
-    return EXIT_PARTIAL if unreadable else EXIT_OK
+    return exit_code(len(unreadable), len((set(report.added) | set(report.changed)) - unreadable) + report.unchanged)
 
 
 def _load_gallery(args: argparse.Namespace):
@@ -411,6 +423,8 @@ def _expand_inputs(inputs: list[str], exclude: Sequence[str] = ()) -> list[str]:
 def _cmd_identify(args: argparse.Namespace) -> int:
     gallery = _load_gallery(args)
     inputs = _expand_inputs(args.inputs, [args.csv] if args.csv else [])
+    if not inputs:
+        raise _no_inputs(args.inputs, "photos or videos")
     failed = faces = done = 0
     with _streamed_csv(args.csv) as out:
         out.header(["path", "frame", "face", "left", "top", "right", "bottom", "identity", "distance", "confidence"])
@@ -495,7 +509,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
                          "it is never read as input)")
     files = labelled_files(args.input_dir, labelled=False, exclude=[out])
     if not files:
-        raise UsageError(f"no images under {args.input_dir}")
+        raise _no_inputs([args.input_dir])
     table = _face_table(files, args, out / "faces.parquet", "faces")
     table.write_parquet(out / "faces.parquet")
     rows = np.flatnonzero(table.has_face)
@@ -537,7 +551,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
         raise UsageError(f"--out must end in .parquet or .npy, got {out}")
     files = labelled_inputs(args.inputs, labelled=False, exclude=[out])
     if not files:
-        raise UsageError("no images found")
+        raise _no_inputs(args.inputs)
     labels, owner = _npy_label_files(out) if out.suffix == ".npy" else ([], None)
     if labels and owner != out.name and any(files.values()):
         raise UsageError(f"{', '.join(map(str, labels))} exist beside {out} and were not written by an export of "
@@ -565,11 +579,14 @@ def _cmd_export(args: argparse.Namespace) -> int:
 def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .bench import evaluate_folders
 
-    evaluate_folders(args.root, model=_models(args.model), out=args.out, threads=args.threads,
-                     settings=configured(AlignmentSettings, args))
+    report = evaluate_folders(args.root, model=_models(args.model), out=args.out, threads=args.threads,
+                              settings=configured(AlignmentSettings, args))
     print((Path(args.out) / "report.md").read_text())
     print(f"wrote {args.out}/report.json, report.md, roc.png")
-    return 0
+    unreadable = {s: why for s, why in report["skipped_images"].items() if why != "no face detected"}
+    for source in sorted(unreadable):
+        print(f"{source}: ERROR {unreadable[source]}", file=sys.stderr)
+    return exit_code(len(unreadable), report["images"] - len(unreadable))
 
 
 def _cmd_finetune(args: argparse.Namespace) -> int:
@@ -782,6 +799,9 @@ def _one_line(exc: BaseException) -> str:
 def main(argv: list[str] | None = None) -> int:
     """Entry point of the `pyfacedlib` command; returns the exit code (EXIT_CODES)."""
     args = build_parser().parse_args(argv)
+    # pyfacedlib's own limit (max_image_pixels) refuses a large image with its one-line error; Pillow's
+    # warning about the same image would only add two lines of noise
+    warnings.filterwarnings("ignore", message=r"Image size \(\d+ pixels\) exceeds limit")
     error: BaseException
     try:
         return args.run(args)

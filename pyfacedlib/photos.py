@@ -242,6 +242,8 @@ def video_frames(source: VideoSource, every: int = 1, max_frames: int | None = N
             index += 1
     finally:
         capture.release()
+    if ended and index == 0 and not camera:
+        raise ImageError(f"video {source} has no frames (empty, or not a video OpenCV can decode)")
     if ended and declared > 0 and index < declared - 1:
         raise ImageError(f"video {source} ended at frame {index} of {declared} (truncated or corrupt): "
                          f"the frames before were read")
