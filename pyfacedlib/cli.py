@@ -127,6 +127,13 @@ def configured(factory: Callable, args: argparse.Namespace, config: type | None 
         raise UsageError(str(exc)) from exc
 
 
+def _listed(line: str) -> None:
+    """One line on stderr while a progress bar may be drawn there (tqdm.write keeps them apart)."""
+    from tqdm import tqdm
+
+    tqdm.write(line, file=sys.stderr)
+
+
 def default_of(function: Callable, name: str) -> Any:
     """The default of parameter `name` of `function` (so the CLI never restates it)."""
     return inspect.signature(function).parameters[name].default
@@ -186,7 +193,7 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     for photo in embed_photos(images, embedder, settings, workers=args.threads, hash_files=False,
                               num_jitters=args.num_jitters, seed=args.seed, progress=out is not None and "faces"):
         if photo.error:
-            print(f"{photo.source}: ERROR {photo.error}", file=sys.stderr)
+            _listed(f"{photo.source}: ERROR {photo.error}")
             failed += 1
             continue
         if not len(photo):
@@ -433,7 +440,7 @@ def _cmd_identify(args: argparse.Namespace) -> int:
             frame = "" if result.frame is None else result.frame
             if result.error:
                 failed += 1
-                print(f"{result.source}: ERROR {result.error}", file=sys.stderr)
+                _listed(f"{result.source}: ERROR {result.error}")
             else:
                 done += 1
                 if not result.matches and result.frame is None:
