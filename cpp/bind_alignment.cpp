@@ -118,6 +118,25 @@ void bind_alignment(py::module_& m) {
           },
           py::arg("image").noconvert(), py::arg("landmarks").noconvert(), py::arg("size") = 150, py::arg("padding") = 0.25,
           "The aligned face chip, pixel for pixel what dlib.get_face_chip returns.");
+
+    m.def("hog_scan_threads",
+          [](bool reset_peak) {
+              const auto stats = hog_scan_thread_stats(reset_peak);
+              py::dict out;
+              out["budget"] = stats.budget;
+              out["in_use"] = stats.in_use;
+              out["peak"] = stats.peak;
+              return out;
+          },
+          py::arg("reset_peak") = false,
+          "HOG scan threads of the whole process: {'budget': the thread budget, 'in_use': threads scanning now, "
+          "'peak': most scanning at once since the last reset}; reset_peak=True starts a new peak after reading "
+          "this one. Every HogFaceDetector.detect counts its caller's thread; a large image takes helpers (up to one "
+          "per pyramid level or filter) only while fewer threads than the budget scan, and a helper gives its "
+          "thread back when later callers overfill the budget.");
+    m.def("set_hog_scan_thread_budget", &set_hog_scan_thread_budget, py::arg("threads"),
+          "The most HOG scan threads running at once in this process (callers included; a caller always scans on "
+          "its own thread); 0 = the CPUs this process may run on (the default). ValueError when < 0.");
 }
 
 }  // namespace pfd

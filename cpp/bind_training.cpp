@@ -104,6 +104,14 @@ void bind_training(py::module_& m) {
                  return self.train(steps);
              }, py::arg("steps"), "Runs `steps` mini-batches; returns their mean loss.")
         .def_property_readonly("step", &face_trainer::step)
+        .def_property_readonly("backward_counts", [](face_trainer& self) {
+                 py::gil_scoped_release release;
+                 return self.backward_counts();
+             },
+             "The last train() call's backward work per fine-tuning level (NUM_LEVELS entries, 0 = stem .. "
+             "NUM_LEVELS-1 = head): for the convolution levels, how many convolution backward passes computed a "
+             "gradient (summed over replicas); for the head, how many backward passes ran through it. Empty where "
+             "the convolutions do not count (fast_path=False, CUDA). from_level:K shows 0 below K.")
         .def_property("learning_rate", &face_trainer::learning_rate, &face_trainer::set_learning_rate)
         .def("embedder", [](face_trainer& self, int threads) {
                  py::gil_scoped_release release;

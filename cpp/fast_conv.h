@@ -66,11 +66,18 @@ public:
     // freeze whole levels from the input up (from_level:K), so no layer below it learns.
     void skip_when_frozen(bool skip) { skip_when_frozen_ = skip; }
 
+    // Backward passes that computed a gradient (filters, bias or input) since the last reset: a
+    // debugging statistic the trainers sum per level (FaceTrainer.backward_counts).
+    long gradient_passes() const { return gradient_passes_; }
+    void reset_gradient_passes() { gradient_passes_ = 0; }
+
     template <typename SUBNET>
     void backward(const dlib::tensor& gradient_input, SUBNET& sub, dlib::tensor& params_grad) {
         const conv_shape s = shape_of(sub.get_output());
         const bool learns = this->get_learning_rate_multiplier() != 0;
         if (!learns && skip_when_frozen_) return;
+        if (!learns && stop_input_gradient_) return;  // nothing to compute
+        ++gradient_passes_;
         fast_conv_backward(s, sub.get_output().host(), this->get_layer_params().host(), gradient_input.host(),
                            stop_input_gradient_ ? nullptr : sub.get_gradient_input().host(),
                            learns ? params_grad.host() : nullptr, scratch_);
@@ -91,6 +98,7 @@ private:
     std::vector<float> scratch_;
     bool stop_input_gradient_ = false;   // runtime settings, not serialised (the trainers set them)
     bool skip_when_frozen_ = false;
+    long gradient_passes_ = 0;
 };
 
 #ifdef DLIB_USE_CUDA  // cuDNN's convolutions are the fast ones there

@@ -106,6 +106,8 @@ public:
 
     double train(long steps) override {
         set_blas_threads(replicas_.size() > 1 ? 1 : options_.threads);
+        for (auto& r : replicas_) reset_gradient_passes(r);
+        head_passes_ = 0;
         double total = 0;
         for (long s = 0; s < steps; ++s) total += one_step();
         return steps > 0 ? total / steps : 0.0;
@@ -146,6 +148,15 @@ public:
     std::vector<std::pair<size_t, std::vector<float>>> parameters() override { return parameters_of(replicas_.front()); }
     dlib::matrix<float> class_centres() override { return objective_->class_centres(); }
 
+    std::vector<long> backward_counts() override {
+        std::vector<long> counts(face_net_levels::num_levels, 0);
+        bool any = false;
+        for (auto& r : replicas_) any = add_gradient_passes(r, 0, counts) || any;
+        if (!any) return {};
+        counts.back() = head_passes_;
+        return counts;
+    }
+
 private:
     double one_step() {
         std::vector<size_t> indices;
@@ -181,6 +192,7 @@ private:
             std::memcpy(gradient.host(), all.gradient.host() + begin * descriptor_size, gradient.size() * sizeof(float));
             replicas_[w].subnet().back_propagate_error(inputs_[w], gradient);
         });
+        head_passes_ += workers;
 
         // sum parameter gradients into replica 0, one sgd update, then share the new parameters
         std::vector<std::vector<tensor*>> grads(workers);
@@ -215,6 +227,7 @@ private:
     std::vector<std::pair<long, long>> slices_;
     std::unique_ptr<batch_objective> objective_;
     long step_ = 0;
+    long head_passes_ = 0;   // backward passes (one per replica that had samples) of the last train() call
 };
 
 // --------------------------------------------------------------------------------------------
@@ -261,6 +274,14 @@ public:
     std::vector<std::pair<size_t, std::vector<float>>> parameters() override {
         auto net = testing_net();
         return parameters_of(net);
+    }
+
+    // The trunk is not in this net (its features are cached): only the head back-propagates.
+    std::vector<long> backward_counts() override {
+        this->trained_net();  // waits for the training thread
+        std::vector<long> counts(face_net_levels::num_levels, 0);
+        counts.back() = this->head_passes_;
+        return counts;
     }
 
 private:

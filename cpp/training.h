@@ -38,8 +38,10 @@ struct train_options {
     // full-net runs: fast_con convolutions, and for frozen BN each batch split over `threads` net
     // replicas (exact, faster); false = dlib's con_ in one dnn_trainer (the reference)
     bool fast_path = true;
-    // fast path, from_level:K: back-propagation stops at the lowest trained level (frozen levels
-    // compute no gradients); false = computed through the frozen levels as dlib does (benchmarks)
+    // fast path, from_level:K: back-propagation stops at the lowest trained level (the frozen
+    // levels' convolutions compute no gradients, see face_trainer::backward_counts; dlib's recursion
+    // still calls their batch-norm/affine, relu, pooling and add_prev layers' backward on zero
+    // gradients); false = computed through the frozen levels as dlib does (benchmarks)
     bool stop_backprop = true;
     margin_options margin;
 };
@@ -73,6 +75,12 @@ public:
     virtual std::vector<std::pair<size_t, std::vector<float>>> parameters() = 0;
     // A margin run's class layer (classes x 128, as trained); empty for loss_metric.
     virtual dlib::matrix<float> class_centres() = 0;
+    // Per fine-tuning level (face_net_levels::num_levels entries, 0 = stem ... 6 = head), the backward
+    // work of the last train() call: for levels 0..5 how many convolution backward passes computed a
+    // gradient (filters or input; summed over replicas), for the head how many backward passes ran
+    // through it. Empty where the convolutions do not count (dlib's con_: the reference path, CUDA).
+    // A debugging statistic: from_level:K must show 0 below K.
+    virtual std::vector<long> backward_counts() = 0;
 };
 
 // The trainer's current model as .dat bytes with its descriptors multiplied by `descriptor_scale`

@@ -90,6 +90,40 @@ void set_multipliers(net_type& net, size_t first_frozen_index, bool stop_backpro
     });
 }
 
+template <typename layer_type, typename = void>
+struct counts_gradient_passes : std::false_type {};
+template <typename layer_type>
+struct counts_gradient_passes<layer_type, std::void_t<decltype(std::declval<const layer_type&>().gradient_passes())>>
+    : std::true_type {};
+
+// The fine-tuning level (face_levels::num_levels) of layer<idx> of the embedding net.
+inline int level_of_layer(size_t idx) {
+    for (int k = 0; k < face_net_levels::num_levels - 1; ++k)
+        if (idx >= face_net_levels::top_layer_of_level(k)) return k;
+    return face_net_levels::num_levels - 1;
+}
+
+// Adds each counting convolution's gradient passes to its level's entry of `counts` (num_levels
+// entries); class_layers as in first_frozen_layer. False when the net has no counting convolution.
+template <typename net_type>
+bool add_gradient_passes(net_type& net, size_t class_layers, std::vector<long>& counts) {
+    bool any = false;
+    visit_computational_layers(net, [&](size_t idx, auto& l) {
+        if constexpr (counts_gradient_passes<std::decay_t<decltype(l)>>::value) {
+            counts[level_of_layer(idx - class_layers)] += l.gradient_passes();
+            any = true;
+        }
+    });
+    return any;
+}
+
+template <typename net_type>
+void reset_gradient_passes(net_type& net) {
+    visit_computational_layers(net, [&](size_t, auto& l) {
+        if constexpr (counts_gradient_passes<std::decay_t<decltype(l)>>::value) l.reset_gradient_passes();
+    });
+}
+
 // The first layer index frozen when levels >= first_trained_level learn; class_layers = layers above
 // fc_no_bias<128> (1 for a margin net's cosine_fc, 0 for loss_metric).
 inline size_t first_frozen_layer(int first_trained_level, size_t class_layers) {
@@ -142,6 +176,8 @@ class dnn_trainer_run : public face_trainer {
 public:
     double train(long steps) override {
         set_blas_threads(options_.threads);
+        reset_gradient_passes(trained_net());
+        head_passes_ = 0;
         trainer_.clear_average_loss();
         std::vector<size_t> indices;
         std::vector<unsigned long> labels;
@@ -154,6 +190,7 @@ public:
             // dnn_trainer computes in its own thread; the next batch is prepared meanwhile.
             trainer_.train_one_step(batch, labels);
             ++step_;
+            ++head_passes_;
         }
         return trainer_.get_average_loss();
     }
@@ -167,6 +204,13 @@ public:
         return save_state(trainer_, sampler_.rnd(), step_);
     }
     void restore(const std::string& bytes) override { load_state(bytes, trainer_, sampler_.rnd(), step_); }
+
+    std::vector<long> backward_counts() override {
+        std::vector<long> counts(face_net_levels::num_levels, 0);
+        if (!add_gradient_passes(trained_net(), net_parts<net_type>::class_layers, counts)) return {};
+        counts.back() = head_passes_;
+        return counts;
+    }
 
 protected:
     dnn_trainer_run(net_type net, const std::vector<unsigned long>& labels, const train_options& options)
@@ -191,6 +235,7 @@ protected:
     net_type net_;
     dlib::dnn_trainer<net_type> trainer_;
     long step_ = 0;
+    long head_passes_ = 0;   // backward passes of the last train() call
 };
 
 // The whole net through dnn_trainer (lower levels frozen by learning-rate multipliers).

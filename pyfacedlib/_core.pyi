@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BnCalibrator', 'CHIP_SIZE', 'CnnFaceDetector', 'DESCRIPTOR_SIZE', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'MarginLoss', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cosine_layer', 'cuda_runtime', 'extract_face_chip', 'identity_batches', 'metric_loss', 'net_kind', 'scaled_descriptor_net', 'set_training_conv_kernel', 'sgemm_gflops', 'training_conv_kernel']
+__all__: list[str] = ['BnCalibrator', 'CHIP_SIZE', 'CnnFaceDetector', 'DESCRIPTOR_SIZE', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'MarginLoss', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cosine_layer', 'cuda_runtime', 'extract_face_chip', 'hog_scan_threads', 'identity_batches', 'metric_loss', 'net_kind', 'scaled_descriptor_net', 'set_hog_scan_thread_budget', 'set_training_conv_kernel', 'sgemm_gflops', 'training_conv_kernel']
 class FaceEmbedderCore:
     """
     dlib's face-recognition ResNet (affine testing net) run on batches of chips.
@@ -176,6 +176,11 @@ class FaceTrainer:
         Mean loss_metric loss of the current model (inference mode) over consecutive mini-batches.
         """
     @property
+    def backward_counts(self) -> list[int]:
+        """
+        The last train() call's backward work per fine-tuning level (NUM_LEVELS entries, 0 = stem .. NUM_LEVELS-1 = head): for the convolution levels, how many convolution backward passes computed a gradient (summed over replicas); for the head, how many backward passes ran through it. Empty where the convolutions do not count (fast_path=False, CUDA). from_level:K shows 0 below K.
+        """
+    @property
     def learning_rate(self) -> float:
         ...
     @learning_rate.setter
@@ -216,6 +221,10 @@ def extract_face_chip(image: numpy.ndarray, landmarks: numpy.ndarray, size: typi
     """
     The aligned face chip, pixel for pixel what dlib.get_face_chip returns.
     """
+def hog_scan_threads(reset_peak: bool = False) -> dict:
+    """
+    HOG scan threads of the whole process: {'budget': the thread budget, 'in_use': threads scanning now, 'peak': most scanning at once since the last reset}; reset_peak=True starts a new peak after reading this one. Every HogFaceDetector.detect counts its caller's thread; a large image takes helpers (up to one per pyramid level or filter) only while fewer threads than the budget scan, and a helper gives its thread back when later callers overfill the budget.
+    """
 def identity_batches(labels: typing.Any, identities: typing.SupportsInt | typing.SupportsIndex, per_identity: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex = 0) -> list[list[int]]:
     """
     Disjoint evaluation mini-batches (lists of indices): `identities` identities x `per_identity` faces each, every face at most once (see cpp/sampler.h).
@@ -231,6 +240,10 @@ def net_kind(path: str) -> str:
 def scaled_descriptor_net(path: str, factor: typing.SupportsFloat | typing.SupportsIndex) -> bytes:
     """
     The face net in `path` (either kind) with every descriptor multiplied by `factor`, as .dat bytes.
+    """
+def set_hog_scan_thread_budget(threads: typing.SupportsInt | typing.SupportsIndex) -> None:
+    """
+    The most HOG scan threads running at once in this process (callers included; a caller always scans on its own thread); 0 = the CPUs this process may run on (the default). ValueError when < 0.
     """
 def set_training_conv_kernel(name: str) -> None:
     """

@@ -2,6 +2,7 @@
 one JSON line per call, so a crash (segfault, abort) shows up as a dead child, not a dead pytest."""
 from __future__ import annotations
 
+import functools
 import json
 import sys
 
@@ -30,6 +31,16 @@ def variants(good: np.ndarray) -> dict[str, object]:
         "none": None,
         "empty": np.zeros((0,) + good.shape[1:], good.dtype),
     }
+
+
+def report(name: str, case: str, call) -> None:
+    """Runs one call and prints its outcome ("ok" or the exception, one line) for the parent to judge."""
+    try:
+        call()
+        outcome = "ok"
+    except Exception as exc:  # noqa: BLE001 - the outcome is reported, judged by the parent
+        outcome = type(exc).__name__ + ": " + str(exc).splitlines()[0][:160]
+    print(json.dumps({"entry": name, "case": case, "outcome": outcome}), flush=True)
 
 
 def main() -> None:
@@ -78,12 +89,7 @@ def main() -> None:
                 continue  # (N, D) descriptors of any D / cosines over any number of classes are valid
             if name == "FaceTrainer[class_centres]" and what == "none":
                 continue  # None means "no class centres": the margin loss then asks for them (ValueError, tested)
-            try:
-                call(value)
-                outcome = "ok"
-            except Exception as exc:  # noqa: BLE001 - the outcome is reported, judged by the parent
-                outcome = type(exc).__name__ + ": " + str(exc).splitlines()[0][:160]
-            print(json.dumps({"entry": name, "case": what, "outcome": outcome}), flush=True)
+            report(name, what, functools.partial(call, value))
 
     # arguments that are not arrays but reach native code: out-of-range values and garbage bytes
     scalar_calls = {
@@ -136,14 +142,19 @@ def main() -> None:
                                                                         False, 1, 0, 1, margin_loss=margin),
         "scaled_descriptor_net[factor]": lambda: core.scaled_descriptor_net(FACE, 0.0),
         "scaled_descriptor_net[path]": lambda: core.scaled_descriptor_net(LANDMARKS, 2.0),
+        "set_hog_scan_thread_budget": lambda: core.set_hog_scan_thread_budget(-1),
+        "hog_scan_threads[reset_peak]": lambda: core.hog_scan_threads("yes"),
     }
     for name, call in scalar_calls.items():
-        try:
-            call()
-            outcome = "ok"
-        except Exception as exc:  # noqa: BLE001
-            outcome = type(exc).__name__ + ": " + str(exc).splitlines()[0][:160]
-        print(json.dumps({"entry": name, "case": "value", "outcome": outcome}), flush=True)
+        report(name, "value", call)
+
+    # entry points without untrusted input, called once so that a crash still shows (not judged)
+    plain_calls = {
+        "FaceTrainer.backward_counts": lambda: trainer.backward_counts,
+        "hog_scan_threads": lambda: core.hog_scan_threads(),
+    }
+    for name, call in plain_calls.items():
+        report(name, "plain", call)
     print(json.dumps({"done": True}), flush=True)
 
 

@@ -87,3 +87,30 @@ def lfw_sample(lfw_dir: Path) -> list[Path]:
     """24 LFW images: the first image of every 200th identity folder (a fixed, spread-out sample)."""
     people = sorted(p for p in lfw_dir.iterdir() if p.is_dir())
     return [sorted(person.glob("*.jpg"))[0] for person in people[::200][:24]]
+
+
+def cpu_conv_kernels() -> list[str] | None:
+    """The convolution kernels this CPU runs by /proc/cpuinfo's flags (avx512: avx512f + fma, avx2:
+    avx2 + fma; blas everywhere), fastest first: what build_info()["conv_kernels"] must list, read
+    independently of the extension's own CPU check. None without /proc/cpuinfo."""
+    cpuinfo = Path("/proc/cpuinfo")
+    if not cpuinfo.exists():
+        return None
+    flags = set()
+    for line in cpuinfo.read_text().splitlines():
+        if line.split(":")[0].strip() in ("flags", "Features"):
+            flags.update(line.split(":", 1)[1].split())
+    direct = [name for name, needs in (("avx512", {"avx512f", "fma"}), ("avx2", {"avx2", "fma"})) if needs <= flags]
+    return direct + ["blas"]
+
+
+CPU_KERNELS = cpu_conv_kernels()
+
+
+def kernels_to_test() -> list[str]:
+    """The kernels the kernel tests run on: the CPU's own list (so a broken CPU check in the
+    extension cannot leave a direct kernel untested), build_info's where /proc/cpuinfo is missing."""
+    import pyfacedlib as pfd
+
+    return CPU_KERNELS if CPU_KERNELS is not None else pfd.build_info()["conv_kernels"]
+

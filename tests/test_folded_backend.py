@@ -1,32 +1,13 @@
 """The folded CPU forward pass (affine folded into convolutions; direct SIMD or im2col + GEMM
 convolutions) against dlib's own, with every convolution kernel this CPU runs."""
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import CPU_KERNELS, kernels_to_test
 
 import pyfacedlib as pfd
 
-
-def _cpu_kernels() -> list[str] | None:
-    """The convolution kernels this CPU runs by /proc/cpuinfo's flags (avx512: avx512f + fma, avx2:
-    avx2 + fma; blas everywhere), fastest first: what build_info()["conv_kernels"] must list, read
-    independently of the extension's own CPU check. None without /proc/cpuinfo."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return None
-    flags = set()
-    for line in cpuinfo.read_text().splitlines():
-        if line.split(":")[0].strip() in ("flags", "Features"):
-            flags.update(line.split(":", 1)[1].split())
-    direct = [name for name, needs in (("avx512", {"avx512f", "fma"}), ("avx2", {"avx2", "fma"})) if needs <= flags]
-    return direct + ["blas"]
-
-
-# the kernels the tests run on: the CPU's own list (so a broken CPU check in the extension cannot
-# leave a direct kernel untested), build_info's where /proc/cpuinfo is missing
-CPU_KERNELS = _cpu_kernels()
-KERNELS = CPU_KERNELS if CPU_KERNELS is not None else pfd.build_info()["conv_kernels"]
+KERNELS = kernels_to_test()  # the kernels this CPU runs, from /proc/cpuinfo
 
 
 def test_conv_kernels_are_the_cpus():

@@ -1,42 +1,15 @@
 """The fast training path (fast_con convolutions; data-parallel replicas for frozen BN) against
 dlib's own con_ + dnn_trainer: the same step must give the same parameters."""
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import kernels_to_test
 
 import pyfacedlib as pfd
 from pyfacedlib import datasets
 from pyfacedlib._native import core
 
-
-def _cpu_kernels() -> list[str] | None:
-    """The convolution kernels this CPU runs by /proc/cpuinfo's flags (avx512: avx512f + fma, avx2:
-    avx2 + fma; blas everywhere), fastest first: what build_info()["conv_kernels"] must list, read
-    independently of the extension's own CPU check. None without /proc/cpuinfo."""
-    cpuinfo = Path("/proc/cpuinfo")
-    if not cpuinfo.exists():
-        return None
-    flags = set()
-    for line in cpuinfo.read_text().splitlines():
-        if line.split(":")[0].strip() in ("flags", "Features"):
-            flags.update(line.split(":", 1)[1].split())
-    direct = [name for name, needs in (("avx512", {"avx512f", "fma"}), ("avx2", {"avx2", "fma"})) if needs <= flags]
-    return direct + ["blas"]
-
-
-# the kernels the tests run on: the CPU's own list (so a broken CPU check in the extension cannot
-# leave a direct kernel untested), build_info's where /proc/cpuinfo is missing
-CPU_KERNELS = _cpu_kernels()
-KERNELS = CPU_KERNELS if CPU_KERNELS is not None else pfd.build_info()["conv_kernels"]
-
-
-def test_conv_kernels_are_the_cpus():
-    """build_info lists exactly the direct kernels /proc/cpuinfo says this CPU runs (a CPU check that
-    lost one would otherwise only skip its tests)."""
-    if CPU_KERNELS is None:
-        pytest.skip("no /proc/cpuinfo")
-    assert pfd.build_info()["conv_kernels"] == CPU_KERNELS
+KERNELS = kernels_to_test()  # the kernels this CPU runs, from /proc/cpuinfo
 
 
 @pytest.fixture(params=KERNELS)
@@ -191,3 +164,62 @@ def test_more_threads_than_faces_in_a_batch(hard_johns):
     start = few.parameters()
     assert many.train(2) == pytest.approx(few.train(2), rel=1e-5)
     _assert_same_parameters(few.parameters(), many.parameters(), start)
+
+
+# Convolutions per fine-tuning level, read off cpp/face_net.h: the stem's 7x7; dlib's level4 (3
+# res<32>: 2 each); level3 (3 res<64> + res_down<64>); level2 and level1 (2 res + res_down); level0
+# (res_down<256>). The head (level 6) is fc_no_bias<128>.
+CONVS_PER_LEVEL = [1, 6, 8, 6, 6, 2]
+
+
+def _expected_counts(first_level: int, passes: int, stop_backprop: bool = True) -> list[int]:
+    """backward_counts of `passes` backward passes: every convolution of a trained level computes a
+    gradient on each; a frozen one computes none when back-propagation stops below first_level (and
+    its data gradient when it does not)."""
+    return [convs * passes if level >= first_level or not stop_backprop else 0
+            for level, convs in enumerate(CONVS_PER_LEVEL)] + [passes]
+
+
+@pytest.mark.parametrize("strategy", ["all", "from_level:2", "from_level:4"])
+def test_from_level_computes_no_gradients_below_level_k(hard_johns, strategy):
+    """The trainer's own count of convolution backward passes that computed a gradient, per level:
+    from_level:K (parsed as finetune parses it) computes none below K and every one from K up; "all"
+    computes them everywhere. The counts are per train() call. The control (stop_backprop=False:
+    dlib's way, data gradients through the frozen levels) shows the same counters seeing that work,
+    so they observe computation, not the freezing settings."""
+    from pyfacedlib._finetune import parse_strategy
+
+    chips, labels = hard_johns
+    base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    level = parse_strategy(strategy)[1]
+    assert core.NUM_LEVELS == len(CONVS_PER_LEVEL) + 1
+    trainer = _trainer(base, False, chips, labels, 2, True, level=level)  # 2 replicas: 2 passes a step
+    assert trainer.backward_counts == [0] * core.NUM_LEVELS
+    trainer.train(1)
+    assert trainer.backward_counts == _expected_counts(level, 2)
+    trainer.train(2)
+    assert trainer.backward_counts == _expected_counts(level, 4)  # this call's, not the total
+    if level > 0:
+        control = _trainer(base, False, chips, labels, 1, True, level=level, stop_backprop=False)
+        control.train(1)
+        assert control.backward_counts == _expected_counts(level, 1, stop_backprop=False)
+
+
+def test_calibrated_bn_from_level_computes_no_gradients_below_level_k(hard_johns, tmp_path):
+    """The same through dnn_trainer (calibrated batch norm, one net: one pass a step); dlib's con_
+    (the reference path) does not count."""
+    chips, labels = hard_johns
+    bn = tmp_path / "bn.dat"
+    pfd.convert_affine_to_bn(pfd.models.path("dlib_face_recognition_resnet_model_v1"), bn, calibration=chips)
+    trainer = _trainer(str(bn), True, chips, labels, 2, True, level=3)
+    trainer.train(2)
+    assert trainer.backward_counts == _expected_counts(3, 2)
+    assert _trainer(str(bn), True, chips, labels, 2, False, level=3).backward_counts == []
+
+
+def test_head_strategy_back_propagates_through_the_head_only(hard_johns):
+    chips, labels = hard_johns
+    base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    trainer = _trainer(base, False, chips, labels, 2, True, level=core.NUM_LEVELS - 1)
+    trainer.train(3)
+    assert trainer.backward_counts == [0] * (core.NUM_LEVELS - 1) + [3]
