@@ -85,6 +85,15 @@ CHILD = textwrap.dedent("""
     update_table(empty, {good[0]: None}, embedder, photos, workers=2)                   # warm up as root
     ChipCache(os.path.join(folder, "warm"), AlignmentSettings()).faces(good[:1], workers=1, progress=False)
     embed_archive([good[0]], os.path.join(folder, "warm.parquet"), progress=False)
+    # the models, where user nobody can read them (an installed venv may sit in a folder only root enters)
+    import shutil
+    models = os.path.join(folder, "models")
+    os.makedirs(models)
+    for name in ("shape_predictor_5_face_landmarks", "mmod_human_face_detector",
+                 "dlib_face_recognition_resnet_model_v1"):
+        os.chmod(shutil.copy(pfd.models.path(name), models), 0o644)
+    os.chmod(models, 0o755)
+    os.environ["PYFACEDLIB_MODELS"] = models
     os.setegid(65534)
     os.seteuid(65534)
     try:
