@@ -2,11 +2,13 @@
 #include "bindings.h"
 
 #include "conversion.h"
+#include "folded_net.h"
 #include "model_io.h"
 
 #include <pybind11/stl.h>
 
 #include <cstring>
+#include <memory>
 
 namespace pfd {
 
@@ -15,6 +17,37 @@ namespace {
 const char* const face_net_what = "dlib face recognition network (.dat)";
 
 py::bytes as_bytes(const std::string& s) { return py::bytes(s.data(), s.size()); }
+
+py::array_t<float> float_array(const std::vector<float>& values, std::vector<py::ssize_t> shape) {
+    py::array_t<float> out(shape);
+    std::memcpy(out.mutable_data(), values.data(), values.size() * sizeof(float));
+    return out;
+}
+
+// One folded op as a dict: kind, window/stride/padding, channels, relu, tag, and its parameters
+// (conv: weights (ky, kx, in, out) + bias (out,); fc: weights (in, out) + bias; scale_shift: scale, shift).
+py::dict op_as_dict(const folded_face_net::op& o) {
+    static const char* names[] = {"conv", "scale_shift", "relu", "max_pool", "avg_pool", "tag", "skip", "add_tag", "global_avg", "fc"};
+    py::dict d;
+    d["kind"] = names[static_cast<int>(o.kind)];
+    d["relu"] = o.relu;
+    d["tag"] = o.tag;
+    d["window"] = py::make_tuple(o.window_y, o.window_x);
+    d["stride"] = py::make_tuple(o.stride_y, o.stride_x);
+    d["padding"] = py::make_tuple(o.pad_y, o.pad_x);
+    d["in_channels"] = o.in_channels;
+    d["out_channels"] = o.out_channels;
+    using kind = folded_face_net::op_kind;
+    if (o.kind == kind::conv)
+        d["weights"] = float_array(o.weights, {o.window_y, o.window_x, o.in_channels, o.out_channels});
+    else if (o.kind == kind::fc)
+        d["weights"] = float_array(o.weights, {o.in_channels, o.out_channels});
+    else if (o.kind == kind::scale_shift)
+        d["weights"] = float_array(o.weights, {static_cast<py::ssize_t>(o.weights.size())});
+    if (o.kind == kind::conv || o.kind == kind::fc || o.kind == kind::scale_shift)
+        d["bias"] = float_array(o.bias, {static_cast<py::ssize_t>(o.bias.size())});
+    return d;
+}
 
 class calibrator {
 public:
@@ -49,6 +82,28 @@ void bind_conversion(py::module_& m) {
               return detect_net_kind(read_model_bytes(path, face_net_what), path) == net_kind::affine ? "affine" : "bn";
           },
           py::arg("path"), "'affine' or 'bn' for a face-net file; ModelFormatError for anything else.");
+
+    m.def("folded_net_graph",
+          [](const std::string& path) {
+              const auto bytes = read_model_bytes(path, face_net_what);
+              std::unique_ptr<folded_face_net> folded;
+              {
+                  py::gil_scoped_release release;
+                  folded = std::make_unique<folded_face_net>(load_test_net(bytes, path));
+              }
+              py::list ops;
+              for (const auto& o : folded->ops()) ops.append(op_as_dict(o));
+              const auto means = folded->input_means();
+              py::dict graph;
+              graph["input_size"] = folded->input_size();
+              graph["input_means"] = py::make_tuple(means[0], means[1], means[2]);
+              graph["ops"] = ops;
+              return graph;
+          },
+          py::arg("path"),
+          "The face net in `path` (either kind; a bn net through its exact affine form) as the folded "
+          "pass runs it: {'input_size', 'input_means' (R, G, B), 'ops': [dict per op]}, each affine "
+          "folded into its convolution, each ReLU marked on the op it follows.");
 
     m.def("scaled_descriptor_net",
           [](const std::string& path, double factor) {

@@ -15,6 +15,7 @@
 #include "conv_kernels.h"
 #include "face_net.h"
 
+#include <array>
 #include <string>
 #include <vector>
 
@@ -57,6 +58,13 @@ public:
         bool relu = false;  // fused ReLU after this op (conv, scale_shift, add_tag)
         int tag = 0;        // tag / skip / add_tag: the tag id
     };
+
+    // The compiled net as data, for writing it in another format (pyfacedlib's ONNX export): the
+    // input side, dlib's per-channel input means (R, G, B; a chip is (pixel - mean) / 256), and the
+    // ops in execution order.
+    long input_size() const { return input_size_; }
+    std::array<float, 3> input_means() const { return {avg_red_, avg_green_, avg_blue_}; }
+    const std::vector<op>& ops() const { return ops_; }
 
 private:
     float avg_red_ = 0, avg_green_ = 0, avg_blue_ = 0;

@@ -29,6 +29,7 @@ from .faces import FaceSet
 from .facetable import FaceTable
 from .gallery import Gallery, GalleryConfig, Match, SearchHit
 from .images import as_rgb, from_bgr, load_image
+from .onnx_model import convert_to_onnx
 
 __version__ = "0.1.0"
 
@@ -40,7 +41,8 @@ def build_info() -> dict:
     module is installed and loads; cuda_version, cudnn_version, cuda_driver (the newest CUDA the
     driver supports, "" without a driver), cuda_devices (["NVIDIA H100 80GB HBM3 (sm 9.0, 79.1 GiB)", ...]),
     cuda_detail (how it was built, or why there is no CUDA), and default_device: what
-    FaceEmbedder(device="auto") runs on here.
+    FaceEmbedder(device="auto") runs on here; onnx_providers: onnxruntime's execution providers here
+    (FaceEmbedder(backend="onnx"); [] without onnxruntime).
     """
     from ._native import cuda_status
 
@@ -58,6 +60,9 @@ def build_info() -> dict:
     else:
         info["cuda_detail"] = cuda["error"]
     info["default_device"] = "cuda" if cuda["devices"] else "cpu"
+    from .onnx_model import available_providers
+
+    info["onnx_providers"] = available_providers()
     info["pyfacedlib_version"] = __version__
     return info
 
@@ -68,6 +73,7 @@ __all__ = [
     "FaceEmbedder", "FaceSet", "FaceTable",
     "FinetuneConfig", "FinetuneResult", "Gallery", "GalleryConfig", "GalleryError", "ImageError", "Match",
     "ModelFormatError", "ModelNotFoundError", "NoFaceFoundError", "SearchHit", "align", "as_rgb", "build_info",
-    "chipcache", "cluster", "convert_affine_to_bn", "convert_bn_to_affine", "datasets", "distance", "evaluate",
-    "evaluate_folders", "finetune", "from_bgr", "load_faces", "load_image", "models", "parse_strategy",
+    "chipcache", "cluster", "convert_affine_to_bn", "convert_bn_to_affine", "convert_to_onnx", "datasets",
+    "distance", "evaluate", "evaluate_folders", "finetune", "from_bgr", "load_faces", "load_image", "models",
+    "parse_strategy",
 ]

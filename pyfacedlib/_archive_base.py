@@ -4,12 +4,14 @@ batches they hand the driver. The public names are pyfacedlib.archive's."""
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
 from ._config import option
 from ._system import file_sha256
 from .align import AlignmentSettings
+from .embedder import BACKENDS as EMBEDDING_BACKENDS
 from .errors import error_kind
 from .photos import PhotoFaces, detect_photo
 
@@ -48,6 +50,18 @@ class ArchiveConfig:
     resume: bool = option(False, "continue an existing output: skip the files whose bytes (sha256) it holds")
     stages: str = option("auto", "ray: detection and embedding in separate actors ('split', what GPU embedding "
                                   "needs) or the same ('fused'); auto: split when --embed-gpus > 0", choices=STAGES)
+    backend: str | None = option(None, "the embedding stage's forward pass (FaceEmbedder's backend); None: the "
+                                       "folded CPU pass", cli=False)
+    onnx_providers: tuple[str, ...] | None = option(None, "backend 'onnx': onnxruntime's execution providers, in "
+                                                          "order; None: CUDA when onnxruntime has it, else CPU",
+                                                    cli=False)
+
+    def embedder_options(self) -> dict[str, Any]:
+        """FaceEmbedder's keyword arguments for the embedding stage (backend and providers)."""
+        options: dict[str, Any] = {"backend": self.backend}
+        if self.backend == "onnx" and self.onnx_providers is not None:
+            options["onnx_providers"] = list(self.onnx_providers)
+        return options
 
     @property
     def split_stages(self) -> bool:
@@ -66,6 +80,10 @@ class ArchiveConfig:
             raise ValueError(f"stages must be 'auto', 'split' or 'fused', got {self.stages!r}")
         if self.images_per_part < 1 or self.images_per_task < 1:
             raise ValueError("images_per_part and images_per_task must be >= 1")
+        if self.backend not in (None, *EMBEDDING_BACKENDS):
+            raise ValueError(f"backend must be one of {EMBEDDING_BACKENDS}, got {self.backend!r}")
+        if self.onnx_providers is not None and self.backend != "onnx":
+            raise ValueError("onnx_providers is for backend 'onnx'")
 
 
 @dataclass

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BnCalibrator', 'CHIP_SIZE', 'CnnFaceDetector', 'DESCRIPTOR_SIZE', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'MarginLoss', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cosine_layer', 'cuda_runtime', 'extract_face_chip', 'hog_scan_threads', 'identity_batches', 'metric_loss', 'net_kind', 'scaled_descriptor_net', 'set_hog_scan_thread_budget', 'set_training_conv_kernel', 'sgemm_gflops', 'training_conv_kernel']
+__all__: list[str] = ['BnCalibrator', 'CHIP_SIZE', 'CnnFaceDetector', 'DESCRIPTOR_SIZE', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'MarginLoss', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cosine_layer', 'cuda_runtime', 'extract_face_chip', 'folded_net_graph', 'hog_scan_threads', 'identity_batches', 'metric_loss', 'net_kind', 'scaled_descriptor_net', 'set_hog_scan_thread_budget', 'set_training_conv_kernel', 'sgemm_gflops', 'training_conv_kernel']
 class FaceEmbedderCore:
     """
     dlib's face-recognition ResNet (affine testing net) run on batches of chips.
@@ -220,6 +220,10 @@ def cuda_runtime() -> dict:
 def extract_face_chip(image: numpy.ndarray, landmarks: numpy.ndarray, size: typing.SupportsInt | typing.SupportsIndex = 150, padding: typing.SupportsFloat | typing.SupportsIndex = 0.25) -> numpy.typing.NDArray[numpy.uint8]:
     """
     The aligned face chip, pixel for pixel what dlib.get_face_chip returns.
+    """
+def folded_net_graph(path: str) -> dict:
+    """
+    The face net in `path` (either kind; a bn net through its exact affine form) as the folded pass runs it: {'input_size', 'input_means' (R, G, B), 'ops': [dict per op]}, each affine folded into its convolution, each ReLU marked on the op it follows.
     """
 def hog_scan_threads(reset_peak: bool = False) -> dict:
     """

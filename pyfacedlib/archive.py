@@ -249,7 +249,7 @@ def _run_local(files: list[str], model_path: str, model_id: str, settings: Align
     per_batch = min(config.images_per_part, 64)
     photos: list[PhotoFaces] = []
     skipped = 0
-    for photo in with_descriptors(detected, FaceEmbedder(model_path)):
+    for photo in with_descriptors(detected, FaceEmbedder(model_path, **config.embedder_options())):
         if photo is None:
             skipped += 1
         else:

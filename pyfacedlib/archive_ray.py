@@ -96,10 +96,10 @@ class RayDetector:
 class RayEmbedder:
     """Ray Data stage: chips -> descriptors (the face model loads once per actor; threads = its CPUs)."""
 
-    def __init__(self, model_path: str, threads: float) -> None:
+    def __init__(self, model_path: str, threads: float, embedder: dict | None = None) -> None:
         from .embedder import FaceEmbedder
 
-        self.embedder = FaceEmbedder(model_path, threads=max(1, int(threads)))
+        self.embedder = FaceEmbedder(model_path, threads=max(1, int(threads)), **(embedder or {}))
         self.instance = f"{os.getpid()}-{id(self):x}"
 
     def __call__(self, batch):
@@ -111,11 +111,11 @@ class RayDetectAndEmbed(RayDetector):
     detector, the landmark model and the face model once."""
 
     def __init__(self, settings: dict, done: frozenset[str], threads: int, model_path: str,
-                 model_id: str = "") -> None:
+                 model_id: str = "", embedder: dict | None = None) -> None:
         from .embedder import FaceEmbedder
 
         super().__init__(settings, done, threads, model_id)
-        self.embedder = FaceEmbedder(model_path, threads=self.threads)
+        self.embedder = FaceEmbedder(model_path, threads=self.threads, **(embedder or {}))
 
     def __call__(self, batch):
         return _with_info(embed_chip_batch(super().__call__(batch), self.embedder), embedder=self.instance)
@@ -178,12 +178,14 @@ def run_ray(files: list[str], model_path: str, model_id: str, settings: Alignmen
             ds = ds.map_batches(RayDetector, batch_size=None, batch_format="pyarrow", fn_constructor_kwargs=detection,
                                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
             ds = ds.map_batches(RayEmbedder, batch_size=None, batch_format="pyarrow",
-                                fn_constructor_kwargs={"model_path": model_path, "threads": config.embed_cpus},
+                                fn_constructor_kwargs={"model_path": model_path, "threads": config.embed_cpus,
+                                                       "embedder": config.embedder_options()},
                                 compute=ray.data.ActorPoolStrategy(size=config.embed_actors),
                                 num_cpus=config.embed_cpus, num_gpus=config.embed_gpus or None)
         else:
             ds = ds.map_batches(RayDetectAndEmbed, batch_size=None, batch_format="pyarrow",
-                                fn_constructor_kwargs={**detection, "model_path": model_path},
+                                fn_constructor_kwargs={**detection, "model_path": model_path,
+                                                       "embedder": config.embedder_options()},
                                 compute=ray.data.ActorPoolStrategy(size=workers), num_cpus=1)
         instances: dict[str, set[str]] = {"detector": set(), "embedder": set()}
         calls: set[str] = set()

@@ -53,8 +53,9 @@ EXIT_CODES = """exit codes (every verb):
 # optional or separately installed modules -> what installs them (an ImportError names the fix)
 PIP_NAMES = {"cv2": "opencv-python-headless", "faiss": "'pyfacedlib[search]'", "ray": "'pyfacedlib[ray]'",
              "pyarrow": "pyarrow", "sklearn": "scikit-learn", "PIL": "pillow", "matplotlib": "matplotlib",
-             "tqdm": "tqdm", "scipy_openblas32": "scipy-openblas32", "onnx": "onnx", "onnxruntime": "onnxruntime",
-             "torch": "torch", "dlib": "dlib-bin", "face_recognition_models": "face_recognition_models",
+             "tqdm": "tqdm", "scipy_openblas32": "scipy-openblas32", "onnx": "'pyfacedlib[onnx]'",
+             "onnxruntime": "'pyfacedlib[onnx]'", "torch": "torch", "dlib": "dlib-bin",
+             "face_recognition_models": "face_recognition_models",
              "nvidia": "'pyfacedlib[cuda]'"}
 
 
@@ -169,14 +170,20 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-EMBEDDER_OPTIONS = ("threads", "backend", "device", "num_jitters", "seed")
+def _provider_list(text: str) -> tuple[str, ...]:
+    """--onnx-providers A,B: a tuple of onnxruntime provider names."""
+    names = tuple(p.strip() for p in text.split(",") if p.strip())
+    if not names:
+        raise argparse.ArgumentTypeError("give at least one provider name")
+    return names
 
 
 def _cmd_embed(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix == ".parquet":
         return _embed_archive(args)
-    refuse(args, given(args, ArchiveConfig), "archive options need --out OUT.parquet")
+    archive_only = [f.name for f in dataclasses.fields(ArchiveConfig) if f.metadata.get("cli", True)]
+    refuse(args, archive_only, "archive options need --out OUT.parquet")
     if out is not None and out.suffix not in (".npy", ".json"):
         raise UsageError(f"--out must end in .npy, .json or .parquet, got {out}")
     settings = configured(AlignmentSettings.for_photos, args, AlignmentSettings)
@@ -184,8 +191,10 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from .embedder import FaceEmbedder
     from .photos import embed_photos
 
-    embedder = FaceEmbedder(model=args.model, threads=args.threads, backend=args.backend, device=args.device or "auto")
-    print(f"embedding on {embedder.device} ({embedder.backend} forward pass)", file=sys.stderr)
+    embedder = FaceEmbedder(model=args.model, threads=args.threads, backend=getattr(args, "backend", None),
+                            device=args.device or "auto", onnx_providers=getattr(args, "onnx_providers", None))
+    via = f" on {', '.join(embedder.onnx_providers)}" if embedder.backend == "onnx" else ""
+    print(f"embedding on {embedder.device} ({embedder.backend} forward pass{via})", file=sys.stderr)
     images = list_files(args.images, exclude=[out] if out is not None else [])
     if not images:
         raise _no_inputs(args.images)
@@ -224,8 +233,9 @@ def _embed_archive(args: argparse.Namespace) -> int:
     """embed ... --out OUT.parquet: the archive pipeline (pyfacedlib.archive), local or on Ray."""
     from .archive import embed_archive
 
-    refuse(args, EMBEDDER_OPTIONS, "--out OUT.parquet embeds without jitter with the folded CPU forward pass "
-                                   "(set the archive's threads with --workers, GPUs with --embed-gpus)")
+    refuse(args, ("threads", "device", "num_jitters", "seed"),
+           "--out OUT.parquet embeds without jitter, on the CPU unless --backend onnx with --onnx-providers "
+           "(set the archive's threads with --workers, GPUs with --embed-gpus)")
     config = configured(ArchiveConfig, args)
     settings = configured(AlignmentSettings.for_photos, args, AlignmentSettings)
     try:
@@ -257,6 +267,16 @@ def _cmd_index(args: argparse.Namespace) -> int:
 def _cmd_convert(args: argparse.Namespace) -> int:
     from .convert import convert_affine_to_bn, convert_bn_to_affine
 
+    if args.to == "onnx":
+        refuse(args, ("calibrate", "holdout", "threads", "report"), "do not apply to --to onnx")
+        from .onnx_model import DEFAULT_OPSET, convert_to_onnx
+
+        opset = args.opset or DEFAULT_OPSET
+        convert_to_onnx(args.src, args.dst, opset=opset)
+        print(f"wrote {args.dst}: ONNX opset {opset}, input chips uint8 (N,150,150,3) RGB, "
+              "output descriptors float32 (N,128)")
+        return 0
+    refuse(args, ("opset",), "only applies to --to onnx")
     if args.to == "bn":
         report = convert_affine_to_bn(args.src, args.dst, calibration=args.calibrate, holdout=args.holdout,
                                       threads=args.threads, progress=True)
@@ -661,8 +681,13 @@ def build_parser() -> argparse.ArgumentParser:
     embedding = embed.add_argument_group("embedding (FILE.npy, FILE.json or printed)")
     embedding.add_argument("--threads", type=int, default=None, help="detection and embedding threads "
                                                                      "(default: the CPUs)")
-    embedding.add_argument("--backend", choices=BACKENDS, default=None,
-                           help="forward pass: folded (CPU default) or dlib's own (the reference)")
+    # absent unless given (argparse.SUPPRESS): they also reach ArchiveConfig, whose defaults then apply
+    embedding.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS,
+                           help="forward pass: folded (CPU default), dlib's own (the reference) or onnx (the model "
+                                "exported to ONNX, run in onnxruntime; also for OUT.parquet)")
+    embedding.add_argument("--onnx-providers", type=_provider_list, default=argparse.SUPPRESS, metavar="P1,P2",
+                           help="--backend onnx: onnxruntime execution providers in order, e.g. "
+                                "CUDAExecutionProvider,CPUExecutionProvider (default: from --device)")
     embedding.add_argument("--device", choices=DEVICES, default=None,
                            help="cpu, cuda (a CUDA build and a GPU) or auto: the GPU when there is one (default)")
     embedding.add_argument("--num-jitters", type=int, default=0, help="> 1: the mean descriptor of that many "
@@ -672,14 +697,17 @@ def build_parser() -> argparse.ArgumentParser:
                        aliases={"images_per_part": ["--part-size"]})
     embed.set_defaults(run=_cmd_embed)
 
-    convert = sub.add_parser("convert", help="affine testing net <-> bn_con training net")
-    convert.add_argument("--to", choices=["bn", "affine"], required=True)
+    convert = sub.add_parser("convert", help="affine testing net <-> bn_con training net, or either to ONNX")
+    convert.add_argument("--to", choices=["bn", "affine", "onnx"], required=True,
+                         help="bn: the trainable net; affine: what dlib loads; onnx: a graph for onnxruntime/TensorRT "
+                              "(pip install 'pyfacedlib[onnx]')")
     convert.add_argument("src")
     convert.add_argument("dst")
     convert.add_argument("--calibrate", metavar="DIR", help="images (identity folders) to calibrate batch norm on")
     convert.add_argument("--holdout", metavar="DIR", help="other images to measure the batch-mode drift on")
     convert.add_argument("--threads", type=int, default=None)
     convert.add_argument("--report", metavar="FILE.json", help="write the full report as JSON")
+    convert.add_argument("--opset", type=int, default=None, help="--to onnx: the ONNX opset, 13 to 21 (default: 17)")
     convert.set_defaults(run=_cmd_convert)
 
     bench = sub.add_parser("bench-lfw", help="LFW 10-fold verification benchmark, several models side by side")

@@ -2,15 +2,22 @@
 from __future__ import annotations
 
 import os
+import warnings
+from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from . import models
-from ._native import CHIP_SIZE, DESCRIPTOR_SIZE, resolve_device
+from ._native import CHIP_SIZE, DESCRIPTOR_SIZE, DEVICES, core, resolve_device
 from ._system import available_cpus
 from .align import AlignmentSettings, as_chips, find_faces
+from .errors import DeviceError
 from .images import ImageLike, as_rgb
+
+if TYPE_CHECKING:
+    from .onnx_model import OnnxSession
 
 __all__ = ["BACKENDS", "CHIP_SIZE", "CONV_KERNELS", "DESCRIPTOR_SIZE", "Face", "FaceEmbedder", "as_chips", "distance"]
 
@@ -31,7 +38,7 @@ class Face:
     score: float = field(default=0.0)  # detector confidence
 
 
-BACKENDS = ("folded", "dlib")
+BACKENDS = ("folded", "dlib", "onnx")
 CONV_KERNELS = ("auto", "avx512", "avx2", "blas")
 
 
@@ -42,47 +49,92 @@ class FaceEmbedder:
     exported by pyfacedlib); None = the shipped model. threads: worker threads (default: all CPUs
     this process may use). backend: "folded" (the default on CPU: batch norm folded into the
     convolutions, direct SIMD convolution kernels or batched GEMMs (see `conv_kernel`), fused ReLU;
-    within 1e-5 of dlib) or "dlib" (dlib's own
-    forward pass, the reference; the only one on a GPU). device: "cpu", "cuda" (dlib's cuDNN forward
-    pass; needs a CUDA build and a GPU, else DeviceError) or "auto" (the default: the GPU when this
-    installation has a CUDA module and a GPU is found, else the CPU, with a warning when a CUDA
-    module finds no GPU); `self.device` says which ran. Raises ModelFormatError for a file that is
-    not such a model.
+    within 1e-5 of dlib), "dlib" (dlib's own forward pass, the reference; the only one on a GPU of
+    a CUDA build) or "onnx" (the model exported to ONNX (pyfacedlib.onnx_model, cached on first use)
+    and run in onnxruntime on `onnx_providers`: the GPU path that needs no CUDA build of dlib).
+    device: "cpu", "cuda" (dlib's cuDNN forward pass, needing a CUDA build and a GPU; with
+    backend="onnx": onnxruntime's CUDA provider) or "auto" (the default: the GPU when there is one,
+    else the CPU, with a warning when a CUDA module finds no GPU); `self.device` says which ran.
+    onnx_providers (backend="onnx"): onnxruntime execution providers in order of preference, e.g.
+    ["TensorrtExecutionProvider", "CUDAExecutionProvider", "CPUExecutionProvider"]; None = from
+    `device`. Raises ModelFormatError for a file that is not such a model, DeviceError for a device
+    or provider this installation lacks, ImportError for backend="onnx" without onnxruntime.
     """
 
     def __init__(self, model: str | os.PathLike | None = None, threads: int | None = None,
-                 backend: str | None = None, device: str = "auto") -> None:
+                 backend: str | None = None, device: str = "auto",
+                 onnx_providers: Sequence[str | tuple[str, dict]] | None = None) -> None:
         self.model_path = str(model) if model is not None else models.path(models.FACE_RECOGNITION)
+        if backend is not None and backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {backend!r}")
+        if onnx_providers is not None and backend != "onnx":
+            raise ValueError("onnx_providers is for backend='onnx'")
+        self._core: Any = None
+        self._onnx: OnnxSession | None = None
+        if backend == "onnx":
+            self._onnx_providers = _providers_for(device, onnx_providers)
+            self._onnx_may_fall_back = device == "auto" and onnx_providers is None
+            self._threads = self._check_threads(threads)
+            self._start_onnx()
+            return
         self.device, module = resolve_device(device)
         self._core = module.FaceEmbedderCore(self.model_path, self._check_threads(threads))
         if backend is not None:
             self.backend = backend
 
+    def _start_onnx(self) -> None:
+        from .onnx_model import OnnxSession, cached_onnx
+
+        graph = cached_onnx(self.model_path)
+        try:
+            self._onnx = OnnxSession(graph, self._onnx_providers, threads=self._threads)
+        except DeviceError as exc:
+            if not self._onnx_may_fall_back or self._onnx_providers == ["CPUExecutionProvider"]:
+                raise
+            warnings.warn(f"device='auto': {exc}; running on the CPU", RuntimeWarning, stacklevel=3)
+            self._onnx_providers = ["CPUExecutionProvider"]
+            self._onnx = OnnxSession(graph, self._onnx_providers, threads=self._threads)
+        self.device = self._onnx.device
+
     @property
     def backend(self) -> str:
-        """The forward pass in use: "folded" or "dlib"."""
-        return self._core.backend
+        """The forward pass in use: "folded", "dlib" or "onnx"."""
+        return "onnx" if self._onnx is not None else self._core.backend
 
     @backend.setter
     def backend(self, value: str) -> None:
         if value not in BACKENDS:
             raise ValueError(f"backend must be one of {BACKENDS}, got {value!r}")
+        if (value == "onnx") != (self._onnx is not None):
+            raise ValueError("backend='onnx' is chosen when the embedder is made: FaceEmbedder(model, backend='onnx') "
+                             "(it and the folded/dlib passes do not switch in place)")
+        if self._onnx is not None:
+            return
         if self.device == "cuda" and value != "dlib":
             raise ValueError("backend='folded' is the CPU forward pass: on device='cuda' only dlib's cuDNN "
-                             "forward pass runs (use FaceEmbedder(device='cpu') for the folded one)")
+                             "forward pass runs (use FaceEmbedder(device='cpu') for the folded one, or "
+                             "backend='onnx')")
         self._core.backend = value
 
     @property
-    def conv_kernel(self) -> str:
+    def onnx_providers(self) -> list[str]:
+        """backend="onnx": the execution providers the session runs on, in priority order; else []."""
+        return self._onnx.providers if self._onnx is not None else []
+
+    @property
+    def conv_kernel(self) -> str | None:
         """The folded backend's convolution kernel: "avx512" or "avx2" (direct SIMD kernels, the
-        default where the CPU has them) or "blas" (im2col + OpenBLAS GEMM, any CPU). Set "auto" for
-        the fastest this CPU supports; a kernel the CPU cannot run raises ValueError."""
-        return self._core.conv_kernel
+        default where the CPU has them) or "blas" (im2col + OpenBLAS GEMM, any CPU); None with
+        backend="onnx". Set "auto" for the fastest this CPU supports; a kernel the CPU cannot run
+        raises ValueError."""
+        return self._core.conv_kernel if self._core is not None else None
 
     @conv_kernel.setter
     def conv_kernel(self, value: str) -> None:
         if value not in CONV_KERNELS:
             raise ValueError(f"conv_kernel must be one of {CONV_KERNELS}, got {value!r}")
+        if self._core is None:
+            raise ValueError("conv_kernel is the folded pass's: backend='onnx' runs onnxruntime's kernels")
         self._core.conv_kernel = value
 
     @staticmethod
@@ -96,11 +148,15 @@ class FaceEmbedder:
     @property
     def threads(self) -> int:
         """Worker threads used per batch."""
-        return self._core.threads
+        return self._threads if self._onnx is not None else self._core.threads
 
     @threads.setter
     def threads(self, value: int) -> None:
-        self._core.threads = self._check_threads(value)
+        if self._onnx is not None:
+            self._threads = self._check_threads(value)
+            self._start_onnx()
+        else:
+            self._core.threads = self._check_threads(value)
 
     def embed_chips(self, chips: np.ndarray, num_jitters: int = 0, seed: int = 0) -> np.ndarray:
         """Descriptors of aligned face chips: (N, 128) float32.
@@ -117,7 +173,12 @@ class FaceEmbedder:
             raise ValueError(f"seed must be an integer >= 0, got {seed!r}")
         if len(batch) == 0:
             return np.zeros((0, DESCRIPTOR_SIZE), np.float32)
-        return self._core.embed_chips(batch, int(num_jitters), int(seed))
+        if self._onnx is None:
+            return self._core.embed_chips(batch, int(num_jitters), int(seed))
+        if num_jitters <= 1:
+            return self._onnx.run(batch)
+        crops = core.FaceEmbedderCore.jitter_chips(batch, int(num_jitters), int(seed))
+        return self._onnx.run(crops).reshape(len(batch), int(num_jitters), DESCRIPTOR_SIZE).mean(axis=1)
 
     def embed_image(self, image: ImageLike, detector: str = "hog", upsample: int = 1, num_jitters: int = 0,
                     seed: int = 0, min_face_size: float | None = None) -> list[Face]:
@@ -136,6 +197,23 @@ class FaceEmbedder:
         descriptors = self.embed_chips(chips, num_jitters=num_jitters, seed=seed)
         return [Face(box=boxes[i], landmarks=points[i], chip=chips[i], descriptor=descriptors[i],
                      score=float(scores[i])) for i in range(len(boxes))]
+
+
+def _providers_for(device: str, providers: Sequence[str | tuple[str, dict]] | None
+                   ) -> list[str | tuple[str, dict]]:
+    """onnxruntime providers for backend="onnx": `providers` as given, else from `device` ("cuda":
+    CUDA then CPU; "cpu": CPU; "auto": CUDA when onnxruntime has it, else CPU)."""
+    if device not in DEVICES:
+        raise ValueError(f"device must be one of {DEVICES}, got {device!r}")
+    if providers is not None:
+        return list(providers)
+    if device == "cpu":
+        return ["CPUExecutionProvider"]
+    from .onnx_model import available_providers
+
+    if device == "cuda" or "CUDAExecutionProvider" in available_providers():
+        return ["CUDAExecutionProvider", "CPUExecutionProvider"]
+    return ["CPUExecutionProvider"]
 
 
 def distance(a: np.ndarray, b: np.ndarray) -> np.ndarray:

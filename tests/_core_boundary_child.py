@@ -126,6 +126,7 @@ def main() -> None:
         "LandmarkPredictor[path]": lambda: core.LandmarkPredictor(FACE),
         "BnCalibrator[path]": lambda: core.BnCalibrator(BN_PATH, 1),
         "net_kind[path]": lambda: core.net_kind(LANDMARKS),
+        "folded_net_graph[path]": lambda: core.folded_net_graph(LANDMARKS),
         "bn_to_affine[path]": lambda: core.bn_to_affine(FACE),
         "sgemm_gflops[shape]": lambda: core.sgemm_gflops(-1, 10, 10, 1),
         "identity_batches[labels]": lambda: core.identity_batches(["a", "b"], 2, 2),

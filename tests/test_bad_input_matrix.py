@@ -157,12 +157,13 @@ def _paths_cases(i: Inputs, path: Path, tmp: Path) -> dict[str, list]:
         "evaluate": ["evaluate", path, "--out", tmp / "eval"],
         "finetune": ["finetune", path, tmp / "tuned"],
         "convert": ["convert", "--to", "bn", path, tmp / "bn.dat"],
+        "convert-onnx": ["convert", "--to", "onnx", path, tmp / "m.onnx"],
         "index": ["index", path, tmp / "i.npz"],
     }
 
 
 VERBS = ["embed", "embed-parquet", "enrol", "identify", "search", "cluster", "export", "evaluate", "finetune",
-         "convert", "index"]
+         "convert", "convert-onnx", "index"]
 
 
 @pytest.mark.parametrize("verb", VERBS)
@@ -305,8 +306,8 @@ def test_evaluate_lists_each_bad_file_and_evaluates_the_good_ones(inputs, tmp_pa
 
 # ---- a --model that is not a model; a gallery of another model ---------------------------------------------
 
-@pytest.mark.parametrize("verb", ["embed", "embed-parquet", "enrol", "identify", "search", "cluster", "export",
-                                  "evaluate", "finetune", "convert"])
+@pytest.mark.parametrize("verb", ["embed", "embed-onnx", "embed-parquet", "enrol", "identify", "search", "cluster",
+                                  "export", "evaluate", "finetune", "convert", "convert-onnx"])
 def test_a_model_option_that_is_not_a_model_fails_naming_it(verb, inputs, tmp_path, capsys):
     photo, model = inputs.good("ann.jpg"), inputs.not_model
     argv = {
@@ -320,6 +321,8 @@ def test_a_model_option_that_is_not_a_model_fails_naming_it(verb, inputs, tmp_pa
         "evaluate": ["evaluate", inputs.photos, "--out", tmp_path / "eval", "--model", model],
         "finetune": ["finetune", inputs.photos, tmp_path / "tuned", "--base-model", model],
         "convert": ["convert", "--to", "bn", model, tmp_path / "bn.dat"],
+        "embed-onnx": ["embed", photo, "--backend", "onnx", "--model", model],
+        "convert-onnx": ["convert", "--to", "onnx", model, tmp_path / "m.onnx"],
     }[verb]
     failed(run(capsys, *argv), verb.split("-")[0], model)
 
