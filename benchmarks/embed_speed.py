@@ -1,7 +1,8 @@
 """Embedding throughput, side by side in one run: pyfacedlib's folded forward pass with each
 convolution kernel this CPU runs (direct AVX-512 / AVX2 kernels, and im2col + OpenBLAS GEMM, the
-path before them), pyfacedlib running dlib's own forward pass (the reference path), and dlib's
-Python binding (dlib-bin).
+path before them), pyfacedlib running dlib's own forward pass (the reference path), the model
+exported to ONNX and run in onnxruntime on the CPU (FaceEmbedder(backend="onnx"), when onnxruntime
+is installed), and dlib's Python binding (dlib-bin).
 
     python benchmarks/embed_speed.py [--faces 256] [--repeats 3] [--threads N]
 
@@ -56,11 +57,22 @@ def measure(faces: int, repeats: int, threads: int | None) -> dict:
         result[f"folded_{kernel}_faces_per_s"] = faces / best_seconds(lambda: folded.embed_chips(chips), repeats)
     result["folded_faces_per_s"] = result[f"folded_{kernels[0]}_faces_per_s"]   # the default kernel
     result["dlib_path_faces_per_s"] = faces / best_seconds(lambda: reference_path.embed_chips(chips), repeats)
+    try:
+        import onnxruntime
+
+        on_onnx = pfd.FaceEmbedder(threads=threads, backend="onnx", device="cpu")
+        result["onnxruntime_version"] = onnxruntime.__version__
+        result["max_abs_diff_onnx_vs_dlib_path"] = float(np.abs(on_onnx.embed_chips(chips[:32]) - reference).max())
+        result["onnx_faces_per_s"] = faces / best_seconds(lambda: on_onnx.embed_chips(chips), repeats)
+    except ImportError as missing:
+        result["onnx_skipped"] = str(missing)
     binding = dlib.face_recognition_model_v1(pfd.models.path("dlib_face_recognition_resnet_model_v1"))
     few = list(chips[:32])
     result["dlib_bin_faces_per_s"] = len(few) / best_seconds(lambda: binding.compute_face_descriptor(few), 1)
     result["gemm_peak_gflops"] = gemm_peak(folded.threads, result["gemm_peak_gflops"])   # before and after: the best
-    for key in [f"folded_{k}" for k in kernels] + ["folded", "dlib_path", "dlib_bin"]:
+    paths = [f"folded_{k}" for k in kernels] + ["folded", "dlib_path", "dlib_bin"] + (
+        ["onnx"] if "onnx_faces_per_s" in result else [])
+    for key in paths:
         fps = result[f"{key}_faces_per_s"]
         result[f"{key}_gflops"] = round(fps * gflop_per_face, 1)
         result[f"{key}_pct_of_peak"] = round(100 * fps * gflop_per_face / result["gemm_peak_gflops"], 1)
@@ -68,6 +80,8 @@ def measure(faces: int, repeats: int, threads: int | None) -> dict:
     result["folded_vs_dlib_path"] = round(result["folded_faces_per_s"] / result["dlib_path_faces_per_s"], 2)
     result["folded_vs_dlib_bin"] = round(result["folded_faces_per_s"] / result["dlib_bin_faces_per_s"], 1)
     result["folded_vs_blas_kernel"] = round(result["folded_faces_per_s"] / result["folded_blas_faces_per_s"], 2)
+    if "onnx_faces_per_s" in result:
+        result["folded_vs_onnx"] = round(result["folded_faces_per_s"] / result["onnx_faces_per_s"], 2)
     return result
 
 
@@ -80,11 +94,16 @@ def report(r: dict, label: str) -> None:
              f"{r[f'max_abs_diff_{k}_vs_dlib_path']:.2e}") for i, k in enumerate(r["conv_kernels"])]
     rows += [("dlib_path", "pyfacedlib dlib forward", "reference"),
              ("dlib_bin", "dlib-bin compute_face_descriptor", "")]
+    if "onnx_faces_per_s" in r:
+        rows.insert(-1, ("onnx", f"onnxruntime {r['onnxruntime_version']} CPU (backend onnx)",
+                         f"{r['max_abs_diff_onnx_vs_dlib_path']:.2e}"))
     for key, name, diff in rows:
         print(f"  {name:<40}{r[f'{key}_faces_per_s']:9.1f}{r[f'{key}_gflops']:9.1f}"
               f"{r[f'{key}_pct_of_peak']:8.1f}{diff:>20}")
     print(f"  ratios: default / blas kernel {r['folded_vs_blas_kernel']}x, "
-          f"folded / dlib forward {r['folded_vs_dlib_path']}x, folded / dlib-bin {r['folded_vs_dlib_bin']}x")
+          f"folded / dlib forward {r['folded_vs_dlib_path']}x, folded / dlib-bin {r['folded_vs_dlib_bin']}x"
+          + (f", folded / onnxruntime {r['folded_vs_onnx']}x" if "folded_vs_onnx" in r
+             else f"; onnxruntime skipped: {r.get('onnx_skipped')}"))
 
 
 def main() -> None:

@@ -14,6 +14,10 @@
    class layer and loss_margin_ run in the CUDA build), from the same start, batches and class
    centres as the CPU module here: the losses step by step and how far the nets drift apart,
    relative to how far they moved; passes when every loss is finite and they agree within 5%.
+5. onnxruntime-gpu, when the GPU image has it (its wheel does not fit the device's carry): the
+   shipped model exported to ONNX here (needs the onnx package) and run on the CUDA execution
+   provider, and on TensorRT's when onnxruntime has it, at batches of 64, 256 and 1024, with
+   parity against the gathering CPU build; otherwise the table says why it was skipped.
 
 Writes OUT_DIR/gpu_check.json and OUT_DIR/gpu_check.md; prints the table last. Exit status 1 when
 parity or a margin check fails, 2 when there is no CUDA module or no GPU.
@@ -145,6 +149,31 @@ def margin_training(chips: np.ndarray, labels: np.ndarray, steps: int, pfd) -> d
     return out
 
 
+def onnxruntime_gpu(data: dict, pfd) -> dict:
+    """The shipped model's ONNX graph on onnxruntime's GPU providers: faces/s and parity."""
+    from pyfacedlib.onnx_model import OnnxSession, available_providers
+
+    have = available_providers()
+    if "CUDAExecutionProvider" not in have:
+        return {"skipped": f"no onnxruntime with CUDAExecutionProvider in this image (providers: {have or 'none'})"}
+    with tempfile.TemporaryDirectory() as tmp:
+        graph = pfd.convert_to_onnx(pfd.models.path(pfd.models.FACE_RECOGNITION), Path(tmp) / "face.onnx")
+        tiled = np.ascontiguousarray(np.resize(data["lfw"], (1024, *data["lfw"].shape[1:])))
+        out: dict = {}
+        for provider in ("CUDAExecutionProvider", "TensorrtExecutionProvider"):
+            if provider not in have:
+                out[provider] = {"skipped": "not in this onnxruntime"}
+                continue
+            session = OnnxSession(graph, [provider, "CPUExecutionProvider"])
+            ours = session.run(data["lfw"], batch=256)
+            row = {"max_abs_vs_gathering_cpu": float(np.abs(ours - data["lfw_cpu"]).max())}
+            for batch in (64, 256, 1024):
+                rate = timed_rate(lambda b=batch, s=session: s.run(tiled[:b], batch=b), batch)
+                row[f"batch_{batch}_faces_per_s"] = rate
+            out[provider] = row
+    return out
+
+
 def table(result: dict) -> str:
     lines = [f"GPU: {', '.join(result['build']['cuda_devices'])}; CUDA {result['build']['cuda_version']}, "
              f"cuDNN {result['build']['cudnn_version']}; CPU here: {result['cpu']}", "",
@@ -169,6 +198,14 @@ def table(result: dict) -> str:
         lines.append(f"| {name}, {m['steps']} whole-net steps on GPU vs CPU: max relative loss gap / parameter "
                      f"drift over movement (passed) | {m['max_relative_loss_gap']:.1e} / "
                      f"{m['parameter_drift_over_movement']:.1e} ({m['passed']}) |")
+    for provider, row in result.get("onnxruntime", {}).items():
+        if "skipped" in row or provider == "skipped":
+            lines.append(f"| onnxruntime-gpu {'' if provider == 'skipped' else provider} | skipped: "
+                         f"{row if provider == 'skipped' else row['skipped']} |")
+            continue
+        speeds = " / ".join(f"{row[f'batch_{b}_faces_per_s']:,.0f}" for b in (64, 256, 1024))
+        lines.append(f"| onnxruntime {provider}, batch 64 / 256 / 1024 (faces/s); max abs vs the gathering CPU "
+                     f"| {speeds}; {row['max_abs_vs_gathering_cpu']:.2e} |")
     lines.append(f"| parity passed (<= {PARITY_LIMIT:g}) | {result['parity']['passed']} |")
     return "\n".join(lines)
 
@@ -195,6 +232,11 @@ def main() -> int:
     print(json.dumps(result["parity"]), flush=True)
     result["embedding"] = embedding_speed(data["lfw"], pfd)
     print(json.dumps(result["embedding"]), flush=True)
+    try:   # optional: the image may lack onnxruntime-gpu or onnx
+        result["onnxruntime"] = onnxruntime_gpu(data, pfd)
+    except Exception as error:  # noqa: BLE001 - reported in the table
+        result["onnxruntime"] = {"skipped": f"failed: {error!r}"}
+    print(json.dumps(result["onnxruntime"]), flush=True)
     result["training"] = training_speed(data["lfw"], data["lfw_labels"], args.train_steps, pfd)
     try:   # a failure here must not lose the figures above
         result["margin"] = margin_training(data["lfw"], data["lfw_labels"], 5, pfd)
