@@ -1,6 +1,7 @@
 """Archives: the files -> Parquet pipeline, local and on a local Ray; resume after kill -9; index."""
 from __future__ import annotations
 
+import importlib.util
 import os
 import shutil
 import signal
@@ -170,13 +171,21 @@ def local_archive(photo_dir: Path, tmp_path_factory) -> Path:
     return out
 
 
-@pytest.mark.parametrize("stages", ["fused", "split"])
-def test_ray_engine_gives_the_local_rows(local_ray, photo_dir: Path, local_archive: Path, tmp_path: Path, stages: str):
+@pytest.mark.parametrize("stages, backend", [("fused", None), ("split", None), ("split", "onnx")],
+                         ids=["fused", "split", "split-onnx"])
+def test_ray_engine_gives_the_local_rows(local_ray, photo_dir: Path, local_archive: Path, tmp_path: Path, stages: str,
+                                         backend: str | None):
+    """The Ray engine's rows are the local engine's (the onnx backend: the embedding actors run
+    onnxruntime, descriptors within 1e-5 of the folded pass's)."""
     import pyarrow.parquet as pq
 
+    if backend == "onnx" and importlib.util.find_spec("onnxruntime") is None:
+        from conftest import skip_or_fail
+
+        skip_or_fail("onnxruntime (a test dependency) is not installed")
     report = embed_archive([photo_dir], tmp_path / "ray.parquet", progress=False,
                            config=ArchiveConfig(engine="ray", workers=2, images_per_part=10, images_per_task=8,
-                                                stages=stages))
+                                                stages=stages, backend=backend))
     assert (report.processed, report.duplicates, len(report.unreadable), report.without_face) == (27, 1, 1, 1)
     a, b = _rows(local_archive), _rows(tmp_path / "ray.parquet")
     assert report.faces == sum(f >= 0 for f in a.column("face").to_pylist())
