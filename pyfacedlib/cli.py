@@ -526,7 +526,7 @@ def _unreadable(table) -> list[str]:
 
 
 def _cmd_cluster(args: argparse.Namespace) -> int:
-    from .clustering import cluster, link_cluster_folders
+    from .clustering import auto_threshold, cluster, link_cluster_folders
     from .datasets import labelled_files
 
     out = Path(args.out_dir)
@@ -540,8 +540,9 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     table = _face_table(files, args, out / "faces.parquet", "faces")
     table.write_parquet(out / "faces.parquet")
     rows = np.flatnonzero(table.has_face)
-    labels = cluster(table.embedding[rows], threshold=settings.threshold, method=settings.method,
-                     min_size=settings.min_size)
+    threshold = settings.threshold if settings.threshold is not None else auto_threshold(len(rows))
+    chosen = "" if settings.threshold is not None else f", chosen for {len(rows)} faces"
+    labels = cluster(table.embedding[rows], threshold=threshold, method=settings.method, min_size=settings.min_size)
     with _csv_output(str(out / "clusters.csv")) as writer:
         writer.writerow(["path", "face", "cluster"])
         for row, label in zip(rows, labels):
@@ -549,7 +550,7 @@ def _cmd_cluster(args: argparse.Namespace) -> int:
     clusters = link_cluster_folders(out, [table.source_path[row] for row in rows], labels)
     sizes = np.bincount(labels[labels >= 0]) if (labels >= 0).any() else np.zeros(0, int)
     print(_table_summary(table))
-    print(f"{clusters} clusters ({settings.method}, threshold {settings.threshold}), {int((labels < 0).sum())} faces "
+    print(f"{clusters} clusters ({settings.method}, threshold {threshold}{chosen}), {int((labels < 0).sum())} faces "
           f"in no cluster (-1); largest: {', '.join(str(n) for n in sorted(sizes, reverse=True)[:10])}")
     print(f"wrote {out / 'clusters.csv'}, {out / 'faces.parquet'} and one folder of links per cluster")
     unreadable = _unreadable(table)

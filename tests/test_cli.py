@@ -143,7 +143,7 @@ def test_options_are_generated_from_the_config_dataclasses():
     args = parser.parse_args(["cluster", "in", "out"])
     assert given(args, pfd.ClusterSettings) == {} and pfd.ClusterSettings().threshold == pfd.cluster.__defaults__[0]
     help_text = verbs["cluster"].format_help()
-    assert f"(default: {pfd.ClusterSettings().threshold})" in help_text
+    assert f"(default: {pfd.ClusterSettings().min_size})" in help_text and "auto_threshold" in help_text
     # photos never get a guessed face: the photo verbs offer no centred-box fallback
     assert verbs["export"].parse_args(["x", "--out", "o.npy", "--fallback", "cnn"]).fallback == "cnn"
     import pytest

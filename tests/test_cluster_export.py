@@ -30,6 +30,27 @@ def test_cluster_finds_the_five_johns(johns_descriptors, method):
     assert list(sizes) == sorted(sizes, reverse=True)  # numbered largest first
 
 
+def test_default_threshold_follows_the_set_size(johns_descriptors):
+    """threshold=None: dlib's 0.5 up to ~500 faces, lower as the set grows (fewer links between
+    different people, whose number grows with the square of the set), never below 0.34."""
+    from pyfacedlib.clustering import DLIB_CLUSTER_THRESHOLD, auto_threshold
+
+    sizes = [1, 2, 55, 480, 500, 1000, 2000, 5000, 13233, 10**5, 10**7]
+    chosen = [auto_threshold(n) for n in sizes]
+    assert chosen[:5] == [DLIB_CLUSTER_THRESHOLD] * 5 and chosen == sorted(chosen, reverse=True)
+    assert 0.46 <= auto_threshold(2000) < 0.47 and 0.41 <= auto_threshold(13233) < 0.42 and chosen[-1] == 0.34
+    descriptors, labels = johns_descriptors  # 55 faces: the default is dlib's recipe
+    assert (pfd.cluster(descriptors) == pfd.cluster(descriptors, threshold=0.5)).all()
+    # 1,000 faces in pairs 0.49 apart, the pairs far from each other: linked at 0.5, not at the default
+    rng = np.random.default_rng(0)
+    centres = rng.normal(size=(500, 128)) * 10
+    step = rng.normal(size=(500, 128))
+    step *= 0.49 / np.linalg.norm(step, axis=1, keepdims=True)
+    faces = np.concatenate([centres, centres + step])
+    assert pfd.cluster(faces, threshold=0.5).max() == 499
+    assert (pfd.cluster(faces) == -1).all()  # auto_threshold(1000) = 0.48: every face alone
+
+
 def test_cluster_noise_and_bad_input(johns_descriptors):
     descriptors, _ = johns_descriptors
     odd = np.concatenate([descriptors, -descriptors[:1]])  # a face far from everyone
