@@ -83,18 +83,31 @@ class FaceEmbedder:
             self.backend = backend
 
     def _start_onnx(self) -> None:
-        from .onnx_model import OnnxSession, cached_onnx
+        from .onnx_model import cached_onnx
 
         graph = cached_onnx(self.model_path)
         try:
-            self._onnx = OnnxSession(graph, self._onnx_providers, threads=self._threads)
+            session = self._onnx_session(graph)
+        except (DeviceError, ImportError):
+            raise
+        except Exception:  # noqa: BLE001 - a damaged cache file: onnxruntime's own error types
+            session = self._onnx_session(cached_onnx(self.model_path, refresh=True))
+        self._onnx = session
+        self.device = self._onnx.device
+
+    def _onnx_session(self, graph: os.PathLike) -> OnnxSession:
+        """An onnxruntime session of `graph` on the chosen providers; with device="auto" and no
+        providers given, a GPU provider that cannot start falls back to the CPU, with a warning."""
+        from .onnx_model import OnnxSession
+
+        try:
+            return OnnxSession(graph, self._onnx_providers, threads=self._threads)
         except DeviceError as exc:
             if not self._onnx_may_fall_back or self._onnx_providers == ["CPUExecutionProvider"]:
                 raise
-            warnings.warn(f"device='auto': {exc}; running on the CPU", RuntimeWarning, stacklevel=3)
+            warnings.warn(f"device='auto': {exc}; running on the CPU", RuntimeWarning, stacklevel=4)
             self._onnx_providers = ["CPUExecutionProvider"]
-            self._onnx = OnnxSession(graph, self._onnx_providers, threads=self._threads)
-        self.device = self._onnx.device
+            return OnnxSession(graph, self._onnx_providers, threads=self._threads)
 
     @property
     def backend(self) -> str:

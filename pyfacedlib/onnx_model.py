@@ -15,7 +15,11 @@ on first use).
 """
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
+import tempfile
+import warnings
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -230,17 +234,29 @@ def onnx_cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "pyfacedlib" / "onnx"
 
 
-def cached_onnx(model_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None) -> Path:
-    """The ONNX graph of the face net in `model_path`, exported into the cache on first use and named
-    by the model's sha256 and pyfacedlib's version (a changed .dat or a new exporter gets a new file)."""
+def cached_onnx(model_path: str | os.PathLike, cache_dir: str | os.PathLike | None = None,
+                refresh: bool = False) -> Path:
+    """The ONNX graph of the face net in `model_path`, exported into the cache on first use (or
+    again with refresh=True) and named by the model's sha256 and pyfacedlib's version (a changed .dat
+    or a new exporter gets a new file). A cache folder that cannot be written is replaced by a
+    temporary folder of this process (removed when it exits), with a RuntimeWarning naming it and
+    PYFACEDLIB_ONNX_CACHE."""
     from . import __version__
 
     folder = Path(cache_dir) if cache_dir is not None else onnx_cache_dir()
-    target = folder / f"{file_sha256(model_path)[:32]}-pyfacedlib{__version__}-opset{DEFAULT_OPSET}.onnx"
-    if not target.exists():
+    name = f"{file_sha256(model_path)[:32]}-pyfacedlib{__version__}-opset{DEFAULT_OPSET}.onnx"
+    target = folder / name
+    if target.exists() and not refresh:
+        return target
+    try:
         folder.mkdir(parents=True, exist_ok=True)
-        convert_to_onnx(model_path, target)
-    return target
+        return convert_to_onnx(model_path, target)
+    except OSError as exc:
+        fallback = Path(tempfile.mkdtemp(prefix="pyfacedlib-onnx-")) / name
+        atexit.register(shutil.rmtree, fallback.parent, ignore_errors=True)  # sessions hold the graph in memory
+        warnings.warn(f"the ONNX cache {folder} cannot be written ({exc}); exporting to {fallback.parent} for this "
+                      "process (set PYFACEDLIB_ONNX_CACHE to a writable folder)", RuntimeWarning, stacklevel=2)
+        return convert_to_onnx(model_path, fallback)
 
 
 def available_providers() -> list[str]:

@@ -149,6 +149,21 @@ def test_onnx_backend_caches_its_graph_and_matches_the_folded_pass(tmp_path, mon
     assert "CPUExecutionProvider" in pfd.build_info()["onnx_providers"]
 
 
+def test_a_damaged_or_unwritable_cache_is_not_fatal(tmp_path, monkeypatch, johns, embedder):
+    monkeypatch.setenv("PYFACEDLIB_ONNX_CACHE", str(tmp_path / "cache"))
+    pfd.FaceEmbedder(backend="onnx", device="cpu")
+    (cached,) = (tmp_path / "cache").glob("*.onnx")
+    cached.write_bytes(cached.read_bytes()[:1000])  # truncated behind our back
+    again = pfd.FaceEmbedder(backend="onnx", device="cpu")  # exported again, not an onnxruntime traceback
+    assert cached.stat().st_size > 20_000_000
+    assert np.abs(again.embed_chips(johns[0][:4]) - embedder.embed_chips(johns[0][:4])).max() <= PARITY
+    (tmp_path / "a_file").write_text("")
+    monkeypatch.setenv("PYFACEDLIB_ONNX_CACHE", str(tmp_path / "a_file" / "cache"))  # cannot be a folder
+    with pytest.warns(RuntimeWarning, match="PYFACEDLIB_ONNX_CACHE"):
+        elsewhere = pfd.FaceEmbedder(backend="onnx", device="cpu")
+    assert elsewhere.embed_chips(johns[0][:1]).shape == (1, 128)
+
+
 def test_onnx_backend_errors(tmp_path, monkeypatch):
     monkeypatch.setenv("PYFACEDLIB_ONNX_CACHE", str(tmp_path / "cache"))
     if "CUDAExecutionProvider" not in onnxruntime.get_available_providers():
