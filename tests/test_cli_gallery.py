@@ -200,7 +200,9 @@ def test_identify_csv_keeps_its_rows_on_ctrl_c(known, tmp_path: Path, capsys):
         os.link(probes[i % len(probes)][0], photos / f"p{i:04d}.jpg")
     out = tmp_path / "who.csv"
     part = tmp_path / "who.csv.part"
-    launcher = "import sys; sys.path.insert(0, sys.argv.pop(1)); from pyfacedlib.cli import main; sys.exit(main(sys.argv[1:]))"  # noqa: E501
+    # SIGINT's default handler set explicitly: a test runner started in the background may pass SIGINT on ignored
+    launcher = ("import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+                "sys.path.insert(0, sys.argv.pop(1)); from pyfacedlib.cli import main; sys.exit(main(sys.argv[1:]))")
     child = subprocess.Popen([sys.executable, "-I", "-c", launcher, str(Path(pfd.__file__).resolve().parents[1]),
                               "identify", str(gallery), str(photos), "--csv", str(out), "--threads", "2"],
                              stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)

@@ -27,8 +27,9 @@ INTERRUPTED = (130, -signal.SIGINT)
 
 def run_cli(argv: list[str], fault: str | None = None, cwd: Path | None = None) -> subprocess.CompletedProcess:
     """`pyfacedlib ARGV` in a child process importing this very pyfacedlib, with a fault point set."""
-    code = (f"import sys; sys.path.insert(0, {PACKAGE_PARENT!r}); from pyfacedlib.cli import main; "
-            f"sys.exit(main({argv!r}))")
+    # SIGINT's default handler set explicitly: a test runner started in the background may pass SIGINT on ignored
+    code = (f"import signal, sys; signal.signal(signal.SIGINT, signal.default_int_handler); "
+            f"sys.path.insert(0, {PACKAGE_PARENT!r}); from pyfacedlib.cli import main; sys.exit(main({argv!r}))")
     env = {k: v for k, v in os.environ.items() if k != "PYFACEDLIB_FAULT"}
     if fault:
         env["PYFACEDLIB_FAULT"] = fault

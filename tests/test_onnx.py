@@ -189,11 +189,16 @@ def test_onnx_backend_errors(tmp_path, monkeypatch):
 
 
 def _cli(*args: str, env_cache: Path) -> subprocess.CompletedProcess:
+    """`pyfacedlib ARGS` in a child process importing this very pyfacedlib (-I: not the checkout's
+    source folder when the tests run against an installed package)."""
     import os
 
     env = {**os.environ, "PYFACEDLIB_ONNX_CACHE": str(env_cache)}
-    return subprocess.run([sys.executable, "-m", "pyfacedlib", *args], capture_output=True, text=True, env=env,
-                          timeout=600)
+    launcher = ("import sys; sys.path.insert(0, sys.argv.pop(1)); from pyfacedlib.cli import main; "
+                "sys.exit(main(sys.argv[1:]))")
+    package_parent = str(Path(pfd.__file__).resolve().parents[1])
+    return subprocess.run([sys.executable, "-I", "-c", launcher, package_parent, *args], capture_output=True, text=True,
+                          env=env, timeout=600)
 
 
 def test_cli_convert_embed_and_archive_on_onnx(tmp_path, johns_dir, lfw_sample):
