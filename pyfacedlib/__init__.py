@@ -15,7 +15,7 @@ from .bench import evaluate_folders
 from .chipcache import ChipCache, load_faces
 from .clustering import ClusterSettings, cluster
 from .convert import ConversionReport, convert_affine_to_bn, convert_bn_to_affine
-from .embedder import Face, FaceEmbedder, distance
+from .embedder import EmbedderSettings, Face, FaceEmbedder, distance
 from .errors import (
     CheckpointError,
     DeviceError,
@@ -69,7 +69,7 @@ def build_info() -> dict:
 
 __all__ = [
     "AlignmentSettings", "CheckpointError", "ChipCache", "ClusterSettings", "DeviceError", "archive",
-    "ConversionReport", "Face",
+    "ConversionReport", "EmbedderSettings", "Face",
     "FaceEmbedder", "FaceSet", "FaceTable",
     "FinetuneConfig", "FinetuneResult", "Gallery", "GalleryConfig", "GalleryError", "ImageError", "Match",
     "ModelFormatError", "ModelNotFoundError", "NoFaceFoundError", "SearchHit", "align", "as_rgb", "build_info",

@@ -11,7 +11,7 @@ import numpy as np
 from ._config import option
 from ._system import file_sha256
 from .align import AlignmentSettings
-from .embedder import BACKENDS as EMBEDDING_BACKENDS
+from .embedder import EmbedderSettings
 from .errors import error_kind
 from .photos import PhotoFaces, detect_photo
 
@@ -52,16 +52,13 @@ class ArchiveConfig:
                                   "needs) or the same ('fused'); auto: split when --embed-gpus > 0", choices=STAGES)
     backend: str | None = option(None, "the embedding stage's forward pass (FaceEmbedder's backend); None: the "
                                        "folded CPU pass", cli=False)
-    onnx_providers: tuple[str, ...] | None = option(None, "backend 'onnx': onnxruntime's execution providers, in "
-                                                          "order; None: CUDA when onnxruntime has it, else CPU",
-                                                    cli=False)
+    onnx_providers: str | None = option(None, "backend 'onnx': onnxruntime's execution providers in order, "
+                                              "comma-separated; None: CUDA when onnxruntime has it, else CPU",
+                                        cli=False)
 
     def embedder_options(self) -> dict[str, Any]:
         """FaceEmbedder's keyword arguments for the embedding stage (backend and providers)."""
-        options: dict[str, Any] = {"backend": self.backend}
-        if self.backend == "onnx" and self.onnx_providers is not None:
-            options["onnx_providers"] = list(self.onnx_providers)
-        return options
+        return EmbedderSettings(self.backend, self.onnx_providers).kwargs()
 
     @property
     def split_stages(self) -> bool:
@@ -80,10 +77,7 @@ class ArchiveConfig:
             raise ValueError(f"stages must be 'auto', 'split' or 'fused', got {self.stages!r}")
         if self.images_per_part < 1 or self.images_per_task < 1:
             raise ValueError("images_per_part and images_per_task must be >= 1")
-        if self.backend not in (None, *EMBEDDING_BACKENDS):
-            raise ValueError(f"backend must be one of {EMBEDDING_BACKENDS}, got {self.backend!r}")
-        if self.onnx_providers is not None and self.backend != "onnx":
-            raise ValueError("onnx_providers is for backend 'onnx'")
+        EmbedderSettings(self.backend, self.onnx_providers)  # ValueError for a backend or providers it refuses
 
 
 @dataclass

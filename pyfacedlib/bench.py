@@ -14,7 +14,7 @@ from . import _atomic, _plots
 from .align import AlignmentSettings
 from .chipcache import ChipCache, default_cache_dir
 from .datasets import pair_images, read_lfw_pairs
-from .embedder import FaceEmbedder
+from .embedder import EmbedderSettings, FaceEmbedder
 from .evaluate import sample_pairs, verification
 
 LFW_HELP = ("LFW not found at {where}. Get the deep-funneled images and the protocol files from the "
@@ -74,8 +74,9 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
               models: Sequence[str | None] = (None,), num_jitters: int = 0, flip: bool = False,
               out: str | os.PathLike = "lfw-bench", strict: bool = False, cache_dir: str | os.PathLike | None = None,
               settings: AlignmentSettings | None = None, workers: int | None = None, threads: int | None = None,
-              progress: bool = True) -> dict:
+              progress: bool = True, embedder: EmbedderSettings | None = None) -> dict:
     """Runs the LFW verification protocol for each model and writes report.json, report.md, roc.png to `out`.
+    embedder: the forward pass (EmbedderSettings; default: the folded CPU pass).
 
     models: affine .dat paths (None = the shipped model). Detection failures: by default the face is
     aligned in a centred box and the image counted; strict=True drops every pair with such an image.
@@ -138,7 +139,7 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     report["models"], curves = _evaluate_models(models, faces.chips, first, second, same, folds, num_jitters, flip,
-                                                threads, progress)
+                                                embedder, threads, progress)
     for entry in report["models"].values():
         entry["detection_failures"] = detection["missed_by_detector"]
     report["total_seconds"] = round(time.perf_counter() - started, 1)
@@ -149,15 +150,16 @@ def bench_lfw(lfw_dir: str | os.PathLike | None = None, pairs: str | os.PathLike
 
 
 def _evaluate_models(models: Sequence[str | None], chips: np.ndarray, first: np.ndarray, second: np.ndarray,
-                     same: np.ndarray, folds: np.ndarray, num_jitters: int, flip: bool, threads: int | None,
-                     progress: bool) -> tuple[dict, dict]:
+                     same: np.ndarray, folds: np.ndarray, num_jitters: int, flip: bool,
+                     embedder_settings: EmbedderSettings | None, threads: int | None, progress: bool
+                     ) -> tuple[dict, dict]:
     """Per model: embed the chips the pairs use, run the verification protocol. Returns the report
     entries by model name and the ROC curves (bench-lfw and evaluate_folders share this)."""
     used = np.unique(np.concatenate([first, second]))
     entries, curves = {}, {}
     for name, model in zip(_model_names(list(models)), models):
         t = time.perf_counter()
-        embedder = FaceEmbedder(model, threads=threads)
+        embedder = FaceEmbedder(model, threads=threads, **(embedder_settings or EmbedderSettings()).kwargs())
         descriptors = np.zeros((len(chips), 128), np.float32)
         descriptors[used] = _embed(embedder, chips[used], num_jitters, flip, progress)
         distances = np.linalg.norm(descriptors[first].astype(np.float64) - descriptors[second], axis=1)
@@ -176,8 +178,10 @@ def evaluate_folders(root: str | os.PathLike,
                      model: str | os.PathLike | None | Sequence[str | os.PathLike | None] = None,
                      out: str | os.PathLike | None = None, max_same_pairs: int = 50_000, seed: int = 0,
                      settings: AlignmentSettings | None = None, cache_dir: str | os.PathLike | None = None,
-                     threads: int | None = None, progress: bool = True) -> dict:
-    """Verification on your own identity folders (root/Name/*.jpg), several models side by side.
+                     threads: int | None = None, progress: bool = True, embedder: EmbedderSettings | None = None
+                     ) -> dict:
+    """Verification on your own identity folders (root/Name/*.jpg), several models side by side
+    (embedder: the forward pass, EmbedderSettings; default: the folded CPU pass).
 
     Pairs (pyfacedlib.evaluate.sample_pairs): every same-identity pair (up to max_same_pairs), as
     many different-identity pairs at random, 10 random folds stratified by kind; the metrics of
@@ -202,7 +206,8 @@ def evaluate_folders(root: str | os.PathLike,
         "same_pairs": int(same.sum()), "different_pairs": int((~same).sum()),
         "alignment": {**(settings or AlignmentSettings()).__dict__},
     }
-    report["models"], curves = _evaluate_models(models, faces.chips, first, second, same, folds, 0, False, threads,
+    report["models"], curves = _evaluate_models(models, faces.chips, first, second, same, folds, 0, False, embedder,
+                                                threads,
                                                 progress)
     report["total_seconds"] = round(time.perf_counter() - started, 1)
     if out is not None:

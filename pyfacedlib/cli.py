@@ -30,7 +30,7 @@ from ._native import DEVICES
 from .align import PHOTO_FALLBACKS, AlignmentSettings
 from .archive import ArchiveConfig
 from .clustering import ClusterSettings
-from .embedder import BACKENDS
+from .embedder import EmbedderSettings
 from .gallery import CLASSIFIERS, GalleryConfig
 from .index import KINDS, IndexSettings
 
@@ -170,14 +170,6 @@ def _cmd_info(args: argparse.Namespace) -> int:
     return 0
 
 
-def _provider_list(text: str) -> tuple[str, ...]:
-    """--onnx-providers A,B: a tuple of onnxruntime provider names."""
-    names = tuple(p.strip() for p in text.split(",") if p.strip())
-    if not names:
-        raise argparse.ArgumentTypeError("give at least one provider name")
-    return names
-
-
 def _cmd_embed(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else None
     if out is not None and out.suffix == ".parquet":
@@ -191,8 +183,8 @@ def _cmd_embed(args: argparse.Namespace) -> int:
     from .embedder import FaceEmbedder
     from .photos import embed_photos
 
-    embedder = FaceEmbedder(model=args.model, threads=args.threads, backend=getattr(args, "backend", None),
-                            device=args.device or "auto", onnx_providers=getattr(args, "onnx_providers", None))
+    embedder = FaceEmbedder(model=args.model, threads=args.threads, device=args.device or "auto",
+                            **configured(EmbedderSettings, args).kwargs())
     via = f" on {', '.join(embedder.onnx_providers)}" if embedder.backend == "onnx" else ""
     print(f"embedding on {embedder.device} ({embedder.backend} forward pass{via})", file=sys.stderr)
     images = list_files(args.images, exclude=[out] if out is not None else [])
@@ -296,7 +288,7 @@ def _cmd_bench_lfw(args: argparse.Namespace) -> int:
     try:
         bench_lfw(args.lfw_dir, args.pairs, models=_models(args.model), num_jitters=args.num_jitters, flip=args.flip,
                   out=args.out, strict=args.strict, cache_dir=args.cache_dir, settings=settings, workers=args.workers,
-                  threads=args.threads)
+                  threads=args.threads, embedder=configured(EmbedderSettings, args))
     except FileNotFoundError as exc:
         raise UsageError(str(exc)) from exc
     print((Path(args.out) / "report.md").read_text())
@@ -396,7 +388,7 @@ def _cmd_enrol(args: argparse.Namespace) -> int:
         gallery.sync()
     else:
         gallery = Gallery.build(args.root, model=args.model, config=gallery_config, threads=args.threads,
-                                **alignment)
+                                embedder=configured(EmbedderSettings, args), **alignment)
     report = gallery.last_sync
     assert report is not None
     gallery.save(args.gallery)
@@ -420,7 +412,8 @@ def _load_gallery(args: argparse.Namespace):
     from .gallery import Gallery
 
     try:
-        return Gallery.load(args.gallery, model=args.model, threads=args.threads)
+        return Gallery.load(args.gallery, model=args.model, threads=args.threads,
+                            embedder=configured(EmbedderSettings, args))
     except (GalleryError, ModelFormatError, OSError, ImportError):
         raise
     except (TypeError, KeyError, ValueError, AttributeError) as exc:
@@ -502,7 +495,7 @@ def _face_table(files: dict[str, str | None], args: argparse.Namespace, previous
     from .facetable import embed_files
 
     settings = configured(AlignmentSettings.for_photos, args, AlignmentSettings)
-    embedder = FaceEmbedder(model=args.model, threads=args.threads)
+    embedder = FaceEmbedder(model=args.model, threads=args.threads, **configured(EmbedderSettings, args).kwargs())
     table, changes = embed_files(files, embedder, settings, previous=previous, progress=progress,
                                  warn=lambda message: print(message, file=sys.stderr))
     print(changes.summary(), file=sys.stderr)
@@ -608,7 +601,7 @@ def _cmd_evaluate(args: argparse.Namespace) -> int:
     from .bench import evaluate_folders
 
     report = evaluate_folders(args.root, model=_models(args.model), out=args.out, threads=args.threads,
-                              settings=configured(AlignmentSettings, args))
+                              settings=configured(AlignmentSettings, args), embedder=configured(EmbedderSettings, args))
     print((Path(args.out) / "report.md").read_text())
     print(f"wrote {args.out}/report.json, report.md, roc.png")
     unreadable = {s: why for s, why in report["skipped_images"].items() if why != "no face detected"}
@@ -682,18 +675,13 @@ def build_parser() -> argparse.ArgumentParser:
     embedding = embed.add_argument_group("embedding (FILE.npy, FILE.json or printed)")
     embedding.add_argument("--threads", type=int, default=None, help="detection and embedding threads "
                                                                      "(default: the CPUs)")
-    # absent unless given (argparse.SUPPRESS): they also reach ArchiveConfig, whose defaults then apply
-    embedding.add_argument("--backend", choices=BACKENDS, default=argparse.SUPPRESS,
-                           help="forward pass: folded (CPU default), dlib's own (the reference) or onnx (the model "
-                                "exported to ONNX, run in onnxruntime; also for OUT.parquet)")
-    embedding.add_argument("--onnx-providers", type=_provider_list, default=argparse.SUPPRESS, metavar="P1,P2",
-                           help="--backend onnx: onnxruntime execution providers in order, e.g. "
-                                "CUDAExecutionProvider,CPUExecutionProvider (default: from --device)")
     embedding.add_argument("--device", choices=DEVICES, default=None,
                            help="cpu, cuda (a CUDA build and a GPU) or auto: the GPU when there is one (default)")
     embedding.add_argument("--num-jitters", type=int, default=0, help="> 1: the mean descriptor of that many "
                                                                       "jittered copies (dlib's num_jitters)")
     embedding.add_argument("--seed", type=int, default=0, help="seed of the jitters")
+    # --backend, --onnx-providers (EmbedderSettings; they also reach ArchiveConfig for OUT.parquet)
+    add_config_options(embed, EmbedderSettings, title="forward pass (every output)")
     add_config_options(embed, ArchiveConfig, title="archives (--out OUT.parquet)",
                        aliases={"images_per_part": ["--part-size"]})
     embed.set_defaults(run=_cmd_embed)
@@ -726,6 +714,7 @@ def build_parser() -> argparse.ArgumentParser:
     bench.add_argument("--cache-dir", help="aligned-chip cache (default: ~/.cache/pyfacedlib/chips)")
     bench.add_argument("--workers", type=int, default=None, help="alignment processes (default: CPUs)")
     bench.add_argument("--threads", type=int, default=None, help="embedding threads (default: CPUs)")
+    add_config_options(bench, EmbedderSettings, title="embedding")
     bench.set_defaults(run=_cmd_bench_lfw)
 
     enrol = sub.add_parser("enrol", help="enrol known people (ROOT/Name/**/*.jpg or ROOT/Name.jpg) into a gallery "
@@ -736,6 +725,7 @@ def build_parser() -> argparse.ArgumentParser:
     enrol.add_argument("--threads", type=int, default=None)
     _photo_alignment(enrol)
     add_config_options(enrol, GalleryConfig, title="the gallery (a new one; an existing gallery keeps its own)")
+    add_config_options(enrol, EmbedderSettings, title="embedding")
     enrol.set_defaults(run=_cmd_enrol)
 
     identify = sub.add_parser("identify", help="who is in these photos or videos: CSV path,frame,face,left,top,right,"
@@ -752,6 +742,7 @@ def build_parser() -> argparse.ArgumentParser:
     identify.add_argument("--max-frames", type=int, default=None, help="videos and cameras: stop after N frames")
     identify.add_argument("--csv", help="write the CSV to FILE instead of standard output: rows go to FILE.part as "
                                         "they are found, renamed to FILE at the end or on Ctrl-C")
+    add_config_options(identify, EmbedderSettings, title="embedding")
     identify.set_defaults(run=_cmd_identify)
 
     search = sub.add_parser("search", help="the gallery's faces nearest to the face in QUERY: CSV rank,path,face,"
@@ -763,6 +754,7 @@ def build_parser() -> argparse.ArgumentParser:
     search.add_argument("--max-distance", type=float, default=None)
     search.add_argument("--csv", help="write the CSV to FILE instead of standard output")
     search.add_argument("--index", help="a saved index of the gallery's faces (pyfacedlib index)")
+    add_config_options(search, EmbedderSettings, title="embedding")
     search.set_defaults(run=_cmd_search)
 
     index = sub.add_parser("index", help="a search index over a face table (an archive made by embed --out "
@@ -781,6 +773,7 @@ def build_parser() -> argparse.ArgumentParser:
     clus.add_argument("--threads", type=int, default=None)
     add_config_options(clus, ClusterSettings, title="clustering")
     _photo_alignment(clus)
+    add_config_options(clus, EmbedderSettings, title="embedding")
     clus.set_defaults(run=_cmd_cluster)
 
     export = sub.add_parser("export", help="every face's embedding: FILE.parquet (one row per face, with source, "
@@ -793,6 +786,7 @@ def build_parser() -> argparse.ArgumentParser:
     export.add_argument("--model", help=MODEL_HELP)
     export.add_argument("--threads", type=int, default=None)
     _photo_alignment(export)
+    add_config_options(export, EmbedderSettings, title="embedding")
     export.set_defaults(run=_cmd_export)
 
     evaluate = sub.add_parser("evaluate", help="verification on your own identity folders (ROOT/Name/**/*.jpg), "
@@ -802,6 +796,7 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--out", default="folder-eval")
     evaluate.add_argument("--threads", type=int, default=None)
     add_config_options(evaluate, AlignmentSettings, title="finding faces")
+    add_config_options(evaluate, EmbedderSettings, title="embedding")
     evaluate.set_defaults(run=_cmd_evaluate)
 
     tune = sub.add_parser("finetune", help="fine-tune the face model on identity folders (TRAIN_DIR/Name/**/*.jpg)")

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from . import models
+from ._config import option
 from ._native import CHIP_SIZE, DESCRIPTOR_SIZE, DEVICES, core, resolve_device
 from ._system import available_cpus
 from .align import AlignmentSettings, as_chips, find_faces
@@ -19,7 +20,8 @@ from .images import ImageLike, as_rgb
 if TYPE_CHECKING:
     from .onnx_model import OnnxSession
 
-__all__ = ["BACKENDS", "CHIP_SIZE", "CONV_KERNELS", "DESCRIPTOR_SIZE", "Face", "FaceEmbedder", "as_chips", "distance"]
+__all__ = ["BACKENDS", "CHIP_SIZE", "CONV_KERNELS", "DESCRIPTOR_SIZE", "EmbedderSettings", "Face", "FaceEmbedder",
+           "as_chips", "distance"]
 
 
 def default_threads() -> int:
@@ -40,6 +42,39 @@ class Face:
 
 BACKENDS = ("folded", "dlib", "onnx")
 CONV_KERNELS = ("auto", "avx512", "avx2", "blas")
+
+
+@dataclass(frozen=True)
+class EmbedderSettings:
+    """Which forward pass the verbs that embed use (FaceEmbedder's backend and onnx_providers; each
+    field's help is also its command-line option's, on every verb that embeds)."""
+
+    backend: str | None = option(None, "forward pass: folded (the CPU default), dlib (dlib's own, the reference) "
+                                       "or onnx (the model exported to ONNX, run in onnxruntime)", choices=BACKENDS)
+    onnx_providers: str | None = option(None, "backend onnx: onnxruntime execution providers in order, "
+                                              "comma-separated (e.g. CUDAExecutionProvider,CPUExecutionProvider); "
+                                              "default: CUDA when onnxruntime has it, else CPU")
+
+    def __post_init__(self) -> None:
+        if self.backend is not None and self.backend not in BACKENDS:
+            raise ValueError(f"backend must be one of {BACKENDS}, got {self.backend!r}")
+        if self.onnx_providers is not None and self.backend != "onnx":
+            raise ValueError("onnx providers are for backend 'onnx'")
+        if self.onnx_providers is not None and not self.providers():
+            raise ValueError("onnx_providers: give at least one provider name")
+
+    def providers(self) -> list[str] | None:
+        """onnx_providers as a list (None when not given)."""
+        if self.onnx_providers is None:
+            return None
+        return [p.strip() for p in self.onnx_providers.split(",") if p.strip()]
+
+    def kwargs(self) -> dict[str, Any]:
+        """FaceEmbedder's keyword arguments for these settings."""
+        options: dict[str, Any] = {"backend": self.backend}
+        if self.onnx_providers is not None:
+            options["onnx_providers"] = self.providers()
+        return options
 
 
 class FaceEmbedder:

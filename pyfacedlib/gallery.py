@@ -36,6 +36,7 @@ from ._config import option
 from ._system import file_sha256
 from .align import AlignmentSettings
 from .datasets.identities import labelled_files
+from .embedder import EmbedderSettings
 from .errors import GalleryError, ImageError, NoFaceFoundError
 from .evaluate import DLIB_THRESHOLD
 from .facetable import FaceTable, TableChanges, update_table
@@ -252,6 +253,8 @@ class Gallery:
         self.root = root
         self.threads = threads
         self._embedder: FaceEmbedder | None = None
+        # the forward pass this gallery's embedder runs (backend, onnx providers); set before first use
+        self.embedder_settings = EmbedderSettings()
         self.last_sync: SyncReport | None = None   # what the last sync (or build) changed
         self.source_file: str | None = None         # the gallery file it was loaded from
         self._user_threshold: float | None = None
@@ -263,12 +266,13 @@ class Gallery:
     @classmethod
     def build(cls, root: str | os.PathLike, model: str | os.PathLike | None = None,
               config: GalleryConfig | None = None, threads: int | None = None, progress: bool = True,
-              **alignment) -> Gallery:
+              embedder: EmbedderSettings | None = None, **alignment) -> Gallery:
         """Enrols every photo under `root` (identity folders or a flat folder named by file stem).
 
-        model: affine .dat (None: the shipped model). alignment: AlignmentSettings fields (detector,
-        upsample, min_face_size, exif_orientation, fallback='cnn' to try dlib's CNN detector on photos
-        where HOG finds nothing; default 'none')."""
+        model: affine .dat (None: the shipped model). embedder: the forward pass (EmbedderSettings: backend,
+        onnx providers; default the folded CPU pass), kept as `embedder_settings`. alignment:
+        AlignmentSettings fields (detector, upsample, min_face_size, exif_orientation, fallback='cnn' to try
+        dlib's CNN detector on photos where HOG finds nothing; default 'none')."""
         settings = AlignmentSettings.for_photos(**alignment)
         if settings.fallback.endswith("center"):
             raise ValueError("a gallery never guesses a centred face: fallback must be 'cnn' or 'none'")
@@ -282,6 +286,7 @@ class Gallery:
         table = FaceTable(model_id=model_id, settings_hash=settings.key())
         gallery = cls(table, settings, model_path, config, str(Path(root)), threads)
         gallery._model_stamp = stamp
+        gallery.embedder_settings = embedder or EmbedderSettings()
         gallery.sync(progress=progress)
         return gallery
 
@@ -335,7 +340,7 @@ class Gallery:
 
     @classmethod
     def load(cls, path: str | os.PathLike, model: str | os.PathLike | None = None,
-             threads: int | None = None) -> Gallery:
+             threads: int | None = None, embedder: EmbedderSettings | None = None) -> Gallery:
         """Reads a gallery written by save() (or any face table with alignment settings, such as an
         export or an archive: pyfacedlib.Gallery.from_parquet). model: the model file, when it is no
         longer where the gallery was made; it must be the same model (same sha256).
@@ -344,7 +349,8 @@ class Gallery:
         and calibration evidence are restored, not recomputed, and its model file is trusted while
         it keeps the size and mtime recorded with its sha256 (otherwise it is hashed once, and
         another sha256 is a GalleryError naming both files). Older gallery files and other face
-        tables are enrolled and calibrated as when built."""
+        tables are enrolled and calibrated as when built. embedder: the forward pass for the photos
+        identified against it (EmbedderSettings; default the folded CPU pass)."""
         table = FaceTable.read_parquet(path)
         meta = table.metadata
         if "settings" not in meta:
@@ -363,6 +369,7 @@ class Gallery:
         gallery = cls(table, settings, meta.get("model_path", ""), config, meta.get("root"), threads,
                       enrolled=table.enrolled.copy() if calibration is not None else None)
         gallery.source_file = str(path)
+        gallery.embedder_settings = embedder or EmbedderSettings()
         stored = meta.get("model")
         if (isinstance(stored, dict) and stored.get("sha256") == table.model_id and gallery.model_path
                 and isinstance(stored.get("size"), int) and isinstance(stored.get("mtime_ns"), int)):
@@ -423,7 +430,7 @@ class Gallery:
                     continue
                 if self._is_our_model(path):
                     self.model_path = path
-                    self._embedder = FaceEmbedder(path, threads=self.threads)
+                    self._embedder = FaceEmbedder(path, threads=self.threads, **self.embedder_settings.kwargs())
                     break
                 if path == self.model_path:
                     changed = path

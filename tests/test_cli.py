@@ -124,10 +124,13 @@ def test_options_are_generated_from_the_config_dataclasses():
 
     parser = build_parser()
     verbs = {name: action for action in parser._subparsers._group_actions for name, action in action.choices.items()}
-    uses = {"embed": [pfd.AlignmentSettings, ArchiveConfig], "enrol": [pfd.AlignmentSettings, pfd.GalleryConfig],
-            "cluster": [pfd.AlignmentSettings, pfd.ClusterSettings], "export": [pfd.AlignmentSettings],
-            "index": [IndexSettings], "finetune": [pfd.FinetuneConfig], "bench-lfw": [pfd.AlignmentSettings],
-            "evaluate": [pfd.AlignmentSettings]}
+    forward = pfd.EmbedderSettings  # --backend, --onnx-providers on every verb that embeds
+    uses = {"embed": [pfd.AlignmentSettings, ArchiveConfig, forward],
+            "enrol": [pfd.AlignmentSettings, pfd.GalleryConfig, forward], "identify": [forward],
+            "search": [forward], "cluster": [pfd.AlignmentSettings, pfd.ClusterSettings, forward],
+            "export": [pfd.AlignmentSettings, forward],
+            "index": [IndexSettings], "finetune": [pfd.FinetuneConfig], "bench-lfw": [pfd.AlignmentSettings, forward],
+            "evaluate": [pfd.AlignmentSettings, forward]}
     for verb, configs in uses.items():
         dests = {a.dest for a in verbs[verb]._actions}
         for config in configs:

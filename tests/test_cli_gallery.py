@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import csv
 import io
+import json
 import shutil
 from pathlib import Path
 
@@ -220,3 +221,48 @@ def test_identify_csv_keeps_its_rows_on_ctrl_c(known, tmp_path: Path, capsys):
     assert f"kept the {len(rows)} rows" in err
     for row in rows:                                              # every row whole
         assert row["confidence"] and float(row["distance"]) >= 0 and int(row["right"]) > int(row["left"])
+
+
+def test_every_embedding_verb_runs_the_onnx_backend(known, tmp_path: Path, capsys, monkeypatch):
+    """--backend onnx on enrol, identify, search, cluster, export and evaluate: the same people,
+    clusters and distances as the folded pass (the graph is exported once into the cache)."""
+    import importlib.util
+
+    if importlib.util.find_spec("onnxruntime") is None:
+        from conftest import skip_or_fail
+
+        skip_or_fail("onnxruntime (a test dependency) is not installed")
+    monkeypatch.setenv("PYFACEDLIB_ONNX_CACHE", str(tmp_path / "onnx-cache"))
+    root, probes = known
+    check = tmp_path / "check"
+    check.mkdir()
+    for path, _ in probes:
+        shutil.copy(path, check / path.name)
+    people = tmp_path / "people"
+    for path, person in probes:
+        (people / person).mkdir(parents=True, exist_ok=True)
+        shutil.copy(path, people / person / path.name)
+    runs = {}
+    for name, extra in (("folded", []), ("onnx", ["--backend", "onnx", "--onnx-providers", "CPUExecutionProvider"])):
+        out = tmp_path / name
+        assert main(["enrol", str(root), str(out / "g.parquet"), *extra]) == 0
+        assert main(["identify", str(out / "g.parquet"), str(check), "--csv", str(out / "who.csv"), *extra]) == 0
+        assert main(["search", str(out / "g.parquet"), str(probes[0][0]), "--csv", str(out / "hits.csv"), *extra]) == 0
+        assert main(["cluster", str(check), str(out / "clusters"), *extra]) == 0
+        assert main(["export", str(check), "--out", str(out / "faces.npy"), *extra]) == 0
+        assert main(["evaluate", str(people), "--out", str(out / "eval"), *extra]) == 0
+        capsys.readouterr()
+        runs[name] = out
+    assert list((tmp_path / "onnx-cache").glob("*.onnx"))  # the onnx runs used onnxruntime
+    a, b = (list(csv.DictReader(io.StringIO((runs[n] / "who.csv").read_text()))) for n in ("folded", "onnx"))
+    assert [r["identity"] for r in a] == [r["identity"] for r in b]
+    assert max(abs(float(x["distance"]) - float(y["distance"])) for x, y in zip(a, b, strict=True)) <= 2e-4
+    a, b = (list(csv.DictReader(io.StringIO((runs[n] / "hits.csv").read_text()))) for n in ("folded", "onnx"))
+    assert [r["identity"] for r in a] == [r["identity"] for r in b]
+    a, b = ((runs[n] / "clusters" / "clusters.csv").read_text() for n in ("folded", "onnx"))
+    assert a == b
+    assert np.abs(np.load(runs["folded"] / "faces.npy") - np.load(runs["onnx"] / "faces.npy")).max() <= 1e-4
+    a, b = (json.loads((runs[n] / "eval" / "report.json").read_text())["models"] for n in ("folded", "onnx"))
+    assert [m["backend"] for m in b.values()] == ["onnx"] and [m["backend"] for m in a.values()] == ["folded"]
+    assert [(m["accuracy_mean"], m["accuracy_at_0_6"]) for m in a.values()] == [
+        (m["accuracy_mean"], m["accuracy_at_0_6"]) for m in b.values()]
