@@ -7,7 +7,7 @@
 """
 from __future__ import annotations
 
-from . import align, archive, chipcache, datasets, evaluate, models
+from . import align, archive, chipcache, datasets, evaluate, models, quality
 from ._finetune import FinetuneConfig, FinetuneResult, finetune, parse_strategy
 from ._native import core as _core
 from .align import AlignmentSettings
@@ -75,5 +75,5 @@ __all__ = [
     "ModelFormatError", "ModelNotFoundError", "NoFaceFoundError", "SearchHit", "align", "as_rgb", "build_info",
     "chipcache", "cluster", "convert_affine_to_bn", "convert_bn_to_affine", "convert_to_onnx", "datasets",
     "distance", "evaluate", "evaluate_folders", "finetune", "from_bgr", "load_faces", "load_image", "models",
-    "parse_strategy",
+    "parse_strategy", "quality",
 ]

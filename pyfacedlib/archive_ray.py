@@ -23,7 +23,7 @@ import numpy as np
 from ._archive_base import BATCH_KEY, ArchiveConfig, ArchiveReport, detect_file, photo_starts
 from ._system import available_cpus
 from .align import AlignmentSettings
-from .facetable import CHIP_COLUMN, DESCRIPTOR_SIZE, photo_batch
+from .facetable import CHIP_COLUMN, DESCRIPTOR_SIZE, DETECTOR_COLUMN, IN_FLIGHT_COLUMNS, photo_batch
 from .photos import ordered_map
 
 if TYPE_CHECKING:
@@ -47,8 +47,9 @@ def _with_info(batch, **info: Any):
 
 
 def embed_chip_batch(batch, embedder) -> pa.Table:
-    """A detection-stage batch (face-table schema + `chip`) -> the face-table batch: `embedding`
-    computed from the chips (rows with a face), `chip` dropped; metadata kept."""
+    """A detection-stage batch (face-table schema + `chip`, `detector`) -> the face-table batch:
+    `embedding` and `quality` computed from the chips (rows with a face), the in-flight columns
+    dropped; metadata kept."""
     import pyarrow as pa
     import pyarrow.compute as pc
 
@@ -57,18 +58,31 @@ def embed_chip_batch(batch, embedder) -> pa.Table:
     valid = np.asarray(chips.is_valid().to_numpy(zero_copy_only=False), bool)
     n = table.num_rows
     vectors = np.zeros((n, DESCRIPTOR_SIZE), np.float32)
+    quality = np.full(n, np.nan, np.float32)
     if valid.any():
         present = pc.filter(chips, pa.array(valid))
         width = present.type.byte_width
         side = int(round((width // 3) ** 0.5))
         data = np.frombuffer(present.buffers()[1], np.uint8, count=len(present) * width,
                              offset=present.offset * width)
-        vectors[valid] = embedder.embed_chips(data.reshape(len(present), side, side, 3))
+        face_chips = data.reshape(len(present), side, side, 3)
+        vectors[valid] = embedder.embed_chips(face_chips)
+        mask = pa.array(valid)
+        boxes = np.asarray(pc.filter(table.column("box").combine_chunks(), mask).flatten(), np.int64).reshape(-1, 4)
+        scores = np.asarray(pc.filter(table.column("score").combine_chunks(), mask), np.float64)
+        found_by = np.asarray(pc.filter(table.column(DETECTOR_COLUMN).combine_chunks(), mask).to_pylist(), object)
+        for detector in set(found_by.tolist()):
+            rows = found_by == detector
+            quality[np.flatnonzero(valid)[rows]] = embedder.face_quality(
+                scores[rows], boxes[rows], face_chips[rows], vectors[valid][rows], detector or "")
     embedding = pa.FixedSizeListArray.from_arrays(pa.array(vectors.reshape(-1), pa.float32()), DESCRIPTOR_SIZE,
                                                   mask=pa.array(~valid) if (~valid).any() else None)
     index = table.column_names.index("embedding")
     table = table.set_column(index, table.schema.field("embedding"), embedding)
-    return table.drop_columns([CHIP_COLUMN]).replace_schema_metadata(table.schema.metadata)
+    index = table.column_names.index("quality")
+    table = table.set_column(index, table.schema.field("quality"), pa.array(quality, pa.float32(),
+                                                                             mask=np.isnan(quality)))
+    return table.drop_columns(list(IN_FLIGHT_COLUMNS)).replace_schema_metadata(table.schema.metadata)
 
 
 class RayDetector:

@@ -447,7 +447,8 @@ def _cmd_identify(args: argparse.Namespace) -> int:
         raise _no_inputs(args.inputs, "photos or videos")
     failed = faces = done = 0
     with _streamed_csv(args.csv) as out:
-        out.header(["path", "frame", "face", "left", "top", "right", "bottom", "identity", "distance", "confidence"])
+        out.header(["path", "frame", "face", "left", "top", "right", "bottom", "identity", "distance", "confidence",
+                    "quality"])
         for result in gallery.identify_many(inputs, threshold=args.threshold, k=args.k, classifier=args.classifier,
                                             every=args.every, progress=True, max_frames=args.max_frames):
             frame = "" if result.frame is None else result.frame
@@ -457,10 +458,11 @@ def _cmd_identify(args: argparse.Namespace) -> int:
             else:
                 done += 1
                 if not result.matches and result.frame is None:
-                    out.writerow([result.source, frame, "", "", "", "", "", "no_faces_found", "", ""])
+                    out.writerow([result.source, frame, "", "", "", "", "", "no_faces_found", "", "", ""])
             for m in result.matches:
                 faces += 1
-                out.writerow([m.source, frame, m.face, *m.box, m.identity, f"{m.distance:.4f}", f"{m.confidence:.4f}"])
+                out.writerow([m.source, frame, m.face, *m.box, m.identity, f"{m.distance:.4f}", f"{m.confidence:.4f}",
+                               "" if np.isnan(m.quality) else f"{m.quality:.3f}"])
             out.flush()  # rows as they are found: a camera or a long video loses nothing on Ctrl-C
     print(f"{len(inputs)} inputs, {faces} faces, {failed} unreadable; "
           f"threshold {args.threshold or gallery.threshold:.3f}"

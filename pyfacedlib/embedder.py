@@ -16,6 +16,7 @@ from ._system import available_cpus
 from .align import AlignmentSettings, as_chips, find_faces
 from .errors import DeviceError
 from .images import ImageLike, as_rgb
+from .quality import face_quality
 
 if TYPE_CHECKING:
     from .onnx_model import OnnxSession
@@ -38,6 +39,7 @@ class Face:
     chip: np.ndarray         # (150, 150, 3) uint8 aligned face
     descriptor: np.ndarray   # (128,) float32
     score: float = field(default=0.0)  # detector confidence
+    quality: float = field(default=float("nan"))  # pyfacedlib.quality: how likely it verifies right, in [0, 1]
 
 
 BACKENDS = ("folded", "dlib", "onnx")
@@ -116,6 +118,21 @@ class FaceEmbedder:
         self._core = module.FaceEmbedderCore(self.model_path, self._check_threads(threads))
         if backend is not None:
             self.backend = backend
+
+    @property
+    def shipped_model(self) -> bool:
+        """Whether this embedder runs dlib's shipped face model (the quality score then also reads
+        the descriptors: pyfacedlib.quality)."""
+        if not hasattr(self, "_shipped"):
+            self._shipped = models.is_model(self.model_path, models.FACE_RECOGNITION)
+        return self._shipped
+
+    def face_quality(self, scores: np.ndarray, boxes: np.ndarray, chips: np.ndarray, descriptors: np.ndarray,
+                     detector: str = "hog", num_jitters: int = 0) -> np.ndarray:
+        """pyfacedlib.quality.face_quality of faces this embedder described: with their descriptors
+        when they come from the shipped model without jitter, else the variant without them."""
+        plain = self.shipped_model and num_jitters <= 1
+        return face_quality(scores, boxes, chips, descriptors if plain else None, detector)
 
     def _start_onnx(self) -> None:
         from .onnx_model import cached_onnx
@@ -239,12 +256,13 @@ class FaceEmbedder:
         the detector's order.
         """
         settings = AlignmentSettings.for_photos(detector=detector, upsample=upsample, min_face_size=min_face_size)
-        boxes, scores, points, chips, _ = find_faces(as_rgb(image), settings)
+        boxes, scores, points, chips, detector = find_faces(as_rgb(image), settings)
         if len(boxes) == 0:
             return []
         descriptors = self.embed_chips(chips, num_jitters=num_jitters, seed=seed)
+        quality = self.face_quality(scores, boxes, chips, descriptors, detector, num_jitters)
         return [Face(box=boxes[i], landmarks=points[i], chip=chips[i], descriptor=descriptors[i],
-                     score=float(scores[i])) for i in range(len(boxes))]
+                     score=float(scores[i]), quality=float(quality[i])) for i in range(len(boxes))]
 
 
 def _providers_for(device: str, providers: Sequence[str | tuple[str, dict]] | None

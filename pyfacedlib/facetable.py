@@ -14,8 +14,8 @@ box            fixed_size_list<int64>[4]   yes       left, top, right, bottom (n
 score          float64                     yes       detector score (null when face = -1)
 landmarks      fixed_size_list<int64>[10]  yes       5 points x, y (null when face = -1)
 embedding      fixed_size_list<float>[128] yes       the 128-D descriptor, float32 (null when face = -1)
-quality        float32                     yes       per-face quality score; null for now (a later
-                                                     version computes it)
+quality        float32                     yes       pyfacedlib.quality's score in [0, 1] (null when
+                                                     face = -1, for CNN-detector faces, in older files)
 model_id       string                      no        sha256 of the face model file that made the embedding
 settings_hash  string                      no        AlignmentSettings.key() of the detection/alignment
 error          string                      yes       why the file could not be used (null when it could)
@@ -27,7 +27,8 @@ enrolled       bool                        no        a gallery uses this face fo
 
 A missing value is null, never "": `df.error.isna()` selects the good rows. Between the Ray stages
 of an archive the same schema travels with one more column, `chip` (fixed_size_binary, the aligned
-150x150x3 uint8 chip; null when face = -1), from which the embedding stage fills `embedding`.
+150x150x3 uint8 chip; null when face = -1), from which the embedding stage fills `embedding` and
+`quality`, and `detector` (which detector found the face).
 
 Parquet metadata: b"pyfacedlib.schema_version" (SCHEMA_VERSION, as ASCII digits) and
 b"pyfacedlib.schema" (JSON: the columns, their types and nullability), checked on read: a file of a
@@ -65,6 +66,9 @@ SCHEMA_KEY = b"pyfacedlib.schema"
 FORMAT_VERSION = SCHEMA_VERSION  # the "format" entry of the b"pyfacedlib" JSON (older name)
 OPTIONAL_STRINGS = ("sha256", "error", "error_kind", "identity")
 CHIP_COLUMN = "chip"
+# in flight beside `chip`: which detector found the face (quality is computed for HOG faces only)
+DETECTOR_COLUMN = "detector"
+IN_FLIGHT_COLUMNS = (CHIP_COLUMN, DETECTOR_COLUMN)
 # a column of optional strings in memory: None for missing ("" given is stored as None)
 OptionalStrings = list[str] | list[str | None]
 
@@ -84,9 +88,9 @@ def schema(chip_bytes: int | None = None) -> pa.Schema:
         pa.field("enrolled", pa.bool_(), nullable=False),
     ]
     if chip_bytes is not None:
-        fields.append(pa.field(CHIP_COLUMN, pa.binary(chip_bytes)))
+        fields += [pa.field(CHIP_COLUMN, pa.binary(chip_bytes)), pa.field(DETECTOR_COLUMN, pa.string())]
     described = [{"name": f.name, "type": str(f.type), "nullable": f.nullable} for f in fields
-                 if f.name != CHIP_COLUMN]
+                 if f.name not in IN_FLIGHT_COLUMNS]
     return pa.schema(fields, metadata={SCHEMA_VERSION_KEY: str(SCHEMA_VERSION).encode(),
                                        SCHEMA_KEY: json.dumps(described).encode()})
 
@@ -252,9 +256,11 @@ def photo_batch(photos: Iterable, model_id: str, settings_hash: str, identities:
     face: list[np.ndarray] = []
     box: list[np.ndarray] = []
     score: list[np.ndarray] = []
+    qualities: list[np.ndarray] = []
     landmarks: list[np.ndarray] = []
     vectors: list[np.ndarray] = []
     chip_arrays: list[np.ndarray | None] = []
+    detectors: list[str | None] = []
     chip_bytes = 0
     for photo in photos:
         count = len(photo)
@@ -273,20 +279,25 @@ def photo_batch(photos: Iterable, model_id: str, settings_hash: str, identities:
             face.append(np.arange(count, dtype=np.int32))
             box.append(np.asarray(photo.boxes, np.int64).reshape(count, 4))
             score.append(np.asarray(photo.scores, np.float64).reshape(count))
+            quality = np.asarray(getattr(photo, "quality", ()), np.float32).reshape(-1)
+            qualities.append(quality if len(quality) == count else np.full(count, np.nan, np.float32))
             landmarks.append(np.asarray(photo.landmarks, np.int64).reshape(count, 10))
             if chips:
                 array = np.ascontiguousarray(photo.chips, np.uint8).reshape(count, -1)
                 chip_bytes = array.shape[1]
                 chip_arrays.extend(array)
+                detectors += [photo.detector or None] * count
             else:
                 vectors.append(np.asarray(photo.descriptors, np.float32).reshape(count, DESCRIPTOR_SIZE))
         else:
             face.append(np.full(1, -1, np.int32))
             box.append(np.zeros((1, 4), np.int64))
             score.append(np.full(1, np.nan))
+            qualities.append(np.full(1, np.nan, np.float32))
             landmarks.append(np.zeros((1, 10), np.int64))
             if chips:
                 chip_arrays.append(None)
+                detectors.append(None)
             else:
                 vectors.append(np.full((1, DESCRIPTOR_SIZE), np.nan, np.float32))
     n = len(sources)
@@ -295,11 +306,13 @@ def photo_batch(photos: Iterable, model_id: str, settings_hash: str, identities:
     arrays = _arrow_columns(sources, shas, faces, cat(box, (4,), np.int64), cat(score, (), np.float64),
                             cat(landmarks, (10,), np.int64),
                             None if chips else cat(vectors, (DESCRIPTOR_SIZE,), np.float32),
-                            None, model_id, settings_hash, errors, kinds, people, np.zeros(n, bool))
+                            cat(qualities, (), np.float32), model_id, settings_hash, errors, kinds, people,
+                            np.zeros(n, bool))
     target = schema(chip_bytes or 150 * 150 * 3) if chips else schema()
     if chips:
         width = chip_bytes or 150 * 150 * 3
         arrays.append(pa.array([None if c is None else c.tobytes() for c in chip_arrays], pa.binary(width)))
+        arrays.append(pa.array(detectors, pa.string()))
     if metadata:
         target = target.with_metadata({**target.metadata, **metadata})
     return pa.RecordBatch.from_arrays(arrays, schema=target)
@@ -312,7 +325,7 @@ class FaceTable:
     Rows with face = -1 record photos without a usable face: `error` says why when the file could
     not be read, otherwise no face was found. model_id and settings_hash are the table's own.
     Optional strings (sha256, error, error_kind, identity) hold None when missing ("" given is
-    stored as None); quality holds NaN when missing (null in Arrow; not computed yet). An error
+    stored as None); quality holds NaN when missing (null in Arrow). An error
     without an error_kind is classified from its message.
     """
 

@@ -9,8 +9,10 @@
 
 Enrolment rule: every face of every enrolment photo is kept in the table; a photo's face is
 *enrolled* (used for its person) when it is the photo's only face, or when it is clearly the largest
-(area >= GalleryConfig.largest_ratio x the next; configurable, or multiple_faces="skip"). Photos
-without an enrolled face are listed in `gallery.skipped` with the reason.
+(area >= GalleryConfig.largest_ratio x the next; configurable, or multiple_faces="skip") — and its
+quality score (pyfacedlib.quality) is at least GalleryConfig.min_quality, unless every face of that
+person is below it (then the best one is enrolled). Photos without an enrolled face are listed in
+`gallery.skipped` with the reason.
 
 Threshold: a gallery with at least two identities calibrates its own. For each enrolled face it takes
 the distance to the nearest face of *another* identity: how close an unknown person gets when the
@@ -50,6 +52,9 @@ if TYPE_CHECKING:
 UNKNOWN = "unknown"
 CLASSIFIERS = ("nearest", "knn", "svm")
 MULTIPLE_FACES = ("largest", "skip")
+# enrolment's min_quality (GalleryConfig), chosen on peopleDevTrain faces (benchmarks/quality_lfw.py): 0.4-1 % of
+# faces score below 0.25, and comparisons with them go wrong ~10x as often (docs/galleries-and-identify.md)
+DEFAULT_MIN_QUALITY = 0.25
 
 
 @dataclass(frozen=True)
@@ -70,6 +75,9 @@ class GalleryConfig:
                                              "(default: round(sqrt(enrolled faces)))")
     index: str = option("auto", "search index over the enrolled faces (pyfacedlib.index; auto: exact up to a "
                                 "million faces, HNSW above)", choices=KINDS)
+    min_quality: float = option(DEFAULT_MIN_QUALITY, "enrolment skips faces whose quality score "
+                                "(pyfacedlib.quality, 0..1) is below this, listing them, but never a person's "
+                                "only face (0: enrol every face)")
 
     def __post_init__(self) -> None:
         if self.multiple_faces not in MULTIPLE_FACES:
@@ -87,6 +95,9 @@ class GalleryConfig:
             raise ValueError(f"knn_neighbors must be >= 1 or None, got {self.knn_neighbors!r}")
         if self.index not in KINDS:
             raise ValueError(f"index must be one of {KINDS}, got {self.index!r}")
+        if isinstance(self.min_quality, bool) or not isinstance(self.min_quality, (int, float)) \
+                or not 0 <= self.min_quality <= 1:
+            raise ValueError(f"min_quality must be in [0, 1], got {self.min_quality!r}")
 
 
 @dataclass
@@ -143,6 +154,7 @@ class Match:
     distance: to the nearest enrolled face of `identity` (of the nearest person when unknown).
     confidence: see the module docstring. box: (left, top, right, bottom) in the image.
     candidates: the k nearest people, (identity, distance) ascending. frame/timestamp: in a video.
+    quality: the face's quality score in [0, 1] (pyfacedlib.quality; NaN for bare descriptors).
     """
 
     identity: str
@@ -155,6 +167,7 @@ class Match:
     source: str = ""
     frame: int | None = None
     timestamp: float | None = None
+    quality: float = float("nan")
 
 
 @dataclass
@@ -490,14 +503,28 @@ class Gallery:
                 if areas[by_area[0]] >= self.config.largest_ratio * areas[by_area[1]]:
                     enrolled[by_area[0]] = True
             start = end
-        return enrolled
+        return enrolled & ~self._below_min_quality(enrolled)
+
+    def _below_min_quality(self, enrolled: np.ndarray) -> np.ndarray:
+        """The enrolled rows the min_quality rule drops: quality below it (NaN: not computed, kept),
+        except that a person whose every enrolled face is below it keeps the best of them."""
+        t = self.table
+        quality = np.asarray(t.quality, np.float64)  # never None once a FaceTable is made
+        low = enrolled & (np.nan_to_num(quality, nan=1.0) < self.config.min_quality)
+        for name in {t.identity[i] for i in np.flatnonzero(low)}:
+            rows = [i for i in np.flatnonzero(enrolled) if t.identity[i] == name]
+            if all(low[i] for i in rows):
+                low[max(rows, key=lambda i: quality[i])] = False
+        return low
 
     @property
     def skipped(self) -> dict[str, str]:
         """Enrolment photos without an enrolled face -> why (unreadable, no face, several faces)."""
         t = self.table
         counts: dict[str, int] = {}
+        low: dict[str, float] = {}
         reasons: dict[str, str] = {}
+        quality = np.asarray(t.quality, np.float64)
         enrolled_sources = {t.source_path[i] for i in self._enrolled}
         for i, source in enumerate(t.source_path):
             if source in enrolled_sources or not t.identity[i]:
@@ -508,10 +535,13 @@ class Gallery:
                 reasons[source] = "no face found"
             else:
                 counts[source] = counts.get(source, 0) + 1
+                if quality[i] < self.config.min_quality:
+                    low[source] = float(quality[i])
         rule = ("none clearly the largest" if self.config.multiple_faces == "largest"
                 else "photos with several faces are skipped (multiple_faces='skip')")
         for source, n in counts.items():
-            reasons[source] = f"{n} faces, {rule}"
+            reasons[source] = (f"face quality {low[source]:.2f} below min_quality {self.config.min_quality:g}"
+                               if n == 1 and source in low else f"{n} faces, {rule}")
         return reasons
 
     def __len__(self) -> int:
@@ -680,6 +710,8 @@ class Gallery:
         for i, m in enumerate(matches):
             m.box, m.face, m.landmarks = _box_tuple(photo.boxes[i]), i, photo.landmarks[i]
             m.source, m.frame, m.timestamp = photo.source, photo.frame, photo.timestamp
+            if len(photo.quality) == len(matches):
+                m.quality = float(photo.quality[i])
         return matches
 
     def identify(self, image: ImageLike | str | os.PathLike | int, threshold: float | None = None, k: int = 5,

@@ -49,6 +49,16 @@ def _sha256(path: str, size: int, mtime_ns: int) -> str:
     return file_sha256(path)
 
 
+def is_model(path: str | os.PathLike, name: str) -> bool:
+    """Whether `path` is byte-for-byte the manifest's model `name` (hashed once per process)."""
+    entry = manifest()[name]
+    try:
+        stat = Path(path).stat()
+        return stat.st_size == entry["bytes"] and _sha256(str(path), stat.st_size, stat.st_mtime_ns) == entry["sha256"]
+    except OSError:
+        return False
+
+
 def verify(path: str | os.PathLike, name: str) -> None:
     """Raises ModelFormatError unless `path` is byte-for-byte the manifest's model `name`."""
     entry = manifest()[name]

@@ -51,6 +51,8 @@ class PhotoFaces:
     scores: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float64))
     landmarks: np.ndarray = field(default_factory=lambda: np.zeros((0, 5, 2), np.int64))
     descriptors: np.ndarray = field(default_factory=lambda: np.zeros((0, DESCRIPTOR_SIZE), np.float32))
+    quality: np.ndarray = field(default_factory=lambda: np.zeros(0, np.float32))  # pyfacedlib.quality, with
+                                         # the descriptors (NaN where it cannot be computed)
     chips: np.ndarray | None = None      # (n, 150, 150, 3) uint8 while descriptors are pending, or when kept
     detector: str = ""                   # which detector found the faces ("hog" or "cnn")
     error: str = ""
@@ -123,6 +125,7 @@ def add_descriptors(pending: list[PhotoFaces], embedder: FaceEmbedder, keep_chip
         for p in pending:
             if p.chips is not None and len(p.chips):
                 p.descriptors = descriptors[row:row + len(p.chips)]
+                p.quality = embedder.face_quality(p.scores, p.boxes, p.chips, p.descriptors, p.detector, num_jitters)
                 row += len(p.chips)
     if not keep_chips:
         for p in pending:

@@ -72,15 +72,19 @@ def test_local_archive_rows_match_the_photo_pipeline(photo_dir: Path, tmp_path: 
     frame = table.to_pandas()
     good = frame.face >= 0
     assert good.sum() == report.faces and frame.error.isna()[good].all() and frame.error_kind.isna()[good].all()
-    assert frame.identity.isna().all() and frame.quality.isna().all()
+    assert frame.identity.isna().all()
+    # quality: a number in [0, 1] for every face, null for the rows without one
+    assert frame.quality.isna().equals(~good) and frame.quality[good].between(0, 1).all()
     assert table.column("error_kind")[broken].as_py() == "unreadable"
     assert frame.error.isna().sum() == len(frame) - 1  # the blank image: no face, no error
     # the same descriptors as the photo pipeline (galleries, exports) gives
     settings = AlignmentSettings(fallback="none")
-    reference = {(p.source, i): p.descriptors[i] for p in embed_photos(files, pfd.FaceEmbedder(), settings)
-                 for i in range(len(p))}
+    photos = list(embed_photos(files, pfd.FaceEmbedder(), settings))
+    reference = {(p.source, i): p.descriptors[i] for p in photos for i in range(len(p))}
+    reference_quality = {(p.source, i): p.quality[i] for p in photos for i in range(len(p))}
     for row in table.filter(table.column("face").to_numpy() >= 0).to_pylist():
         np.testing.assert_allclose(row["embedding"], reference[(row["source_path"], row["face"])], atol=1e-5)
+        assert abs(row["quality"] - reference_quality[(row["source_path"], row["face"])]) < 1e-6
     gallery = pfd.Gallery.load(out)  # an archive is a searchable gallery (no identities)
     hit = gallery.search(reference[next(iter(reference))], k=1)[0]
     assert hit.distance < 1e-5
@@ -195,8 +199,11 @@ def test_ray_engine_gives_the_local_rows(local_ray, photo_dir: Path, local_archi
         meta = pq.read_schema(part).metadata
         assert meta[SCHEMA_VERSION_KEY] == b"2" and b"pyfacedlib.batch" not in meta
     for column in schema().names:
-        if column != "embedding":
+        if column not in ("embedding", "quality"):
             assert a.column(column).to_pylist() == b.column(column).to_pylist(), column
+    qa, qb = (np.array(t.column("quality").to_pylist(), dtype=float) for t in (a, b))
+    np.testing.assert_allclose(qa, qb, atol=1e-5)  # computed from the descriptors (NaN rows included)
+    assert np.isfinite(qb).sum() == report.faces
     ea = [v for v in a.column("embedding").to_pylist() if v is not None]
     eb = [v for v in b.column("embedding").to_pylist() if v is not None]
     np.testing.assert_allclose(np.array(ea), np.array(eb), atol=1e-5)

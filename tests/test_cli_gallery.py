@@ -13,7 +13,8 @@ import pytest
 from pyfacedlib.cli import main
 from pyfacedlib.gallery import Gallery
 
-COLUMNS = ["path", "frame", "face", "left", "top", "right", "bottom", "identity", "distance", "confidence"]
+COLUMNS = ["path", "frame", "face", "left", "top", "right", "bottom", "identity", "distance", "confidence",
+           "quality"]
 
 
 @pytest.fixture(scope="module")

@@ -141,17 +141,22 @@ def test_photo_batch_is_the_one_conversion_and_chips_travel_in_it(lfw_dir: Path)
     photos = [detect_photo(f, settings, hash_files=True) for f in files] + [PhotoFaces("x.jpg", error="gone")]
     embedder = pfd.FaceEmbedder()
     in_flight = photo_batch(photos, MODEL, settings.key(), chips=True)
-    assert in_flight.schema.names == [*schema().names, "chip"] and in_flight.column("embedding").null_count == 4
+    assert in_flight.schema.names == [*schema().names, "chip", "detector"]
+    assert in_flight.column("embedding").null_count == 4 and in_flight.column("quality").null_count == 4
     assert in_flight.schema.field("chip").type == pa.binary(150 * 150 * 3)
     filled = embed_chip_batch(in_flight, embedder)
-    assert filled.schema.remove_metadata() == schema()  # the chip column is gone
+    assert filled.schema.remove_metadata() == schema()  # the in-flight columns are gone
     for p in photos:
         if p.chips is not None and len(p):
             p.descriptors = embedder.embed_chips(p.chips)
+            p.quality = embedder.face_quality(p.scores, p.boxes, p.chips, p.descriptors, p.detector)
     direct = photo_batch(photos, MODEL, settings.key())
     assert direct.schema.remove_metadata() == schema()
+    assert filled.column("quality").null_count == 1  # the unreadable photo's row
+    np.testing.assert_allclose(np.array(filled.column("quality").to_pylist(), float),
+                               np.array(direct.column("quality").to_pylist(), float), atol=1e-6)
     for name in schema().names:
-        if name != "embedding":
+        if name not in ("embedding", "quality"):
             assert filled.column(name).to_pylist() == direct.column(name).to_pylist(), name
     np.testing.assert_allclose(np.array([v for v in filled.column("embedding").to_pylist() if v]),
                                np.array([v for v in direct.column("embedding").to_pylist() if v]), atol=1e-6)
