@@ -57,9 +57,11 @@ MODEL_WITHOUT_DESCRIPTOR: dict = {
 def chip_sharpness(chips: np.ndarray) -> np.ndarray:
     """log(1 + variance of the 4-neighbour Laplacian of the luminance) over each chip's central
     half, (N,) float64: blurred or upscaled faces have little high-frequency energy."""
-    gray = np.asarray(chips, np.float32) @ np.array([0.299, 0.587, 0.114], np.float32)
-    n, h, w = gray.shape
-    centre = gray[:, h // 4: h - h // 4, w // 4: w - w // 4]
+    chips = np.asarray(chips)
+    n, h, w = chips.shape[:3]
+    centre = chips[:, h // 4: h - h // 4, w // 4: w - w // 4].astype(np.float32)
+    weights = np.array([0.299, 0.587, 0.114], np.float32)
+    centre = centre[..., 0] * weights[0] + centre[..., 1] * weights[1] + centre[..., 2] * weights[2]
     lap = (centre[:, 1:-1, 1:-1] * 4 - centre[:, :-2, 1:-1] - centre[:, 2:, 1:-1]
            - centre[:, 1:-1, :-2] - centre[:, 1:-1, 2:])
     return np.log1p(lap.reshape(n, -1).var(axis=1).astype(np.float64))
