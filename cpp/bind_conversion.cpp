@@ -118,6 +118,20 @@ void bind_conversion(py::module_& m) {
           py::arg("path"), py::arg("factor"),
           "The face net in `path` (either kind) with every descriptor multiplied by `factor`, as .dat bytes.");
 
+    m.def("interpolated_net",
+          [](const std::string& base_path, const std::string& tuned_path, double alpha) {
+              const auto base = read_model_bytes(base_path, face_net_what);
+              const auto tuned = read_model_bytes(tuned_path, face_net_what);
+              std::string out;
+              {
+                  py::gil_scoped_release release;
+                  out = interpolated_net(base, base_path, tuned, tuned_path, alpha);
+              }
+              return py::bytes(out);
+          },
+          py::arg("base_path"), py::arg("tuned_path"), py::arg("alpha"),
+          "WiSE-FT: the affine net whose every parameter is (1 - alpha) x base's + alpha x tuned's, as .dat bytes.");
+
     py::class_<calibrator>(m, "BnCalibrator", "Per-channel mean/variance of every BN layer's input, streamed.", py::module_local())
         .def(py::init<const std::string&, int>(), py::arg("affine_path"), py::arg("threads"))
         .def("add", &calibrator::add, py::arg("chips").noconvert(), "Accumulates a (N,150,150,3) uint8 batch.")

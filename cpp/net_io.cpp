@@ -151,6 +151,47 @@ std::string scaled_descriptor_net(const std::string& bytes, const std::string& l
     return serialize_net(net);
 }
 
+std::string interpolated_net(const std::string& base_bytes, const std::string& base_label,
+                             const std::string& tuned_bytes, const std::string& tuned_label, double alpha) {
+    if (!(alpha >= 0 && alpha <= 1)) throw std::invalid_argument("the interpolation weight must be in [0, 1]");
+    auto net = load_affine_net(base_bytes, base_label);
+    auto tuned = load_affine_net(tuned_bytes, tuned_label);
+    // every parameter block of the tuned net, in layer order (affine_ layers: gamma, then beta), as
+    // (values, count): the alias views are temporaries, the memory they view is the net's own
+    std::vector<std::pair<const float*, size_t>> theirs;
+    auto keep = [&](const tensor& t) { theirs.emplace_back(t.host(), t.size()); };
+    visit_computational_layers(tuned, [&](size_t, auto& l) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(l)>, affine_>) {
+            const affine_& layer = l;
+            keep(layer.get_gamma());
+            keep(layer.get_beta());
+        } else {
+            keep(l.get_layer_params());
+        }
+    });
+    size_t next = 0;
+    const auto a = static_cast<float>(1 - alpha), b = static_cast<float>(alpha);
+    auto mix = [&](tensor& mine) {
+        const auto [other, count] = theirs.at(next++);
+        if (mine.size() != count)
+            throw model_format_error("'" + tuned_label + "' is not the same net as '" + base_label + "'");
+        float* p = mine.host();
+        for (size_t i = 0; i < count; ++i) p[i] = a * p[i] + b * other[i];
+    };
+    visit_computational_layers(net, [&](size_t, auto& l) {
+        if constexpr (std::is_same_v<std::decay_t<decltype(l)>, affine_>) {
+            affine_& layer = l;
+            auto gamma = layer.get_gamma();
+            auto beta = layer.get_beta();
+            mix(gamma);
+            mix(beta);
+        } else {
+            mix(l.get_layer_params());
+        }
+    });
+    return serialize_net(net);
+}
+
 std::string serialize_net(face_train_net& net) {
     net.clean();
     std::ostringstream out;

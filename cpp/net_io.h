@@ -37,6 +37,12 @@ void scale_descriptors(face_train_net& net, double factor);
 // The same net (either kind) with its descriptors multiplied by `factor`, serialized.
 std::string scaled_descriptor_net(const std::string& bytes, const std::string& label, double factor);
 
+// WiSE-FT: the affine net whose every parameter (convolutions, affine scales and shifts, the fc
+// layer) is (1 - alpha) x base's + alpha x tuned's, serialized. Both must be affine nets of the face
+// net (model_format_error otherwise); std::invalid_argument unless 0 <= alpha <= 1.
+std::string interpolated_net(const std::string& base_bytes, const std::string& base_label,
+                             const std::string& tuned_bytes, const std::string& tuned_label, double alpha);
+
 // Serialized nets (the bn net clean()ed first).
 std::string serialize_net(face_train_net& net);
 std::string serialize_net(const face_test_net& net);

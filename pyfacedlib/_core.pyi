@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy
 import numpy.typing
 import typing
-__all__: list[str] = ['BnCalibrator', 'CHIP_SIZE', 'CnnFaceDetector', 'DESCRIPTOR_SIZE', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'MarginLoss', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cosine_layer', 'cuda_runtime', 'extract_face_chip', 'folded_net_graph', 'hog_scan_threads', 'identity_batches', 'metric_loss', 'net_kind', 'scaled_descriptor_net', 'set_hog_scan_thread_budget', 'set_training_conv_kernel', 'sgemm_gflops', 'training_conv_kernel']
+__all__: list[str] = ['BnCalibrator', 'CHIP_SIZE', 'CnnFaceDetector', 'DESCRIPTOR_SIZE', 'FaceEmbedderCore', 'FaceTrainer', 'HogFaceDetector', 'LEVEL_TOP_LAYER', 'LandmarkPredictor', 'MarginLoss', 'NUM_LEVELS', 'affine_to_bn', 'bn_net_descriptors', 'bn_to_affine', 'build_info', 'chinese_whispers', 'cosine_layer', 'cuda_runtime', 'extract_face_chip', 'folded_net_graph', 'hog_scan_threads', 'identity_batches', 'interpolated_net', 'metric_loss', 'net_kind', 'scaled_descriptor_net', 'set_hog_scan_thread_budget', 'set_training_conv_kernel', 'sgemm_gflops', 'training_conv_kernel']
 class FaceEmbedderCore:
     """
     dlib's face-recognition ResNet (affine testing net) run on batches of chips.
@@ -232,6 +232,10 @@ def hog_scan_threads(reset_peak: bool = False) -> dict:
 def identity_batches(labels: typing.Any, identities: typing.SupportsInt | typing.SupportsIndex, per_identity: typing.SupportsInt | typing.SupportsIndex, seed: typing.SupportsInt | typing.SupportsIndex = 0) -> list[list[int]]:
     """
     Disjoint evaluation mini-batches (lists of indices): `identities` identities x `per_identity` faces each, every face at most once (see cpp/sampler.h).
+    """
+def interpolated_net(base_path: str, tuned_path: str, alpha: typing.SupportsFloat | typing.SupportsIndex) -> bytes:
+    """
+    WiSE-FT: the affine net whose every parameter is (1 - alpha) x base's + alpha x tuned's, as .dat bytes.
     """
 def metric_loss(path: str, chips: numpy.ndarray, labels: typing.Any) -> float:
     """

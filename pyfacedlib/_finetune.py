@@ -134,6 +134,10 @@ class FinetuneConfig:
                                                        "the lr shrinks 10x"})
     lr_floor: float | None = field(default=None, metadata={"help": "stop when the lr falls below this "
                                                                    "(default: lr/1000)"})
+    base_weight: float = field(default=0.0, metadata={"help": "WiSE-FT: export (1 - w) x the fine-tuned weights + w x "
+                                                                "the base model's (frozen BN only; 0: the fine-tuned "
+                                                                "model as trained; the threshold is fitted on the "
+                                                                "exported model)"})
     calibrate_threshold: bool = field(default=True, metadata={"help": "scale the exported descriptors so that the most "
                                                                       "accurate threshold on the validation pairs is "
                                                                       "dlib's 0.6"})
@@ -160,6 +164,10 @@ class FinetuneConfig:
         if self.margin is not None and (not _is_number(self.margin)
                                         or not 0 <= self.margin < (1.5 if self.loss == "arcface" else 1)):
             raise ValueError(f"margin must be in [0, {1.5 if self.loss == 'arcface' else 1}), got {self.margin!r}")
+        if not _is_number(self.base_weight) or not 0 <= self.base_weight < 1:
+            raise ValueError(f"base_weight must be a fraction in [0, 1), got {self.base_weight!r}")
+        if self.base_weight and self.bn != "frozen":
+            raise ValueError("base_weight interpolates affine nets: it needs bn='frozen'")
         if not _is_number(self.warmup) or not 0 <= self.warmup < 1:
             raise ValueError(f"warmup must be a fraction in [0, 1), got {self.warmup!r}")
         if self.device not in DEVICES:
@@ -295,6 +303,8 @@ class FinetuneResult:
     loss: str = "metric"
     descriptor_scale: float = 1.0   # the factor applied so that dlib's 0.6 threshold fits (calibrate_threshold)
     threshold: float | None = None  # the exported model's most accurate threshold on the validation pairs
+    base_weight: float = 0.0        # the base model's share of the exported weights (FinetuneConfig.base_weight)
+    exported_validation: dict | None = None  # the exported model's validation (= best_validation unless interpolated)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -378,17 +388,23 @@ class ValidationSet:
                    [ids[n] for n in faces.labels[order].tolist()], identities * per_identity)
 
 
-def validate(trainer: Any, validation: ValidationSet, threads: int) -> dict:
-    """Verification accuracy (the pairs' 10 folds) and VAL@FAR=1e-3 on the validation pairs, and
-    loss_metric's own loss (dlib's, hard negatives included) over fixed validation mini-batches."""
-    descriptors = trainer.embedder(threads).embed_chips(validation.faces.chips, 0, 0).astype(np.float64)
+def pair_metrics(descriptors: np.ndarray, validation: ValidationSet) -> dict:
+    """Verification accuracy (the pairs' 10 folds), accuracy at 0.6, VAL@FAR=1e-3 and the best
+    threshold of the validation faces' descriptors."""
+    descriptors = np.asarray(descriptors, np.float64)
     d = np.linalg.norm(descriptors[validation.first] - descriptors[validation.second], axis=1)
     report = verification(d, validation.same, fold_ids=validation.fold)
+    return {"accuracy": report.accuracy_mean, "accuracy_at_0_6": report.accuracy_at_0_6,
+            "val_at_far_1e_3": report.val_at_far_1e_3, "threshold": report.best_threshold, "pairs": int(len(d))}
+
+
+def validate(trainer: Any, validation: ValidationSet, threads: int) -> dict:
+    """pair_metrics of the trainer's current model, and loss_metric's own loss (dlib's, hard
+    negatives included) over fixed validation mini-batches."""
+    metrics = pair_metrics(trainer.embedder(threads).embed_chips(validation.faces.chips, 0, 0), validation)
     loss = (trainer.validation_loss(validation.batch_chips, validation.batch_labels, validation.batch_size)
             if len(validation.batch_labels) else float("nan"))
-    return {"accuracy": report.accuracy_mean, "accuracy_at_0_6": report.accuracy_at_0_6,
-            "val_at_far_1e_3": report.val_at_far_1e_3, "threshold": report.best_threshold, "loss": float(loss),
-            "pairs": int(len(d))}
+    return {**metrics, "loss": float(loss)}
 
 
 def class_centres(model: str, chips: np.ndarray, labels: list[int], classes: int, threads: int,
@@ -448,7 +464,7 @@ class TrainingRun:
     validation accuracy, then loss), the plateau schedule and checkpoints in `out`."""
 
     def __init__(self, base: str, start_model: str, data: RunData, config: FinetuneConfig, out: Path) -> None:
-        self.config, self.out, self.data = config, out, data
+        self.config, self.out, self.data, self.base = config, out, data, base
         names = {name: i for i, name in enumerate(data.train.identities)}
         labels = [names[name] for name in data.train.labels.tolist()]
         self.settings = {**config.run_settings(), "base": _fingerprint(Path(base).read_bytes()),
@@ -685,7 +701,7 @@ def _plot(history: list[dict], path: Path) -> None:
     _plots.save_figure(fig, path, dpi=100)
 
 
-def fit_threshold(run: TrainingRun) -> tuple[float, float | None]:
+def fit_threshold(run: TrainingRun, embed: Any = None) -> tuple[float, float | None]:
     """(descriptor scale to apply, most accurate threshold of the exported model) on the validation
     pairs (measured when that model was validated; the training faces' pairs when it was not).
 
@@ -693,7 +709,8 @@ def fit_threshold(run: TrainingRun) -> tuple[float, float | None]:
     best threshold is wherever training left it; loss_metric's drifts too (0.66 after 400 steps on
     16-px faces). With config.calibrate_threshold the model's descriptors are scaled so that it is
     dlib's 0.6 again (distances scale linearly, so accuracy at the best threshold is unchanged);
-    otherwise the threshold is only reported (scale 1)."""
+    otherwise the threshold is only reported (scale 1). embed: chips -> descriptors of the exported
+    model when it is not the trainer's (an interpolated one)."""
     config = run.config
     threshold = exported_best.get("threshold") if (exported_best := run.exported_best) else None
     if threshold is None:  # the exported model (the trainer's current one) was not validated: training pairs
@@ -702,12 +719,35 @@ def fit_threshold(run: TrainingRun) -> tuple[float, float | None]:
             pairs = sample_pairs(labels, VALIDATION_SAME_PAIRS, config.seed, folds=1)
         except ValueError:  # no pair of one kind among them
             return 1.0, None
-        descriptors = run.trainer.embedder(config.worker_threads).embed_chips(run.data.train.chips[:2000], 0, 0)
+        chips = run.data.train.chips[:2000]
+        descriptors = (embed(chips) if embed is not None
+                       else run.trainer.embedder(config.worker_threads).embed_chips(chips, 0, 0))
         threshold = best_threshold(np.linalg.norm(descriptors[pairs.first].astype(np.float64)
                                                   - descriptors[pairs.second], axis=1), pairs.same)
     if not config.calibrate_threshold or not np.isfinite(threshold) or threshold <= 0:
         return 1.0, float(threshold)
     return float(DLIB_THRESHOLD / threshold), DLIB_THRESHOLD
+
+
+def interpolate(run: TrainingRun, from_best: bool) -> tuple[Path, FaceEmbedder]:
+    """WiSE-FT (config.base_weight = w): interpolated_affine.dat, the affine net (1 - w) x the
+    exported model (best_affine.dat, or the last one, written to last_affine.dat) + w x the base
+    model, unscaled; validated (run.exported_best becomes its record, so its threshold is fitted on
+    it). Derived only from files, so an export run again writes the same bytes."""
+    config, out = run.config, run.out
+    tuned = run.best_affine
+    if not from_best:
+        tuned = out / "last_affine.dat"
+        _atomic.write_bytes(tuned, run.trainer.affine_bytes())
+    path = out / "interpolated_affine.dat"
+    _atomic.write_bytes(path, core.interpolated_net(str(run.base), str(tuned), 1.0 - config.base_weight))
+    embedder = FaceEmbedder(path, threads=config.worker_threads, device=run.device)
+    if run.validation is not None:
+        run.exported_best = {"step": (run.best or {}).get("step", run.trainer.step), "base_weight": config.base_weight,
+                             **pair_metrics(embedder.embed_chips(run.validation.faces.chips), run.validation)}
+    else:
+        run.exported_best = None
+    return path, embedder
 
 
 def _scaled(data: bytes, path: Path, descriptor_scale: float) -> bytes:
@@ -724,17 +764,25 @@ def export(run: TrainingRun, started: float) -> FinetuneResult:
     best_affine.dat / best_bn.dat (checked against the sizes and sha256 the checkpoint recorded,
     and kept), scaled by the descriptor scale its validation threshold gives, and each output is
     written atomically; history.json, written last, records what was exported. Without a
-    validated model the last one goes from the trainer to its files directly, already scaled."""
+    validated model the last one goes from the trainer to its files directly, already scaled.
+    With config.base_weight the exported model is the interpolation of that model with the base
+    (interpolate), validated and scaled on its own."""
     out, config, data, trainer = run.out, run.config, run.data, run.trainer
     affine_out, bn_out = out / "finetuned_affine.dat", out / "finetuned_bn.dat"
     best = run.best_model_bytes()
     run.exported_best = run.best if best is not None else None
-    descriptor_scale, threshold = fit_threshold(run)
-    if best is not None:
+    bn: bytes | None
+    if config.base_weight:  # WiSE-FT: the interpolated net, its threshold fitted on it
+        path, embedder = interpolate(run, best is not None)
+        descriptor_scale, threshold = fit_threshold(run, embedder.embed_chips)
+        affine, bn = _scaled(path.read_bytes(), path, descriptor_scale), None
+    elif best is not None:
+        descriptor_scale, threshold = fit_threshold(run)
         best_affine, best_bn = best
         affine = _scaled(best_affine, run.best_affine, descriptor_scale)
         bn = _scaled(best_bn, run.best_bn, descriptor_scale) if best_bn is not None else None
     else:
+        descriptor_scale, threshold = fit_threshold(run)
         affine = trainer.affine_bytes(descriptor_scale)
         bn = trainer.bn_bytes(descriptor_scale) if config.trains_bn_net else None
     _atomic.write_bytes(affine_out, affine)
@@ -750,6 +798,7 @@ def export(run: TrainingRun, started: float) -> FinetuneResult:
     validation_identities = len(data.validation.identities) if data.validation is not None else 0
     best_step = run.best["step"] if run.best else trainer.step
     exported = {"model": "best" if best is not None else "last", "step": best_step,
+                "base_weight": config.base_weight, "validation": run.exported_best,
                 "descriptor_scale": descriptor_scale, "threshold": threshold,
                 "affine": {"path": affine_out.name, **_file_record(affine)},
                 "bn": {"path": bn_out.name, **_file_record(bn_out.read_bytes())}}
@@ -767,7 +816,8 @@ def export(run: TrainingRun, started: float) -> FinetuneResult:
         minutes=minutes, resumed_from_step=run.resumed_from, train_faces=len(data.train),
         train_identities=len(data.train.identities), validation_identities=validation_identities,
         skipped_images=data.skipped_images, skipped_identities=data.skipped_identities, device=run.device,
-        strategy=config.strategy, loss=config.loss, descriptor_scale=descriptor_scale, threshold=threshold)
+        strategy=config.strategy, loss=config.loss, descriptor_scale=descriptor_scale, threshold=threshold,
+        base_weight=config.base_weight, exported_validation=run.exported_best)
 
 
 def finetune(train: FaceInput, output_dir: str | os.PathLike, base_model: str | os.PathLike | None = None,
@@ -789,7 +839,9 @@ def finetune(train: FaceInput, output_dir: str | os.PathLike, base_model: str | 
     loss="cosface"/"arcface" a cosine class layer, imprinted from the identities' mean descriptors,
     trains with the net and is left out of the export. With calibrate_threshold (default) the
     exported descriptors are scaled so that dlib's 0.6 is the most accurate threshold on the
-    validation identities.
+    validation identities. With base_weight=w (frozen BN) the export is WiSE-FT's interpolation
+    (1 - w) x the fine-tuned weights + w x the base model's, which keeps more of the base model's
+    accuracy on faces unlike the training set (docs: Fine-tuning, "Few photos per person").
     With strategy="head" the trunk runs once per image and per augmented copy and only the head
     trains, on cached 256-D features; the batch-norm mode then only decides how the bn output file
     is made.

@@ -143,6 +143,9 @@ def main() -> None:
                                                                         False, 1, 0, 1, margin_loss=margin),
         "scaled_descriptor_net[factor]": lambda: core.scaled_descriptor_net(FACE, 0.0),
         "scaled_descriptor_net[path]": lambda: core.scaled_descriptor_net(LANDMARKS, 2.0),
+        "interpolated_net[alpha]": lambda: core.interpolated_net(FACE, FACE, 1.5),
+        "interpolated_net[path]": lambda: core.interpolated_net(FACE, LANDMARKS, 0.5),
+        "interpolated_net[bn net]": lambda: core.interpolated_net(FACE, BN_PATH, 0.5),
         "set_hog_scan_thread_budget": lambda: core.set_hog_scan_thread_budget(-1),
         "hog_scan_threads[reset_peak]": lambda: core.hog_scan_threads("yes"),
     }

@@ -285,3 +285,52 @@ def test_corrupt_or_mismatched_checkpoint_is_refused(tmp_path, johns):
     with pytest.warns(RuntimeWarning, match="consistent older state"):
         result = pfd.finetune((chips, labels), tmp_path, steps=80, **args)
     assert result.resumed_from_step == 40 and result.steps == 80
+
+
+def test_interpolated_net_mixes_every_parameter(tmp_path, johns):
+    """core.interpolated_net: (1 - alpha) x base + alpha x tuned for every parameter. A tuned net whose
+    descriptors are doubled (only its fc layer differs) interpolated at alpha gives (1 + alpha) x
+    the base's descriptors; alpha 0 and 1 give the two nets."""
+    chips = johns[0][:8]
+    base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    doubled = tmp_path / "doubled.dat"
+    doubled.write_bytes(core.scaled_descriptor_net(base, 2.0))
+    reference = pfd.FaceEmbedder().embed_chips(chips)
+    for alpha in (0.0, 0.25, 1.0):
+        mixed = tmp_path / f"mixed{alpha}.dat"
+        mixed.write_bytes(core.interpolated_net(base, str(doubled), alpha))
+        np.testing.assert_allclose(pfd.FaceEmbedder(mixed).embed_chips(chips), (1 + alpha) * reference, atol=2e-6)
+    with pytest.raises(ValueError, match="interpolation weight"):
+        core.interpolated_net(base, str(doubled), 1.5)
+
+
+def test_base_weight_exports_the_interpolated_model(tmp_path, johns, dlib_bin):
+    """finetune(base_weight=w) exports (1 - w) x the best model + w x the base, validated and scaled
+    to dlib's 0.6 on its own validation pairs; a drop-in for dlib, and the same bytes when run again."""
+    chips, labels = johns
+    chips = datasets.degrade(chips, "lowres:10")
+    args = dict(strategy="from_level:5", steps=6, val_every=3, progress=False, base_weight=0.5)
+    result = pfd.finetune((chips, labels), tmp_path, **args)
+    base = pfd.models.path("dlib_face_recognition_resnet_model_v1")
+    interpolated = tmp_path / "interpolated_affine.dat"
+    assert interpolated.read_bytes() == core.interpolated_net(base, str(tmp_path / "best_affine.dat"), 0.5)
+    assert Path(result.affine_model).read_bytes() == core.scaled_descriptor_net(str(interpolated),
+                                                                                 result.descriptor_scale)
+    assert result.base_weight == 0.5 and result.threshold == 0.6
+    assert result.exported_validation["base_weight"] == 0.5
+    assert result.exported_validation["accuracy"] != result.best_validation["accuracy"] or \
+        result.exported_validation["threshold"] != result.best_validation["threshold"]
+    # the descriptors lie between the base model's and the best model's (up to the export's scale)
+    best = pfd.FaceEmbedder(tmp_path / "best_affine.dat").embed_chips(chips[:8])
+    shipped = pfd.FaceEmbedder().embed_chips(chips[:8])
+    mixed = pfd.FaceEmbedder(interpolated).embed_chips(chips[:8])
+    assert np.abs(mixed - shipped).max() > 1e-4 and np.abs(mixed - best).max() > 1e-4
+    ours = pfd.FaceEmbedder(result.affine_model).embed_chips(chips[:8])
+    theirs = np.array(dlib_bin.face_recognition_model_v1(result.affine_model).compute_face_descriptor(list(chips[:8])))
+    assert np.abs(ours - theirs).max() <= 1e-5
+    again = pfd.finetune((chips, labels), tmp_path, **args)
+    assert Path(again.affine_model).read_bytes() == Path(result.affine_model).read_bytes()
+    with pytest.raises(ValueError, match="bn='frozen'"):
+        pfd.FinetuneConfig(bn="calibrated", base_weight=0.5)
+    with pytest.raises(ValueError, match="base_weight"):
+        pfd.FinetuneConfig(base_weight=1.0)
