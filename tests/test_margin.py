@@ -238,7 +238,16 @@ def test_margin_resume_and_settings(tmp_path, johns):
 def test_auto_strategy_and_cosine_schedule():
     assert pfd.FinetuneConfig().strategy == "auto"
     assert pfd.FinetuneConfig().resolved(3000, 500).strategy == "all"
-    assert pfd.FinetuneConfig().resolved(400, 40).strategy == "from_level:4"
+    # 200-999 faces (most people with a few photos): the whole net at 5e-5, exported halfway back to
+    # the base model; a margin loss or calibrated BN keeps from_level:4; given settings always win
+    small = pfd.FinetuneConfig().resolved(400, 40)
+    assert (small.strategy, small.learning_rate, small.base_weight) == ("all", 5e-5, 0.5)
+    assert pfd.FinetuneConfig(lr=1e-4, base_weight=0.0).resolved(400, 40).learning_rate == 1e-4
+    assert pfd.FinetuneConfig(base_weight=0.0).resolved(400, 40).base_weight == 0.0
+    for other in ({"loss": "cosface"}, {"bn": "calibrated"}):
+        config = pfd.FinetuneConfig(**other).resolved(400, 40)
+        assert (config.strategy, config.learning_rate, config.base_weight) == ("from_level:4", 1e-4, 0.0)
+    assert pfd.FinetuneConfig().resolved(3000, 500).base_weight == 0.0
     assert pfd.FinetuneConfig().resolved(55, 5).strategy == "head"
     assert pfd.FinetuneConfig(strategy="head").resolved(3000, 500).strategy == "head"
     with pytest.raises(ValueError, match="resolved"):
