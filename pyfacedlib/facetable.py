@@ -279,7 +279,7 @@ def photo_batch(photos: Iterable, model_id: str, settings_hash: str, identities:
             face.append(np.arange(count, dtype=np.int32))
             box.append(np.asarray(photo.boxes, np.int64).reshape(count, 4))
             score.append(np.asarray(photo.scores, np.float64).reshape(count))
-            quality = np.asarray(getattr(photo, "quality", ()), np.float32).reshape(-1)
+            quality = np.asarray(photo.quality, np.float32).reshape(-1)
             qualities.append(quality if len(quality) == count else np.full(count, np.nan, np.float32))
             landmarks.append(np.asarray(photo.landmarks, np.int64).reshape(count, 10))
             if chips:

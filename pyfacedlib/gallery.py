@@ -511,10 +511,15 @@ class Gallery:
         t = self.table
         quality = np.asarray(t.quality, np.float64)  # never None once a FaceTable is made
         low = enrolled & (np.nan_to_num(quality, nan=1.0) < self.config.min_quality)
-        for name in {t.identity[i] for i in np.flatnonzero(low)}:
-            rows = [i for i in np.flatnonzero(enrolled) if t.identity[i] == name]
-            if all(low[i] for i in rows):
-                low[max(rows, key=lambda i: quality[i])] = False
+        rows = np.flatnonzero(enrolled)
+        if not low.any():
+            return low
+        _, person = np.unique(np.array([t.identity[i] for i in rows], dtype=str), return_inverse=True)
+        kept = np.bincount(person, weights=(~low[rows]).astype(np.float64))
+        # a person with no face at or above min_quality keeps their best one (first by quality, per person)
+        order = np.lexsort((-quality[rows], person))
+        first = order[np.r_[True, person[order][1:] != person[order][:-1]]]
+        low[rows[first[kept[person[first]] == 0]]] = False
         return low
 
     @property

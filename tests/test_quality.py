@@ -124,6 +124,12 @@ def test_min_quality_skips_low_faces_but_never_a_persons_only_face(lfw_dir: Path
     assert skipped[str(root / first.name / "tiny.png")].startswith("face quality ")
     assert sorted(strict.identities) == sorted([first.name, second.name])  # the second keeps its only face
     assert len(strict) == len(plain) - 1
+    # every face below the bar: each person keeps exactly one face, their best
+    everyone_low = Gallery.build(root, progress=False, config=GalleryConfig(min_quality=0.99))
+    assert len(everyone_low) == 2 and sorted(everyone_low.identities) == sorted([first.name, second.name])
+    low_table = everyone_low.table
+    first_rows = [i for i, name in enumerate(low_table.identity) if name == first.name]
+    assert [i for i in first_rows if low_table.enrolled[i]] == [max(first_rows, key=lambda i: low_table.quality[i])]
     # the rule travels with the gallery file
     strict.save(tmp_path / "g.parquet")
     assert Gallery.load(tmp_path / "g.parquet").config.min_quality == threshold
